@@ -1,0 +1,183 @@
+//! Ledger benchmark: prints figures, asserts nothing about time.
+//!
+//! `cargo bench -p veritrace-ledger` measures, on RocksDB in a temp dir, one thread:
+//! - apply throughput for blocks of 1,000 signed records (batch signature verification,
+//!   rules, Merkle log, state map, and the synced RocksDB write);
+//! - inclusion proof generation (from RocksDB) and verification at 1,000,000 leaves
+//!   (`VERITRACE_BENCH_LEAVES` to change);
+//! - verification of a trace bundle of 20 records.
+
+use std::time::Instant;
+
+use veritrace_ledger::bundle::verify_bundle;
+use veritrace_ledger::hash::Hash32;
+use veritrace_ledger::ids::SubjectId;
+use veritrace_ledger::kv::RocksBackend;
+use veritrace_ledger::merkle;
+use veritrace_ledger::record::*;
+use veritrace_ledger::store::{OpenOptions, Store, Verification};
+use veritrace_ledger::testkit::{Fixture, T0_MS};
+use veritrace_ledger::view::Outcome;
+
+const BLOCK_RECORDS: usize = 1_000;
+const LOTS: u64 = 1_000;
+
+fn inspection(lot: SubjectId, n: u64) -> RecordBody {
+    RecordBody::Inspection(InspectionReport {
+        subjects: vec![lot],
+        report_no: format!("CCIC-AU-2026-{n:08}"),
+        standard: "GB 10765-2021".into(),
+        result: Verdict::Pass,
+        test_items: vec![TestItem {
+            name: "protein".into(),
+            requirement: "1.8-3.0 g/100 kcal".into(),
+            measured: "2.2 g/100 kcal".into(),
+            verdict: Verdict::Pass,
+        }],
+        document_digest: Hash32(*blake3::hash(&n.to_be_bytes()).as_bytes()),
+        valid_until_ms: None,
+    })
+}
+
+struct Bench {
+    fx: Fixture,
+    store: Store<RocksBackend>,
+    t: u64,
+    n: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fx = Fixture::new();
+        let backend = RocksBackend::open(dir.path()).expect("rocksdb");
+        let opts = OpenOptions { verification: Verification::Quick };
+        let store = Store::create(backend, &fx.genesis, opts).expect("genesis");
+        let mut b = Bench { fx, store, t: T0_MS + 1_000, n: 0, _dir: dir };
+        let issues: Vec<SignedRecord> =
+            (0..LOTS).map(|i| b.fx.sign("nutri", b.t, b.fx.issue_range(&format!("L{i}"), 6_000))).collect();
+        b.apply(issues);
+        b
+    }
+
+    fn records(&mut self, count: usize) -> Vec<SignedRecord> {
+        (0..count)
+            .map(|_| {
+                self.n += 1;
+                let lot = self.fx.lot_id(&format!("L{}", self.n % LOTS));
+                self.fx.sign_nonce("ccic-au", self.t, self.n, inspection(lot, self.n))
+            })
+            .collect()
+    }
+
+    fn apply(&mut self, records: Vec<SignedRecord>) {
+        self.t += 1;
+        let block = self.fx.block(self.store.head().height + 1, self.t, records);
+        let (_, receipts) = self.store.apply_block(&block).expect("apply");
+        assert!(receipts.iter().all(|r| matches!(r.outcome, Outcome::Accepted { .. })), "benchmark record rejected");
+    }
+}
+
+fn apply_throughput(b: &mut Bench) {
+    let blocks = 20;
+    let prepared: Vec<Vec<SignedRecord>> = (0..blocks).map(|_| b.records(BLOCK_RECORDS)).collect();
+    let start = Instant::now();
+    for recs in prepared {
+        b.apply(recs);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let n = (blocks * BLOCK_RECORDS) as f64;
+    println!(
+        "apply: {blocks} blocks x {BLOCK_RECORDS} signed records in {secs:.2} s = {:.0} records/s ({:.2} ms per block)",
+        n / secs,
+        secs * 1000.0 / blocks as f64
+    );
+}
+
+fn proofs(b: &mut Bench, leaves: u64) {
+    let start = Instant::now();
+    while b.store.head().log_size < leaves {
+        let left = (leaves - b.store.head().log_size) as usize;
+        let recs = b.records(left.min(BLOCK_RECORDS * 10));
+        b.apply(recs);
+    }
+    let size = b.store.head().log_size;
+    let root = b.store.head().log_root;
+    println!("log: filled to {size} leaves in {:.1} s", start.elapsed().as_secs_f64());
+
+    let samples = 20_000u64;
+    let step = size / samples;
+    let mut proofs = Vec::with_capacity(samples as usize);
+    let start = Instant::now();
+    for i in 0..samples {
+        let idx = (i * step + i % 7) % size;
+        proofs.push((idx, b.store.inclusion_proof(idx, size).expect("proof")));
+    }
+    let gen_secs = start.elapsed().as_secs_f64();
+    let leaves: Vec<Hash32> = proofs
+        .iter()
+        .map(|(idx, _)| merkle::leaf_hash(b.store.record_id_at(*idx).unwrap().unwrap().as_bytes()))
+        .collect();
+    let start = Instant::now();
+    for ((idx, path), leaf) in proofs.iter().zip(&leaves) {
+        merkle::verify_inclusion(leaf, *idx, size, path, &root).expect("proof verifies");
+    }
+    let ver_secs = start.elapsed().as_secs_f64();
+    println!(
+        "inclusion proofs at {size} leaves: generate {:.0}/s (RocksDB), verify {:.0}/s; path length {}",
+        samples as f64 / gen_secs,
+        samples as f64 / ver_secs,
+        proofs[0].1.len()
+    );
+    let start = Instant::now();
+    let mut n = 0;
+    for old in (1..size).step_by((size / 2_000).max(1) as usize) {
+        let p = b.store.consistency_proof(old, size).expect("consistency proof");
+        std::hint::black_box(p);
+        n += 1;
+    }
+    println!("consistency proofs at {size} leaves: generate {:.0}/s", n as f64 / start.elapsed().as_secs_f64());
+}
+
+fn bundle_verification(b: &mut Bench) {
+    // An item with 20 records in its trace: its lot's issuance and 18 inspections, plus
+    // a sale of the item itself.
+    let lot = "BUNDLE";
+    b.apply(vec![b.fx.sign("nutri", b.t, b.fx.issue_range(lot, 100))]);
+    for k in 0..18 {
+        b.n += 1;
+        let r = b.fx.sign_nonce("ccic-au", b.t, b.n, inspection(b.fx.lot_id(lot), 1_000_000_000 + k));
+        b.apply(vec![r]);
+    }
+    let item = b.fx.item(lot, 5);
+    b.apply(vec![b.fx.sign(
+        "nutri",
+        b.t,
+        RecordBody::Sell(Sell { subjects: vec![item.clone()], channel: "web".into() }),
+    )]);
+    let header = b.store.header(b.store.head().height).unwrap().unwrap();
+    let bundle = b.store.bundle(&item, b.fx.checkpoint(&header)).expect("bundle");
+    assert_eq!(bundle.records.len(), 20);
+    let trusted = b.fx.genesis.validator_set();
+    let runs = 2_000;
+    let start = Instant::now();
+    for _ in 0..runs {
+        verify_bundle(&bundle, &trusted).expect("bundle verifies");
+    }
+    let per = start.elapsed().as_secs_f64() / runs as f64;
+    println!(
+        "bundle of 20 records (+3 checkpoint signatures), {} bytes JSON: verify in {:.3} ms",
+        bundle.to_json().len(),
+        per * 1000.0
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing we need.
+    let leaves: u64 = std::env::var("VERITRACE_BENCH_LEAVES").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let mut b = Bench::new();
+    apply_throughput(&mut b);
+    bundle_verification(&mut b);
+    proofs(&mut b, leaves);
+}

@@ -1,0 +1,27 @@
+//! veritrace-ledger: the domain of a product quality-safety traceability ledger.
+//!
+//! Identifiers ([`ids`]), organisations and genesis ([`org`]), signed records
+//! ([`record`]) in one canonical encoding ([`codec`]), the rules and the deterministic
+//! apply of a block ([`apply`]), the Merkle log ([`merkle`]) and the subject state map
+//! ([`smt`]), blocks and checkpoints ([`block`]), trace bundles and their offline
+//! verification ([`bundle`]), and the store ([`store`]) over RocksDB or memory ([`kv`]).
+//!
+//! Architecture invariant: this crate knows nothing of tokio, libp2p, Raft or protobuf.
+//! Apply is a pure function of (stored state, block); the network, consensus and wire
+//! formats live in other crates and call in here.
+
+pub mod apply;
+pub mod block;
+pub mod bundle;
+pub mod codec;
+pub mod hash;
+pub mod ids;
+pub mod kv;
+pub mod merkle;
+pub mod org;
+pub mod record;
+pub mod smt;
+pub mod state;
+pub mod store;
+pub mod testkit;
+pub mod view;

@@ -1,0 +1,606 @@
+//! The ledger store: key layout, atomic block commits, indexes, queries, proofs and the
+//! integrity check on open, over a [`Backend`] (RocksDB, or memory in tests).
+//!
+//! Every key starts with the ledger id (length byte, then the id), so one database can
+//! hold several ledgers (DESIGN.md §9). One block is one atomic, synced batch: the block,
+//! its header, receipts, records, log and state-map nodes, state values and every index
+//! move together or not at all.
+
+use crate::apply::{self, ApplyError};
+use crate::block::{Block, BlockHeader, Checkpoint, CheckpointSignature};
+use crate::codec;
+use crate::hash::{Hash32, StorageError};
+use crate::ids::{Gtin, SubjectId};
+use crate::kv::{Backend, Batch, Cf};
+use crate::merkle::{self, LogNodeStore};
+use crate::org::{Genesis, LedgerId, OrgId};
+use crate::record::{RecordId, SignedRecord};
+use crate::smt::{self, SmtNode, SmtNodeStore, SmtProof};
+use crate::state::{StateKey, StateValue, SubjectState};
+use crate::view::{Head, Issuance, LedgerView, RangeIssuance, Receipt, WriteSet};
+
+/// Version of the on-disk layout, kept under `meta/format`.
+pub const STORE_FORMAT: u32 = 1;
+/// Largest page a paged query returns.
+pub const PAGE_MAX: u32 = 1_000;
+
+/// Store failures: the backend, corrupt data, or a ledger that does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("corrupt {what}: {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("store does not verify: {0}")]
+    Integrity(String),
+    #[error("store holds ledger {found:?} (genesis {found_genesis}), not {expected:?} (genesis {expected_genesis})")]
+    WrongLedger { found: String, found_genesis: String, expected: String, expected_genesis: String },
+    #[error("store is empty: create it from a genesis first")]
+    Empty,
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+fn corrupt(what: impl Into<String>, reason: impl ToString) -> StoreError {
+    StoreError::Corrupt { what: what.into(), reason: reason.to_string() }
+}
+
+/// How much to check when opening a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verification {
+    /// Re-derive the log root from every record and the state root from every state
+    /// entry: O(size of the ledger).
+    Full,
+    /// Check the head against the latest header and the stored roots against the nodes
+    /// under them: O(log n).
+    Quick,
+}
+
+/// Options for [`Store::open`].
+#[derive(Clone, Copy, Debug)]
+pub struct OpenOptions {
+    pub verification: Verification,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { verification: Verification::Full }
+    }
+}
+
+/// A ledger on a backend.
+pub struct Store<B: Backend> {
+    backend: B,
+    prefix: Vec<u8>,
+    head: Head,
+}
+
+fn ledger_prefix(id: &LedgerId) -> Vec<u8> {
+    let mut p = vec![id.as_str().len() as u8];
+    p.extend_from_slice(id.as_str().as_bytes());
+    p
+}
+
+/// A length-prefixed string, so prefixes of one name never match another name.
+fn lenpref(s: &str) -> Vec<u8> {
+    let mut v = (s.len() as u16).to_be_bytes().to_vec();
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+impl<B: Backend> Store<B> {
+    /// Creates a ledger from `genesis` on an empty backend, or opens the one already there
+    /// if it was made from the same genesis.
+    pub fn create(backend: B, genesis: &Genesis, opts: OpenOptions) -> Result<Store<B>, StoreError> {
+        let prefix = ledger_prefix(&genesis.ledger_id);
+        if backend.get(Cf::Meta, &[prefix.as_slice(), b"head"].concat())?.is_some() {
+            let store = Store::open(backend, &genesis.ledger_id, opts)?;
+            let stored = store.genesis_hash()?;
+            if stored != genesis.hash() {
+                return Err(StoreError::WrongLedger {
+                    found: genesis.ledger_id.to_string(),
+                    found_genesis: stored.to_hex(),
+                    expected: genesis.ledger_id.to_string(),
+                    expected_genesis: genesis.hash().to_hex(),
+                });
+            }
+            return Ok(store);
+        }
+        let mem = NoNodes;
+        let ws = apply::genesis_writes(&mem, genesis)?;
+        let head = ws.head.clone().expect("genesis writes set the head");
+        let store = Store { backend, prefix, head };
+        let mut batch = store.batch_for(&ws);
+        batch.put(Cf::Meta, store.k(b"genesis"), codec::encode(genesis));
+        batch.put(Cf::Meta, store.k(b"format"), STORE_FORMAT.to_be_bytes().to_vec());
+        store.backend.write(batch)?;
+        Ok(store)
+    }
+
+    /// Opens an existing ledger and checks it verifies; refuses it with the reason if not.
+    pub fn open(backend: B, ledger: &LedgerId, opts: OpenOptions) -> Result<Store<B>, StoreError> {
+        let prefix = ledger_prefix(ledger);
+        let head_bytes = backend.get(Cf::Meta, &[prefix.as_slice(), b"head"].concat())?.ok_or(StoreError::Empty)?;
+        let head: Head = codec::decode("head", &head_bytes).map_err(|e| corrupt("head", e))?;
+        let store = Store { backend, prefix, head };
+        store.verify(opts.verification)?;
+        Ok(store)
+    }
+
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    fn k(&self, rest: &[u8]) -> Vec<u8> {
+        [self.prefix.as_slice(), rest].concat()
+    }
+
+    fn get_decoded<T: serde::de::DeserializeOwned>(
+        &self,
+        cf: Cf,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.backend.get(cf, &self.k(key))? {
+            None => Ok(None),
+            Some(b) => codec::decode(what, &b).map(Some).map_err(|e| corrupt(what, e)),
+        }
+    }
+
+    pub fn genesis(&self) -> Result<Genesis, StoreError> {
+        self.get_decoded(Cf::Meta, b"genesis", "genesis")?.ok_or_else(|| corrupt("genesis", "missing"))
+    }
+
+    pub fn genesis_hash(&self) -> Result<Hash32, StoreError> {
+        Ok(self.genesis()?.hash())
+    }
+
+    /// Applies a block and commits its writes atomically. Returns the header and receipts.
+    pub fn apply_block(&mut self, block: &Block) -> Result<(BlockHeader, Vec<Receipt>), StoreError> {
+        let ws = apply::apply_block(self, block)?;
+        let header = ws.header.clone().expect("apply sets the header");
+        let receipts = ws.receipts.clone();
+        let head = ws.head.clone().expect("apply sets the head");
+        self.backend.write(self.batch_for(&ws))?;
+        self.head = head;
+        Ok((header, receipts))
+    }
+
+    /// Turns a write set into one batch (the on-disk layout is in docs/ledger.md).
+    fn batch_for(&self, ws: &WriteSet) -> Batch {
+        let mut b = Batch::default();
+        if let Some(h) = &ws.head {
+            b.put(Cf::Meta, self.k(b"head"), codec::encode(h));
+        }
+        if let Some(h) = &ws.header {
+            b.put(Cf::Headers, self.k(&h.height.to_be_bytes()), codec::encode(h));
+        }
+        if let Some(bl) = &ws.block {
+            b.put(Cf::Blocks, self.k(&bl.height.to_be_bytes()), bl.to_bytes());
+        }
+        for a in &ws.accepted {
+            b.put(Cf::Records, self.k(a.id.as_bytes()), codec::encode(&(a.log_index, &a.record)));
+            b.put(Cf::Positions, self.k(&a.log_index.to_be_bytes()), a.id.as_bytes().to_vec());
+        }
+        for r in &ws.receipts {
+            b.put(Cf::Receipts, self.k(r.record_id.as_bytes()), codec::encode(r));
+        }
+        for (level, index, h) in &ws.log_nodes {
+            b.put(Cf::LogNodes, self.k(&log_key(*level, *index)), h.as_bytes().to_vec());
+        }
+        for (h, node) in &ws.smt_nodes {
+            b.put(Cf::SmtNodes, self.k(h.as_bytes()), node.encode());
+        }
+        for (key, value) in &ws.states {
+            let bytes = codec::encode(value);
+            b.put(Cf::States, self.k(&codec::encode(key)), bytes.clone());
+            b.put(Cf::StateValues, self.k(value.value_hash().as_bytes()), bytes);
+        }
+        for (subject, seq, id) in &ws.subject_records {
+            b.put(
+                Cf::SubjectRecords,
+                self.k(&[lenpref(&subject.to_string()), seq.to_be_bytes().to_vec()].concat()),
+                id.as_bytes().to_vec(),
+            );
+        }
+        for (org, index, id) in &ws.org_records {
+            b.put(
+                Cf::OrgRecords,
+                self.k(&[lenpref(org.as_str()), index.to_be_bytes().to_vec()].concat()),
+                id.as_bytes().to_vec(),
+            );
+        }
+        for (code, iss) in &ws.listed_codes {
+            b.put(Cf::ListedCodes, self.k(code.to_string().as_bytes()), codec::encode(iss));
+        }
+        for r in &ws.ranges {
+            b.put(
+                Cf::Ranges,
+                self.k(&[r.gtin.as_str().as_bytes(), &codec::encode(&r.range)].concat()),
+                codec::encode(r),
+            );
+        }
+        for (lot, item) in &ws.lot_items {
+            b.put(Cf::LotItems, self.k(&[lenpref(&lot.to_string()), item.to_string().into_bytes()].concat()), vec![]);
+        }
+        for (org, s) in &ws.holdings_remove {
+            b.delete(Cf::Holdings, self.k(&[lenpref(org.as_str()), s.to_string().into_bytes()].concat()));
+        }
+        for (org, s) in &ws.holdings_add {
+            b.put(Cf::Holdings, self.k(&[lenpref(org.as_str()), s.to_string().into_bytes()].concat()), vec![]);
+        }
+        b
+    }
+
+    // ---- queries -------------------------------------------------------------------
+
+    pub fn header(&self, height: u64) -> Result<Option<BlockHeader>, StoreError> {
+        self.get_decoded(Cf::Headers, &height.to_be_bytes(), "header")
+    }
+
+    pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        match self.backend.get(Cf::Blocks, &self.k(&height.to_be_bytes()))? {
+            None => Ok(None),
+            Some(b) => Block::from_bytes(&b).map(Some).map_err(|e| corrupt(format!("block {height}"), e)),
+        }
+    }
+
+    /// An accepted record and its log index.
+    pub fn record(&self, id: &RecordId) -> Result<Option<(u64, SignedRecord)>, StoreError> {
+        self.get_decoded(Cf::Records, id.as_bytes(), "record")
+    }
+
+    pub fn record_id_at(&self, log_index: u64) -> Result<Option<RecordId>, StoreError> {
+        match self.backend.get(Cf::Positions, &self.k(&log_index.to_be_bytes()))? {
+            None => Ok(None),
+            Some(b) => Ok(Some(hash_from(&b, "position")?)),
+        }
+    }
+
+    pub fn receipt(&self, id: &RecordId) -> Result<Option<Receipt>, StoreError> {
+        self.get_decoded(Cf::Receipts, id.as_bytes(), "receipt")
+    }
+
+    pub fn state_value(&self, key: &StateKey) -> Result<Option<StateValue>, StoreError> {
+        self.get_decoded(Cf::States, &codec::encode(key), "state")
+    }
+
+    pub fn subject_state(&self, id: &SubjectId) -> Result<Option<SubjectState>, StoreError> {
+        Ok(match self.state_value(&StateKey::Subject(id.clone()))? {
+            Some(StateValue::Subject(s)) => Some(s),
+            _ => None,
+        })
+    }
+
+    /// A state value by its hash, as it was at any past root.
+    pub fn state_value_by_hash(&self, h: &Hash32) -> Result<Option<StateValue>, StoreError> {
+        self.get_decoded(Cf::StateValues, h.as_bytes(), "state value")
+    }
+
+    /// The value of `key` in the state map with root `root`, with its proof.
+    pub fn state_at(&self, root: &Hash32, key: &StateKey) -> Result<(Option<StateValue>, SmtProof), StoreError> {
+        let proof = smt::prove(self, *root, &key.map_key()).map_err(|e| corrupt("state map", e))?;
+        let value = match &proof.leaf {
+            Some((k, vh)) if *k == key.map_key() => {
+                Some(self.state_value_by_hash(vh)?.ok_or_else(|| corrupt("state value", format!("{vh} missing")))?)
+            }
+            _ => None,
+        };
+        Ok((value, proof))
+    }
+
+    /// Record ids of a subject's chain, from sequence number `from`, at most `limit`.
+    pub fn subject_record_ids(&self, id: &SubjectId, from: u64, limit: u32) -> Result<Vec<RecordId>, StoreError> {
+        let p = self.k(&lenpref(&id.to_string()));
+        let start = [p.as_slice(), &from.to_be_bytes()].concat();
+        self.backend
+            .scan(Cf::SubjectRecords, &p, &start, limit.min(PAGE_MAX) as usize)?
+            .into_iter()
+            .map(|(_, v)| hash_from(&v, "subject record"))
+            .collect()
+    }
+
+    /// Log indexes and ids of an organisation's records, from log index `from`.
+    pub fn org_record_ids(&self, org: &OrgId, from: u64, limit: u32) -> Result<Vec<(u64, RecordId)>, StoreError> {
+        let p = self.k(&lenpref(org.as_str()));
+        let start = [p.as_slice(), &from.to_be_bytes()].concat();
+        self.backend
+            .scan(Cf::OrgRecords, &p, &start, limit.min(PAGE_MAX) as usize)?
+            .into_iter()
+            .map(|(k, v)| {
+                let idx = k[k.len() - 8..]
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| corrupt("org record key", "short"))?;
+                Ok((idx, hash_from(&v, "org record")?))
+            })
+            .collect()
+    }
+
+    /// Items of a lot that have entries of their own, after `after` (exclusive), paged.
+    pub fn lot_items(
+        &self,
+        lot: &SubjectId,
+        after: Option<&SubjectId>,
+        limit: u32,
+    ) -> Result<Vec<SubjectId>, StoreError> {
+        self.names_under(Cf::LotItems, &lot.to_string(), after, limit)
+    }
+
+    /// Subjects an organisation holds in its own name (lots, detached items, units).
+    pub fn holdings(&self, org: &OrgId, after: Option<&SubjectId>, limit: u32) -> Result<Vec<SubjectId>, StoreError> {
+        self.names_under(Cf::Holdings, org.as_str(), after, limit)
+    }
+
+    fn names_under(
+        &self,
+        cf: Cf,
+        owner: &str,
+        after: Option<&SubjectId>,
+        limit: u32,
+    ) -> Result<Vec<SubjectId>, StoreError> {
+        let p = self.k(&lenpref(owner));
+        let mut start = p.clone();
+        if let Some(a) = after {
+            start.extend_from_slice(a.to_string().as_bytes());
+            start.push(0);
+        }
+        self.backend
+            .scan(cf, &p, &start, limit.min(PAGE_MAX) as usize)?
+            .into_iter()
+            .map(|(k, _)| {
+                let s = std::str::from_utf8(&k[p.len()..]).map_err(|e| corrupt("index key", e))?;
+                s.parse::<SubjectId>().map_err(|e| corrupt("index key", e))
+            })
+            .collect()
+    }
+
+    /// Where a code was issued (list or range), if it was.
+    pub fn issuance(&self, code: &SubjectId) -> Result<Option<Issuance>, StoreError> {
+        if let Some(i) = self.listed_code(code)? {
+            return Ok(Some(i));
+        }
+        if let SubjectId::Item { gtin, serial } = code {
+            return Ok(self.gtin_ranges(gtin)?.into_iter().find(|r| r.range.contains(serial)).map(|r| r.issuance));
+        }
+        Ok(None)
+    }
+
+    pub fn inclusion_proof(&self, log_index: u64, log_size: u64) -> Result<Vec<Hash32>, StoreError> {
+        merkle::inclusion_proof(self, log_index, log_size).map_err(|e| corrupt("merkle log", e))
+    }
+
+    pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash32>, StoreError> {
+        merkle::consistency_proof(self, old_size, new_size).map_err(|e| corrupt("merkle log", e))
+    }
+
+    // ---- checkpoints ---------------------------------------------------------------
+
+    /// Stores a validator's signature on the header at `height` (not checked here: the
+    /// caller verifies it against the validator's key first).
+    pub fn put_checkpoint_signature(&self, height: u64, sig: &CheckpointSignature) -> Result<(), StoreError> {
+        let mut b = Batch::default();
+        let key = [height.to_be_bytes().as_slice(), sig.node_id.as_str().as_bytes()].concat();
+        b.put(Cf::CheckpointSigs, self.k(&key), codec::encode(sig));
+        self.backend.write(b)?;
+        Ok(())
+    }
+
+    /// The header at `height` with every signature gathered for it.
+    pub fn checkpoint(&self, height: u64) -> Result<Option<Checkpoint>, StoreError> {
+        let Some(header) = self.header(height)? else { return Ok(None) };
+        let p = self.k(&height.to_be_bytes());
+        let signatures = self
+            .backend
+            .scan(Cf::CheckpointSigs, &p, &p, 1024)?
+            .into_iter()
+            .map(|(_, v)| codec::decode("checkpoint signature", &v).map_err(|e| corrupt("checkpoint signature", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Checkpoint { header, signatures }))
+    }
+
+    // ---- integrity -----------------------------------------------------------------
+
+    /// Checks the stored ledger against its own head; see [`Verification`].
+    pub fn verify(&self, level: Verification) -> Result<(), StoreError> {
+        let head = &self.head;
+        let fail = |m: String| Err(StoreError::Integrity(m));
+        if head.height > 0 {
+            let Some(h) = self.header(head.height)? else {
+                return fail(format!("header {} of the head is missing", head.height));
+            };
+            if h.hash() != head.header_hash
+                || h.log_root != head.log_root
+                || h.state_root != head.state_root
+                || h.log_size != head.log_size
+            {
+                return fail(format!("header {} does not match the head", head.height));
+            }
+        }
+        let root =
+            merkle::root_at(self, head.log_size).map_err(|e| StoreError::Integrity(format!("merkle log: {e}")))?;
+        if root != head.log_root {
+            return fail(format!("log root from stored nodes is {root}, head says {}", head.log_root));
+        }
+        if head.state_root != Hash32::ZERO {
+            match self.smt_node(&head.state_root)? {
+                Some(n) if n.hash() == head.state_root => {}
+                Some(_) => return fail(format!("state-map root node {} does not hash to its key", head.state_root)),
+                None => return fail(format!("state-map root node {} is missing", head.state_root)),
+            }
+        }
+        if level == Verification::Quick {
+            return Ok(());
+        }
+        self.verify_log()?;
+        self.verify_states()
+    }
+
+    /// Re-derives the log root from the records: every record's id, position and leaf.
+    fn verify_log(&self) -> Result<(), StoreError> {
+        let head = &self.head;
+        let mut mem = merkle::MemLogStore::default();
+        let mut size = 0u64;
+        let chunk = 4096u64;
+        while size < head.log_size {
+            let n = chunk.min(head.log_size - size);
+            let mut leaves = Vec::with_capacity(n as usize);
+            for i in size..size + n {
+                let Some(id) = self.record_id_at(i)? else {
+                    return Err(StoreError::Integrity(format!("log position {i} has no record")));
+                };
+                let Some((idx, rec)) = self.record(&id)? else {
+                    return Err(StoreError::Integrity(format!("record {id} at position {i} is missing")));
+                };
+                if idx != i || rec.id() != id {
+                    return Err(StoreError::Integrity(format!("record at position {i} does not hash to its id {id}")));
+                }
+                leaves.push(merkle::leaf_hash(id.as_bytes()));
+            }
+            let app = merkle::append(&mem, size, &leaves).map_err(|e| StoreError::Integrity(e.to_string()))?;
+            for (l, i, h) in app.nodes {
+                mem.insert(l, i, h);
+            }
+            size = app.new_size;
+        }
+        let root = merkle::root_at(&mem, size).map_err(|e| StoreError::Integrity(e.to_string()))?;
+        if root != head.log_root {
+            return Err(StoreError::Integrity(format!(
+                "log root re-derived from records is {root}, head says {}",
+                head.log_root
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every state entry must be in the state map under the head's root with its hash, and
+    /// the map must hold no other entries.
+    fn verify_states(&self) -> Result<(), StoreError> {
+        let root = self.head.state_root;
+        let p = self.prefix.clone();
+        let mut start = p.clone();
+        let mut count = 0u64;
+        loop {
+            let page = self.backend.scan(Cf::States, &p, &start, 4096)?;
+            let Some((last, _)) = page.last().cloned() else { break };
+            for (k, v) in page {
+                let key: StateKey =
+                    codec::decode("state key", &k[p.len()..]).map_err(|e| StoreError::Integrity(e.to_string()))?;
+                let value: StateValue =
+                    codec::decode("state value", &v).map_err(|e| StoreError::Integrity(format!("{key:?}: {e}")))?;
+                let in_map = smt::get(self, root, &key.map_key()).map_err(|e| StoreError::Integrity(e.to_string()))?;
+                if in_map != Some(value.value_hash()) {
+                    return Err(StoreError::Integrity(format!(
+                        "state entry {key:?} does not match the state root {root}"
+                    )));
+                }
+                count += 1;
+            }
+            start = [last.as_slice(), &[0u8]].concat();
+        }
+        let leaves = smt::count_leaves(self, root).map_err(|e| StoreError::Integrity(e.to_string()))?;
+        if leaves != count {
+            return Err(StoreError::Integrity(format!("state map holds {leaves} entries, the store {count}")));
+        }
+        Ok(())
+    }
+}
+
+fn log_key(level: u8, index: u64) -> Vec<u8> {
+    let mut k = vec![level];
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn hash_from(b: &[u8], what: &str) -> Result<Hash32, StoreError> {
+    let a: [u8; 32] = b.try_into().map_err(|_| corrupt(what, format!("expected 32 bytes, got {}", b.len())))?;
+    Ok(Hash32(a))
+}
+
+/// An empty node store, for building the genesis state map.
+struct NoNodes;
+
+impl LogNodeStore for NoNodes {
+    fn log_node(&self, _: u8, _: u64) -> Result<Option<Hash32>, StorageError> {
+        Ok(None)
+    }
+}
+
+impl SmtNodeStore for NoNodes {
+    fn smt_node(&self, _: &Hash32) -> Result<Option<SmtNode>, StorageError> {
+        Ok(None)
+    }
+}
+
+impl<B: Backend> LogNodeStore for Store<B> {
+    fn log_node(&self, level: u8, index: u64) -> Result<Option<Hash32>, StorageError> {
+        match self.backend.get(Cf::LogNodes, &self.k(&log_key(level, index)))? {
+            None => Ok(None),
+            Some(b) => hash_from(&b, "log node").map(Some).map_err(|e| StorageError(e.to_string())),
+        }
+    }
+}
+
+impl<B: Backend> SmtNodeStore for Store<B> {
+    fn smt_node(&self, hash: &Hash32) -> Result<Option<SmtNode>, StorageError> {
+        match self.backend.get(Cf::SmtNodes, &self.k(hash.as_bytes()))? {
+            None => Ok(None),
+            Some(b) => SmtNode::decode(&b).map(Some).map_err(|e| StorageError(format!("state-map node {hash}: {e}"))),
+        }
+    }
+}
+
+impl<B: Backend> LedgerView for Store<B> {
+    fn head(&self) -> Result<Head, StorageError> {
+        Ok(self.head.clone())
+    }
+
+    fn state(&self, key: &StateKey) -> Result<Option<StateValue>, StorageError> {
+        self.state_value(key).map_err(|e| StorageError(e.to_string()))
+    }
+
+    fn record_position(&self, id: &RecordId) -> Result<Option<u64>, StorageError> {
+        Ok(self.record(id).map_err(|e| StorageError(e.to_string()))?.map(|(i, _)| i))
+    }
+
+    fn listed_code(&self, code: &SubjectId) -> Result<Option<Issuance>, StorageError> {
+        self.get_decoded(Cf::ListedCodes, code.to_string().as_bytes(), "issuance")
+            .map_err(|e| StorageError(e.to_string()))
+    }
+
+    fn listed_serials_with_prefix(
+        &self,
+        gtin: &Gtin,
+        encoded_serial_prefix: &str,
+    ) -> Result<Vec<SubjectId>, StorageError> {
+        let p = self.k(format!("01/{}/21/{encoded_serial_prefix}", gtin.as_str()).as_bytes());
+        let mut out = Vec::new();
+        let mut start = p.clone();
+        loop {
+            let page = self.backend.scan(Cf::ListedCodes, &p, &start, 4096)?;
+            let Some((last, _)) = page.last().cloned() else { break };
+            for (k, _) in page {
+                let s = std::str::from_utf8(&k[self.prefix.len()..])
+                    .map_err(|e| StorageError(format!("listed code key: {e}")))?;
+                out.push(s.parse().map_err(|e| StorageError(format!("listed code key {s:?}: {e}")))?);
+            }
+            start = [last.as_slice(), &[0u8]].concat();
+        }
+        Ok(out)
+    }
+
+    fn gtin_ranges(&self, gtin: &Gtin) -> Result<Vec<RangeIssuance>, StorageError> {
+        let p = self.k(gtin.as_str().as_bytes());
+        self.backend
+            .scan(Cf::Ranges, &p, &p, usize::MAX)?
+            .into_iter()
+            .map(|(_, v)| codec::decode("range issuance", &v).map_err(|e| StorageError(e.to_string())))
+            .collect()
+    }
+}

@@ -1,0 +1,118 @@
+//! What apply reads, and what it writes: the boundary between the pure core and storage.
+//!
+//! [`LedgerView`] is the read side of a ledger at one height; the RocksDB store and the
+//! in-memory [`crate::mem::MemLedger`] implement it. [`WriteSet`] is everything one block
+//! changes, produced by [`crate::apply::apply_block`] and written atomically by the store.
+
+use serde::{Deserialize, Serialize};
+
+use crate::block::{Block, BlockHeader};
+use crate::hash::{Hash32, StorageError};
+use crate::ids::{Gtin, SerialRange, SubjectId};
+use crate::merkle::LogNodeStore;
+use crate::org::{LedgerId, OrgId};
+use crate::record::{RecordId, SignedRecord};
+use crate::smt::{SmtNode, SmtNodeStore};
+use crate::state::{StateKey, StateValue};
+
+/// The latest applied block, as a store remembers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub ledger_id: LedgerId,
+    pub height: u64,
+    /// Hash of the latest header; at height 0, the genesis hash.
+    pub header_hash: Hash32,
+    pub time_ms: u64,
+    pub log_size: u64,
+    pub log_root: Hash32,
+    pub state_root: Hash32,
+    /// The window between record and block times, from genesis.
+    pub record_time_window_ms: u64,
+    /// Regulators that must sign a governance record, from genesis.
+    pub governance_quorum: u32,
+}
+
+/// Where an issued code came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issuance {
+    pub lot: SubjectId,
+    pub record: RecordId,
+}
+
+/// A serial range issued under a GTIN.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeIssuance {
+    pub gtin: Gtin,
+    pub range: SerialRange,
+    pub issuance: Issuance,
+}
+
+/// Read access to a ledger at its current head. Everything apply needs to decide.
+pub trait LedgerView: LogNodeStore + SmtNodeStore {
+    fn head(&self) -> Result<Head, StorageError>;
+    fn state(&self, key: &StateKey) -> Result<Option<StateValue>, StorageError>;
+    /// Log index of an accepted record.
+    fn record_position(&self, id: &RecordId) -> Result<Option<u64>, StorageError>;
+    /// A code issued by a list (GS1 serial list or another scheme), by canonical subject.
+    fn listed_code(&self, code: &SubjectId) -> Result<Option<Issuance>, StorageError>;
+    /// Listed GS1 serials of `gtin` whose canonical subject string starts with
+    /// `01/{gtin}/21/{encoded_serial_prefix}`.
+    fn listed_serials_with_prefix(
+        &self,
+        gtin: &Gtin,
+        encoded_serial_prefix: &str,
+    ) -> Result<Vec<SubjectId>, StorageError>;
+    /// All serial ranges issued under `gtin`.
+    fn gtin_ranges(&self, gtin: &Gtin) -> Result<Vec<RangeIssuance>, StorageError>;
+}
+
+/// A receipt's outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Accepted { log_index: u64 },
+    Rejected { code: crate::apply::RejectCode, message: String },
+}
+
+/// What became of one submitted record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub record_id: RecordId,
+    pub height: u64,
+    pub outcome: Outcome,
+}
+
+/// One accepted record and where it went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcceptedRecord {
+    pub id: RecordId,
+    pub log_index: u64,
+    pub record: SignedRecord,
+    /// Subjects whose chains the record joined, in order.
+    pub subjects: Vec<SubjectId>,
+}
+
+/// Everything one block changes. Written in one atomic, synced batch.
+#[derive(Clone, Debug, Default)]
+pub struct WriteSet {
+    pub header: Option<BlockHeader>,
+    pub block: Option<Block>,
+    pub head: Option<Head>,
+    pub accepted: Vec<AcceptedRecord>,
+    pub receipts: Vec<Receipt>,
+    /// Final values of every state entry the block changed.
+    pub states: Vec<(StateKey, StateValue)>,
+    pub log_nodes: Vec<(u8, u64, Hash32)>,
+    pub smt_nodes: Vec<(Hash32, SmtNode)>,
+    /// (subject, sequence number in its chain, record).
+    pub subject_records: Vec<(SubjectId, u64, RecordId)>,
+    /// (author, log index, record).
+    pub org_records: Vec<(OrgId, u64, RecordId)>,
+    pub listed_codes: Vec<(SubjectId, Issuance)>,
+    pub ranges: Vec<RangeIssuance>,
+    /// (lot, item) for items that got an entry of their own.
+    pub lot_items: Vec<(SubjectId, SubjectId)>,
+    /// (custodian, subject) pairs to add to and remove from the holdings index.
+    pub holdings_add: Vec<(OrgId, SubjectId)>,
+    pub holdings_remove: Vec<(OrgId, SubjectId)>,
+}

@@ -1,0 +1,113 @@
+//! The RocksDB store: atomic blocks, reopening with the same roots, and refusing a
+//! database edited on disk.
+
+use veritrace_ledger::kv::{Cf, RocksBackend};
+use veritrace_ledger::record::*;
+use veritrace_ledger::store::{OpenOptions, Store, StoreError};
+use veritrace_ledger::testkit::{Fixture, T0_MS};
+
+fn build(dir: &std::path::Path, fx: &Fixture) -> veritrace_ledger::view::Head {
+    let backend = RocksBackend::open(dir).unwrap();
+    let mut store = Store::create(backend, &fx.genesis, OpenOptions::default()).unwrap();
+    let mut t = T0_MS + 10_000;
+    for h in 1..=5u64 {
+        t += 1000;
+        let lot = format!("L{h}");
+        let recs = vec![fx.sign("nutri", t, fx.issue_range(&lot, 100))];
+        store.apply_block(&fx.block(h, t, recs)).unwrap();
+    }
+    t += 1000;
+    let ship =
+        RecordBody::Ship(Ship { to: fx.org_id("importer"), subjects: vec![fx.item("L1", 1)], location: String::new() });
+    store.apply_block(&fx.block(6, t, vec![fx.sign("nutri", t, ship)])).unwrap();
+    store.head().clone()
+}
+
+#[test]
+fn reopening_gives_the_same_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::new();
+    let head = build(dir.path(), &fx);
+    assert_eq!(head.height, 6);
+    assert_eq!(head.log_size, 6);
+    let store = Store::open(RocksBackend::open(dir.path()).unwrap(), fx.ledger(), OpenOptions::default()).unwrap();
+    assert_eq!(store.head(), &head);
+    // The same blocks on memory give the same roots: storage does not change results.
+    let mut mem = fx.mem_store();
+    for h in 1..=6 {
+        mem.apply_block(&store.block(h).unwrap().unwrap()).unwrap();
+    }
+    assert_eq!(mem.head(), &head);
+    // Creating again from the same genesis opens it; from another genesis is refused.
+    let store = Store::create(RocksBackend::open(dir.path()).unwrap(), &fx.genesis, OpenOptions::default());
+    drop(store.unwrap());
+    let mut other = fx.genesis.clone();
+    other.genesis_time_ms += 1;
+    let e = Store::create(RocksBackend::open(dir.path()).unwrap(), &other, OpenOptions::default()).err().unwrap();
+    assert!(matches!(e, StoreError::WrongLedger { .. }), "{e}");
+}
+
+/// Edits one value in a column family directly, bypassing the store.
+fn tamper(dir: &std::path::Path, cf: Cf, pick: impl Fn(&[u8]) -> bool, edit: impl Fn(&mut Vec<u8>)) {
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(false);
+    let names: Vec<&str> = Cf::ALL.iter().map(|c| c.name()).collect();
+    let db = rocksdb::DB::open_cf(&opts, dir, names).unwrap();
+    let h = db.cf_handle(cf.name()).unwrap();
+    let (k, v) = db
+        .iterator_cf(h, rocksdb::IteratorMode::Start)
+        .map(|r| r.unwrap())
+        .find(|(k, _)| pick(k))
+        .expect("a value to tamper with");
+    let mut v = v.to_vec();
+    edit(&mut v);
+    db.put_cf(h, k, v).unwrap();
+}
+
+#[test]
+fn an_edited_state_value_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::new();
+    build(dir.path(), &fx);
+    // Give lot L2 one more unit, as someone editing the database by hand would.
+    tamper(
+        dir.path(),
+        Cf::States,
+        |k| String::from_utf8_lossy(k).contains("L2"),
+        |v| {
+            let n = v.len();
+            v[n - 50] ^= 1;
+        },
+    );
+    let e = Store::open(RocksBackend::open(dir.path()).unwrap(), fx.ledger(), OpenOptions::default()).err().unwrap();
+    assert!(matches!(e, StoreError::Integrity(_) | StoreError::Corrupt { .. }), "{e}");
+}
+
+#[test]
+fn an_edited_record_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::new();
+    build(dir.path(), &fx);
+    tamper(
+        dir.path(),
+        Cf::Records,
+        |_| true,
+        |v| {
+            let n = v.len();
+            v[n - 1] ^= 1;
+        },
+    );
+    let e = Store::open(RocksBackend::open(dir.path()).unwrap(), fx.ledger(), OpenOptions::default()).err().unwrap();
+    assert!(e.to_string().contains("does not verify") || e.to_string().contains("corrupt"), "{e}");
+}
+
+#[test]
+fn an_edited_log_node_is_refused_even_by_the_quick_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::new();
+    build(dir.path(), &fx);
+    tamper(dir.path(), Cf::LogNodes, |_| true, |v| v[0] ^= 1);
+    let quick = OpenOptions { verification: veritrace_ledger::store::Verification::Quick };
+    let e = Store::open(RocksBackend::open(dir.path()).unwrap(), fx.ledger(), quick).err().unwrap();
+    assert!(matches!(e, StoreError::Integrity(_)), "{e}");
+}
