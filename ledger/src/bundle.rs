@@ -257,7 +257,10 @@ impl<B: Backend> Store<B> {
             let state = match value {
                 Some(StateValue::Subject(s)) => Some(s),
                 Some(_) => {
-                    return Err(StoreError::Corrupt { what: format!("state of {sid}"), reason: "not a subject".into() });
+                    return Err(StoreError::Corrupt {
+                        what: format!("state of {sid}"),
+                        reason: "not a subject".into(),
+                    });
                 }
                 None => None,
             };

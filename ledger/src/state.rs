@@ -25,7 +25,7 @@ pub enum Regulatory {
 }
 
 /// Where a subject is in its life, as one word (derived from [`SubjectState`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Active,

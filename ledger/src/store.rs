@@ -47,6 +47,14 @@ fn corrupt(what: impl Into<String>, reason: impl ToString) -> StoreError {
     StoreError::Corrupt { what: what.into(), reason: reason.to_string() }
 }
 
+/// Units of a lot held by one organisation in one status (see [`Store::recall_impact`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Holding {
+    pub custodian: OrgId,
+    pub status: crate::state::Status,
+    pub units: u64,
+}
+
 /// How much to check when opening a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verification {
@@ -189,6 +197,10 @@ impl<B: Backend> Store<B> {
             b.put(Cf::Positions, self.k(&a.log_index.to_be_bytes()), a.id.as_bytes().to_vec());
         }
         for r in &ws.receipts {
+            // A duplicate's rejection never replaces the receipt of the original.
+            if matches!(r.outcome, crate::view::Outcome::Rejected { code: apply::RejectCode::Duplicate, .. }) {
+                continue;
+            }
             b.put(Cf::Receipts, self.k(r.record_id.as_bytes()), codec::encode(r));
         }
         for (level, index, h) in &ws.log_nodes {
@@ -359,6 +371,36 @@ impl<B: Backend> Store<B> {
                 s.parse::<SubjectId>().map_err(|e| corrupt("index key", e))
             })
             .collect()
+    }
+
+    /// Who holds the units of a lot now, and how many each: the lot's custodian holds the
+    /// units that never left the lot; items with custody of their own count for their
+    /// custodian. Sold units count under the seller with `sold`. O(items with entries).
+    pub fn recall_impact(&self, lot: &SubjectId) -> Result<Vec<Holding>, StoreError> {
+        let Some(lot_state) = self.subject_state(lot)? else {
+            return Err(StoreError::NotFound(format!("lot {lot}")));
+        };
+        let mut by: std::collections::BTreeMap<(OrgId, crate::state::Status), u64> = Default::default();
+        if lot_state.units > 0 {
+            *by.entry((lot_state.custodian.clone(), lot_state.status())).or_default() += lot_state.units;
+        }
+        let mut after: Option<SubjectId> = None;
+        loop {
+            let page = self.lot_items(lot, after.as_ref(), PAGE_MAX)?;
+            let Some(last) = page.last().cloned() else { break };
+            for item in page {
+                let st = self
+                    .subject_state(&item)?
+                    .ok_or_else(|| corrupt("lot items index", format!("{item} has no state")))?;
+                if st.detached {
+                    // A recall or hold of the lot covers the item too.
+                    let effective = SubjectState { regulatory: st.regulatory.max(lot_state.regulatory), ..st };
+                    *by.entry((effective.custodian.clone(), effective.status())).or_default() += 1;
+                }
+            }
+            after = Some(last);
+        }
+        Ok(by.into_iter().map(|((custodian, status), units)| Holding { custodian, status, units }).collect())
     }
 
     /// Where a code was issued (list or range), if it was.

@@ -455,3 +455,47 @@ fn a_rejected_record_among_accepted_ones_leaves_no_trace() {
     let st = c.store.subject_state(&lot).unwrap().unwrap();
     assert_eq!(st.regulatory, Regulatory::Clear);
 }
+
+#[test]
+fn recall_impact_counts_units_by_holder() {
+    let mut c = Chain::new();
+    let lot = c.issue("L1", 100);
+    c.accept("nutri", c.ship("importer", vec![c.fx.item("L1", 1), c.fx.item("L1", 2)]));
+    c.accept("importer", c.receive("nutri", vec![c.fx.item("L1", 1), c.fx.item("L1", 2)]));
+    c.accept("importer", RecordBody::Sell(Sell { subjects: vec![c.fx.item("L1", 2)], channel: "web".into() }));
+    c.accept("samr", c.regulate(RegulatoryKind::Recall, vec![lot.clone()]));
+    let impact = c.store.recall_impact(&lot).unwrap();
+    let find = |org: &str| impact.iter().filter(|h| h.custodian.as_str() == org).map(|h| h.units).sum::<u64>();
+    assert_eq!(find("nutri"), 98);
+    assert_eq!(find("importer"), 2);
+    assert!(impact.iter().all(|h| h.status == Status::Recalled), "{impact:?}");
+    let held = c.store.holdings(&c.org("importer"), None, 10).unwrap();
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert_eq!(c.store.org_record_ids(&c.org("nutri"), 0, 10).unwrap().len(), 2);
+    assert_eq!(c.store.subject_record_ids(&lot, 0, 10).unwrap().len(), 2);
+}
+
+#[test]
+fn a_duplicate_keeps_the_original_receipt() {
+    let mut c = Chain::new();
+    let r = c.rec("nutri", c.fx.issue_range("L1", 10));
+    let first = c.block(vec![r.clone()]).remove(0);
+    c.reject_signed(r.clone(), RejectCode::Duplicate);
+    assert_eq!(c.store.receipt(&r.id()).unwrap(), Some(first));
+}
+
+#[test]
+fn apply_is_a_pure_function_of_view_and_block() {
+    let c = Chain::new();
+    let b = c.fx.block(
+        1,
+        c.now,
+        vec![c.rec("nutri", c.fx.issue_range("L1", 10)), c.rec("importer", c.fx.issue_range("L2", 1))],
+    );
+    let one = veritrace_ledger::apply::apply_block(&c.store, &b).unwrap();
+    let two = veritrace_ledger::apply::apply_block(&c.store, &b).unwrap();
+    assert_eq!(one.header, two.header);
+    assert_eq!(one.receipts, two.receipts);
+    assert_eq!(one.states, two.states);
+    assert_eq!(c.store.head().height, 0, "apply alone wrote nothing");
+}
