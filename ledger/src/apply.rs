@@ -690,6 +690,9 @@ fn check_and_apply<V: LedgerView>(
         RecordBody::Receive(rc) => {
             for sid in &rc.subjects {
                 let mut st = s.subject(sid)?;
+                if let Some(p) = &st.parent {
+                    return reject(RejectCode::Conflict, format!("{sid} is packed in {p}: receive the logistic unit"));
+                }
                 let c = s.custody_of(&st)?;
                 if c.in_transit_to.as_ref() != Some(&r.author) {
                     let why = match &c.in_transit_to {

@@ -355,6 +355,10 @@ pub struct Genesis {
     pub genesis_time_ms: u64,
     pub organisations: Vec<Organisation>,
     pub validators: Vec<Validator>,
+    /// Nodes that replicate the ledger and serve reads but do not vote (enterprises'
+    /// replicas); same shape as validators. Their keys are admitted as network peers.
+    #[serde(default)]
+    pub observers: Vec<Validator>,
     pub governance: GovernanceRules,
     /// A record's time may differ from its block's time by at most this much.
     #[serde(default = "default_window")]

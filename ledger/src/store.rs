@@ -608,7 +608,14 @@ impl<B: Backend> LedgerView for Store<B> {
     }
 
     fn record_position(&self, id: &RecordId) -> Result<Option<u64>, StorageError> {
-        Ok(self.record(id).map_err(|e| StorageError(e.to_string()))?.map(|(i, _)| i))
+        // The value is canonical (log index, record): the version byte, then the index.
+        // Reading just that avoids decoding the record on the hot duplicate check.
+        let Some(v) = self.backend.get(Cf::Records, &self.k(id.as_bytes()))? else { return Ok(None) };
+        let index: [u8; 8] = v
+            .get(1..9)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| StorageError(format!("record {id}: value of {} bytes is too short", v.len())))?;
+        Ok(Some(u64::from_be_bytes(index)))
     }
 
     fn listed_code(&self, code: &SubjectId) -> Result<Option<Issuance>, StorageError> {

@@ -118,6 +118,7 @@ impl Fixture {
             genesis_time_ms: T0_MS,
             organisations: orgs,
             validators,
+            observers: vec![],
             governance: GovernanceRules { quorum: 2 },
             record_time_window_ms: crate::org::RECORD_TIME_WINDOW_MS_DEFAULT,
         };
