@@ -367,7 +367,6 @@ pub fn apply_block<V: LedgerView>(view: &V, block: &Block) -> Result<WriteSet, A
     let mut ws = WriteSet::default();
     let mut leaves = Vec::new();
     let mut log_size = head.log_size;
-    // Sequence numbers handed out in this block per subject (the chain length before).
     for (i, rec) in block.records.iter().enumerate() {
         let id = ids[i];
         let mut scratch = Scratch { view, base: &ov, ov: Overlay::default(), touched: vec![] };
