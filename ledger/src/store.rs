@@ -21,6 +21,10 @@ use crate::view::{Head, Issuance, LedgerView, RangeIssuance, Receipt, WriteSet};
 
 /// Version of the on-disk layout, kept under `meta/format`.
 pub const STORE_FORMAT: u32 = 1;
+/// Largest snapshot a store exports or imports, in bytes.
+pub const SNAPSHOT_BYTES_MAX: usize = 1 << 30;
+/// Key (under `meta`) of the replication layer's opaque metadata.
+const REPLICATION_META_KEY: &[u8] = b"replication";
 /// Largest page a paged query returns.
 pub const PAGE_MAX: u32 = 1_000;
 
@@ -171,13 +175,135 @@ impl<B: Backend> Store<B> {
 
     /// Applies a block and commits its writes atomically. Returns the header and receipts.
     pub fn apply_block(&mut self, block: &Block) -> Result<(BlockHeader, Vec<Receipt>), StoreError> {
+        self.apply_and_commit(block, None)
+    }
+
+    /// Like [`Store::apply_block`], and stores `replication_meta` (an opaque blob of the
+    /// replication layer, e.g. the last applied Raft log id) in the same atomic batch, so a
+    /// crash can never separate the two.
+    pub fn apply_block_with_meta(
+        &mut self,
+        block: &Block,
+        replication_meta: &[u8],
+    ) -> Result<(BlockHeader, Vec<Receipt>), StoreError> {
+        self.apply_and_commit(block, Some(replication_meta))
+    }
+
+    fn apply_and_commit(
+        &mut self,
+        block: &Block,
+        replication_meta: Option<&[u8]>,
+    ) -> Result<(BlockHeader, Vec<Receipt>), StoreError> {
         let ws = apply::apply_block(self, block)?;
         let header = ws.header.clone().expect("apply sets the header");
         let receipts = ws.receipts.clone();
         let head = ws.head.clone().expect("apply sets the head");
-        self.backend.write(self.batch_for(&ws))?;
+        let mut batch = self.batch_for(&ws);
+        if let Some(m) = replication_meta {
+            batch.put(Cf::Meta, self.k(REPLICATION_META_KEY), m.to_vec());
+        }
+        self.backend.write(batch)?;
         self.head = head;
         Ok((header, receipts))
+    }
+
+    /// Stores the replication layer's opaque metadata on its own.
+    pub fn save_replication_meta(&self, replication_meta: &[u8]) -> Result<(), StoreError> {
+        let mut b = Batch::default();
+        b.put(Cf::Meta, self.k(REPLICATION_META_KEY), replication_meta.to_vec());
+        self.backend.write(b)?;
+        Ok(())
+    }
+
+    /// The replication metadata last stored, if any.
+    pub fn replication_meta(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.backend.get(Cf::Meta, &self.k(REPLICATION_META_KEY))?)
+    }
+
+    /// Every stored entry of this ledger, as one canonical blob: the snapshot a new or
+    /// far-behind node installs. Refuses to grow past [`SNAPSHOT_BYTES_MAX`].
+    pub fn export_snapshot(&self) -> Result<Vec<u8>, StoreError> {
+        let mut entries: Vec<(u8, Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut bytes = 0usize;
+        for (i, cf) in Cf::ALL.iter().enumerate() {
+            let mut start = self.prefix.clone();
+            loop {
+                let page = self.backend.scan(*cf, &self.prefix, &start, 4096)?;
+                let Some((last, _)) = page.last().cloned() else { break };
+                for (k, v) in page {
+                    if *cf == Cf::Meta && k == self.k(REPLICATION_META_KEY) {
+                        continue; // the installing node writes its own
+                    }
+                    bytes += k.len() + v.len();
+                    if bytes > SNAPSHOT_BYTES_MAX {
+                        return Err(StoreError::Integrity(format!("snapshot would exceed {SNAPSHOT_BYTES_MAX} bytes")));
+                    }
+                    entries.push((i as u8, k[self.prefix.len()..].to_vec(), v));
+                }
+                start = [last.as_slice(), &[0u8]].concat();
+            }
+        }
+        Ok(codec::encode(&(self.head.ledger_id.as_str(), entries)))
+    }
+
+    /// Opens a store on `backend` holding a snapshot made by [`Store::export_snapshot`]
+    /// (replacing whatever copy of `ledger` it held) plus `replication_meta`, written in one
+    /// atomic batch, then checked in full: a snapshot whose data do not match its own roots
+    /// is refused. Checking those roots against a complete checkpoint is
+    /// [`Store::verify_against_checkpoint`].
+    pub fn import_snapshot(
+        backend: B,
+        ledger: &LedgerId,
+        snapshot: &[u8],
+        replication_meta: &[u8],
+    ) -> Result<Store<B>, StoreError> {
+        write_snapshot(&backend, ledger, snapshot, replication_meta)?;
+        Store::open(backend, ledger, OpenOptions { verification: Verification::Full })
+    }
+
+    /// Like [`Store::import_snapshot`], in place. On a refusal the store holds the refused
+    /// data and must not serve: the caller stops or installs another snapshot.
+    pub fn install_snapshot(&mut self, snapshot: &[u8], replication_meta: &[u8]) -> Result<(), StoreError> {
+        let ledger = self.head.ledger_id.clone();
+        write_snapshot(&self.backend, &ledger, snapshot, replication_meta)?;
+        let head_bytes = self.backend.get(Cf::Meta, &self.k(b"head"))?.ok_or(StoreError::Empty)?;
+        self.head = codec::decode("head", &head_bytes).map_err(|e| corrupt("head", e))?;
+        self.verify(Verification::Full)
+    }
+
+    /// Checks that this ledger extends `checkpoint`: the checkpoint has a quorum of
+    /// `validators`, its header is the stored header at its height, and every later header
+    /// links to it by `prev_hash` up to the head. What a node runs after installing a
+    /// snapshot, before it serves anything.
+    pub fn verify_against_checkpoint(
+        &self,
+        checkpoint: &Checkpoint,
+        validators: &crate::org::ValidatorSet,
+    ) -> Result<(), StoreError> {
+        let fail = |m: String| Err(StoreError::Integrity(m));
+        if let Err(e) = checkpoint.verify(&self.head.ledger_id, validators) {
+            return fail(format!("checkpoint at height {}: {e}", checkpoint.header.height));
+        }
+        let h = checkpoint.header.height;
+        if h > self.head.height {
+            return fail(format!("checkpoint at height {h} is past the head {}", self.head.height));
+        }
+        match self.header(h)? {
+            Some(stored) if stored == checkpoint.header => {}
+            _ => return fail(format!("stored header at height {h} differs from the checkpoint's")),
+        }
+        let mut prev = checkpoint.header.hash();
+        for height in h + 1..=self.head.height {
+            let Some(next) = self.header(height)? else { return fail(format!("header {height} is missing")) };
+            if next.prev_hash != prev {
+                return fail(format!("header {height} does not link to header {}", height - 1));
+            }
+            prev = next.hash();
+        }
+        if prev != self.head.header_hash {
+            return fail("the head does not match the last header".into());
+        }
+        Ok(())
     }
 
     /// Turns a write set into one batch (the on-disk layout is in docs/ledger.md).
@@ -552,6 +678,43 @@ impl<B: Backend> Store<B> {
         }
         Ok(())
     }
+}
+
+/// Replaces every entry of `ledger` on `backend` with the snapshot's, in one batch.
+fn write_snapshot<B: Backend>(
+    backend: &B,
+    ledger: &LedgerId,
+    snapshot: &[u8],
+    replication_meta: &[u8],
+) -> Result<(), StoreError> {
+    if snapshot.len() > SNAPSHOT_BYTES_MAX + 1024 {
+        return Err(corrupt("snapshot", format!("{} bytes, at most {SNAPSHOT_BYTES_MAX}", snapshot.len())));
+    }
+    let (id, entries): (String, Vec<(u8, Vec<u8>, Vec<u8>)>) =
+        codec::decode("snapshot", snapshot).map_err(|e| corrupt("snapshot", e))?;
+    if id != ledger.as_str() {
+        return Err(corrupt("snapshot", format!("is of ledger {id:?}, not {:?}", ledger.as_str())));
+    }
+    let prefix = ledger_prefix(ledger);
+    let mut batch = Batch::default();
+    for cf in Cf::ALL {
+        let mut start = prefix.clone();
+        loop {
+            let page = backend.scan(cf, &prefix, &start, 4096)?;
+            let Some((last, _)) = page.last().cloned() else { break };
+            for (k, _) in page {
+                batch.delete(cf, k);
+            }
+            start = [last.as_slice(), &[0u8]].concat();
+        }
+    }
+    for (i, k, v) in entries {
+        let cf = *Cf::ALL.get(i as usize).ok_or_else(|| corrupt("snapshot", format!("column family {i}")))?;
+        batch.put(cf, [prefix.as_slice(), &k].concat(), v);
+    }
+    batch.put(Cf::Meta, [prefix.as_slice(), REPLICATION_META_KEY].concat(), replication_meta.to_vec());
+    backend.write(batch)?;
+    Ok(())
 }
 
 fn log_key(level: u8, index: u64) -> Vec<u8> {

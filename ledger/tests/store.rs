@@ -39,6 +39,7 @@ fn reopening_gives_the_same_roots() {
     }
     assert_eq!(mem.head(), &head);
     // Creating again from the same genesis opens it; from another genesis is refused.
+    drop(store);
     let store = Store::create(RocksBackend::open(dir.path()).unwrap(), &fx.genesis, OpenOptions::default());
     drop(store.unwrap());
     let mut other = fx.genesis.clone();
@@ -106,8 +107,74 @@ fn an_edited_log_node_is_refused_even_by_the_quick_check() {
     let dir = tempfile::tempdir().unwrap();
     let fx = Fixture::new();
     build(dir.path(), &fx);
-    tamper(dir.path(), Cf::LogNodes, |_| true, |v| v[0] ^= 1);
+    // The level-2 node over leaves 0..4 is one of the subtrees the root is folded from.
+    let level_at = 1 + fx.ledger().as_str().len();
+    tamper(dir.path(), Cf::LogNodes, |k| k[level_at] == 2, |v| v[0] ^= 1);
     let quick = OpenOptions { verification: veritrace_ledger::store::Verification::Quick };
     let e = Store::open(RocksBackend::open(dir.path()).unwrap(), fx.ledger(), quick).err().unwrap();
     assert!(matches!(e, StoreError::Integrity(_)), "{e}");
+}
+
+#[test]
+fn a_snapshot_moves_a_ledger_to_another_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::new();
+    let head = build(dir.path(), &fx);
+    let store = Store::open(RocksBackend::open(dir.path()).unwrap(), fx.ledger(), OpenOptions::default()).unwrap();
+    store.save_replication_meta(b"raft state 1").unwrap();
+    let snap = store.export_snapshot().unwrap();
+
+    // Into an empty store, and into one that holds an older copy of the ledger.
+    let other = tempfile::tempdir().unwrap();
+    let copy = Store::import_snapshot(RocksBackend::open(other.path()).unwrap(), fx.ledger(), &snap, b"m2").unwrap();
+    assert_eq!(copy.head(), &head);
+    assert_eq!(copy.replication_meta().unwrap().as_deref(), Some(&b"m2"[..]));
+    assert_eq!(copy.subject_state(&fx.item("L1", 1)).unwrap(), store.subject_state(&fx.item("L1", 1)).unwrap());
+    let mut mem = fx.mem_store();
+    let t = T0_MS + 1;
+    mem.apply_block(&fx.block(1, t, vec![fx.sign("nutri", t, fx.issue_range("OLD", 5))])).unwrap();
+    let mem = Store::import_snapshot(veritrace_ledger::kv::MemBackend::default(), fx.ledger(), &snap, b"m3").unwrap();
+    assert_eq!(mem.head(), &head);
+    assert!(mem.subject_state(&fx.lot_id("OLD")).unwrap().is_none());
+
+    // A snapshot of another ledger, or a damaged one, is refused.
+    let wrong = veritrace_ledger::org::LedgerId::new("other").unwrap();
+    assert!(Store::import_snapshot(veritrace_ledger::kv::MemBackend::default(), &wrong, &snap, b"").is_err());
+    let mut bad = snap.clone();
+    let n = bad.len();
+    bad[n - 3] ^= 0xff;
+    assert!(Store::import_snapshot(veritrace_ledger::kv::MemBackend::default(), fx.ledger(), &bad, b"").is_err());
+}
+
+#[test]
+fn replication_meta_is_written_with_the_block() {
+    let fx = Fixture::new();
+    let mut store = fx.mem_store();
+    assert_eq!(store.replication_meta().unwrap(), None);
+    let t = T0_MS + 1_000;
+    store.apply_block_with_meta(&fx.block(1, t, vec![]), b"log id 7").unwrap();
+    assert_eq!(store.replication_meta().unwrap().as_deref(), Some(&b"log id 7"[..]));
+}
+
+#[test]
+fn a_ledger_is_checked_against_a_complete_checkpoint() {
+    let fx = Fixture::new();
+    let mut store = fx.mem_store();
+    let mut t = T0_MS + 1_000;
+    let mut headers = vec![];
+    for h in 1..=4 {
+        t += 1_000;
+        headers.push(store.apply_block(&fx.block(h, t, vec![])).unwrap().0);
+    }
+    let validators = fx.genesis.validator_set();
+    store.verify_against_checkpoint(&fx.checkpoint(&headers[1]), &validators).unwrap();
+    store.verify_against_checkpoint(&fx.checkpoint(&headers[3]), &validators).unwrap();
+    let mut thin = fx.checkpoint(&headers[1]);
+    thin.signatures.truncate(1);
+    assert!(store.verify_against_checkpoint(&thin, &validators).is_err());
+    // A checkpoint of another history at that height.
+    let mut other = headers[1].clone();
+    other.state_root = veritrace_ledger::hash::Hash32([7; 32]);
+    let e = store.verify_against_checkpoint(&fx.checkpoint(&other), &validators).unwrap_err();
+    assert!(e.to_string().contains("differs"), "{e}");
 }
