@@ -138,6 +138,9 @@ pub fn verify_bundle(b: &TraceBundle, trusted: &ValidatorSet) -> Result<BundleVe
 
     let mut by_index: BTreeMap<u64, (Hash32, &SignedRecord)> = BTreeMap::new();
     let mut prev: Option<u64> = None;
+    // Signatures are checked in one batch after the other checks; only if the batch fails
+    // are they checked one by one, to name the record.
+    let mut sigs: Vec<(u64, Vec<u8>, ed25519_dalek::Signature, ed25519_dalek::VerifyingKey)> = Vec::new();
     for r in &b.records {
         let bad = |reason: String| BundleError::Record { index: r.log_index, reason };
         if prev.is_some_and(|p| p >= r.log_index) {
@@ -150,9 +153,12 @@ pub fn verify_bundle(b: &TraceBundle, trusted: &ValidatorSet) -> Result<BundleVe
         if !key.valid_at(rec.time_ms) {
             return Err(bad(format!("key {} of {} was not valid at {} ms", rec.key_id, rec.author, rec.time_ms)));
         }
-        if !r.record.verify_author(&header.ledger_id, &key.public_key) {
-            return Err(bad(format!("signature of {} does not verify", rec.author)));
-        }
+        sigs.push((
+            r.log_index,
+            crate::record::signing_message(&header.ledger_id, rec),
+            r.record.signature.to_dalek(),
+            key.public_key.verifying_key(),
+        ));
         let id = r.record.id();
         merkle::verify_inclusion(
             &merkle::leaf_hash(id.as_bytes()),
@@ -163,6 +169,18 @@ pub fn verify_bundle(b: &TraceBundle, trusted: &ValidatorSet) -> Result<BundleVe
         )
         .map_err(|e| bad(format!("inclusion proof: {e}")))?;
         by_index.insert(r.log_index, (id, &r.record));
+    }
+
+    let msgs: Vec<&[u8]> = sigs.iter().map(|(_, m, _, _)| m.as_slice()).collect();
+    let dsigs: Vec<ed25519_dalek::Signature> = sigs.iter().map(|(_, _, s, _)| *s).collect();
+    let keys: Vec<ed25519_dalek::VerifyingKey> = sigs.iter().map(|(_, _, _, k)| *k).collect();
+    if ed25519_dalek::verify_batch(&msgs, &dsigs, &keys).is_err() {
+        for (index, msg, sig, key) in &sigs {
+            if key.verify_strict(msg, sig).is_err() {
+                let author = by_index.get(index).map(|(_, r)| r.record.author.to_string()).unwrap_or_default();
+                return Err(BundleError::Record { index: *index, reason: format!("signature of {author} does not verify") });
+            }
+        }
     }
 
     let mut referenced = BTreeSet::new();
