@@ -153,8 +153,8 @@ fn an_altered_record_is_caught() {
 #[test]
 fn a_forged_signature_is_caught() {
     let (fx, mut b) = chain();
-    // Keep the record (and so its id and inclusion) but swap in a bad signature is not
-    // possible without changing the id; instead re-sign an altered copy with the wrong key.
+    // The inspection re-signed with another organisation's key: the signature is part of
+    // the signed bytes, so the id changes too, and whichever check comes first refuses it.
     let r = b.records.iter_mut().find(|r| r.record.record.body.kind() == RecordKind::Inspection).unwrap();
     let forged = SignedRecord::sign(fx.ledger(), r.record.record.clone(), &fx.member("nutri").key);
     r.record = forged;

@@ -1,5 +1,22 @@
 //! veritrace-node: the daemon (binary `veritrace-node`).
 //!
-//! Status: not built yet (issue 3). It will wire a `veritrace-ledger` store, the
-//! `veritrace-consensus` Raft group, the gRPC services of `veritrace-proto`, the consumer
-//! page and metrics, from a TOML config.
+//! Wires a `veritrace-ledger` store (the state machine) to a `veritrace-consensus` Raft
+//! group over libp2p, and serves the gRPC API and HTTP endpoints.
+//!
+//! - [`config`]: the TOML config and key files;
+//! - [`machine`]: the ledger as Raft's state machine (one entry = one block);
+//! - [`p2p`]: libp2p transport, permissioned by the genesis' node keys;
+//! - [`service`]: submissions (check, forward, batch, wait), checkpoint signatures,
+//!   membership;
+//! - [`grpc`] / [`serve`]: the listeners; [`run`]: start and stop.
+//!
+//! Architecture invariant: the node holds no ledger logic of its own; rules live in the
+//! ledger crate and Raft in openraft.
+
+pub mod config;
+pub mod grpc;
+pub mod machine;
+pub mod p2p;
+pub mod run;
+pub mod serve;
+pub mod service;
