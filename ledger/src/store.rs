@@ -23,6 +23,8 @@ use crate::view::{Head, Issuance, LedgerView, RangeIssuance, Receipt, WriteSet};
 pub const STORE_FORMAT: u32 = 1;
 /// Largest snapshot a store exports or imports, in bytes.
 pub const SNAPSHOT_BYTES_MAX: usize = 1 << 30;
+/// One entry of a snapshot: column family index, key after the ledger prefix, value.
+type SnapshotEntry = (u8, Vec<u8>, Vec<u8>);
 /// Key (under `meta`) of the replication layer's opaque metadata.
 const REPLICATION_META_KEY: &[u8] = b"replication";
 /// Largest page a paged query returns.
@@ -223,7 +225,7 @@ impl<B: Backend> Store<B> {
     /// Every stored entry of this ledger, as one canonical blob: the snapshot a new or
     /// far-behind node installs. Refuses to grow past [`SNAPSHOT_BYTES_MAX`].
     pub fn export_snapshot(&self) -> Result<Vec<u8>, StoreError> {
-        let mut entries: Vec<(u8, Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut entries: Vec<SnapshotEntry> = Vec::new();
         let mut bytes = 0usize;
         for (i, cf) in Cf::ALL.iter().enumerate() {
             let mut start = self.prefix.clone();
@@ -690,7 +692,7 @@ fn write_snapshot<B: Backend>(
     if snapshot.len() > SNAPSHOT_BYTES_MAX + 1024 {
         return Err(corrupt("snapshot", format!("{} bytes, at most {SNAPSHOT_BYTES_MAX}", snapshot.len())));
     }
-    let (id, entries): (String, Vec<(u8, Vec<u8>, Vec<u8>)>) =
+    let (id, entries): (String, Vec<SnapshotEntry>) =
         codec::decode("snapshot", snapshot).map_err(|e| corrupt("snapshot", e))?;
     if id != ledger.as_str() {
         return Err(corrupt("snapshot", format!("is of ledger {id:?}, not {:?}", ledger.as_str())));
