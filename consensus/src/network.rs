@@ -1,0 +1,260 @@
+//! The network seam: openraft's `RaftNetworkFactory` / `RaftNetwork` over a small
+//! [`RaftTransport`] trait, so the libp2p request-response transport (or the in-process
+//! one of the tests) plugs in without knowing Raft.
+//!
+//! A transport moves one [`RaftRpc`] to a peer and brings back its [`RaftRpcReply`]. On
+//! the wire both are [`codec`](crate::codec) bytes behind [`WIRE_VERSION`], at most
+//! [`RPC_BYTES_MAX`] long. The receiving side hands a decoded request to [`serve_rpc`],
+//! which calls the local Raft node and enforces the snapshot size limit.
+//!
+//! Sizes: an append-entries request that would encode past [`RPC_BYTES_MAX`] is refused
+//! before it is sent with openraft's `PayloadTooLarge`, which makes the leader retry with
+//! fewer entries. A single entry that is too large can never be sent, which is why
+//! [`propose`](crate::propose) refuses payloads over [`PAYLOAD_BYTES_MAX`]. Snapshots go in
+//! chunks of `snapshot_chunk_bytes_max`, each an RPC of its own.
+
+use std::future::Future;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::{AnyError, RPCTypes};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, CodecError, WIRE_VERSION};
+use crate::types::{ConsensusRaft, NodeId, PeerInfo, TypeConfig};
+
+/// Largest encoded RPC or reply, in bytes.
+pub const RPC_BYTES_MAX: u64 = codec::DECODE_BYTES_MAX as u64;
+/// Room kept in an RPC for everything but the payload of its one entry.
+pub const RPC_OVERHEAD_BYTES_MAX: u64 = 1024 * 1024;
+/// Largest payload a log entry may carry: one entry must always fit in one RPC.
+pub const PAYLOAD_BYTES_MAX: u64 = RPC_BYTES_MAX - RPC_OVERHEAD_BYTES_MAX;
+
+/// A Raft request from one node to another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum RaftRpc {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    /// One chunk of a snapshot.
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// The answer to a [`RaftRpc`], of the same kind, or a refusal by the receiver.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRpcReply {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    /// The receiver would not process the request (over a limit); the reason says why.
+    Refused {
+        reason: String,
+    },
+}
+
+fn check_len(what: &'static str, bytes: &[u8]) -> Result<(), CodecError> {
+    if bytes.len() as u64 > RPC_BYTES_MAX {
+        return Err(CodecError::TooLarge { what, bytes: bytes.len() as u64, max: RPC_BYTES_MAX });
+    }
+    Ok(())
+}
+
+impl RaftRpc {
+    pub fn kind(&self) -> RPCTypes {
+        match self {
+            RaftRpc::AppendEntries(_) => RPCTypes::AppendEntries,
+            RaftRpc::Vote(_) => RPCTypes::Vote,
+            RaftRpc::InstallSnapshot(_) => RPCTypes::InstallSnapshot,
+        }
+    }
+
+    /// Wire bytes, refusing a request over [`RPC_BYTES_MAX`].
+    pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
+        let bytes = codec::encode("raft rpc", WIRE_VERSION, self)?;
+        check_len("raft rpc", &bytes)?;
+        Ok(bytes)
+    }
+
+    /// Length of the wire bytes, without building them.
+    pub fn encoded_len(&self) -> Result<u64, CodecError> {
+        codec::encoded_len("raft rpc", self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        check_len("raft rpc", bytes)?;
+        codec::decode("raft rpc", WIRE_VERSION, bytes)
+    }
+}
+
+impl RaftRpcReply {
+    pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
+        let bytes = codec::encode("raft rpc reply", WIRE_VERSION, self)?;
+        check_len("raft rpc reply", &bytes)?;
+        Ok(bytes)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        check_len("raft rpc reply", bytes)?;
+        codec::decode("raft rpc reply", WIRE_VERSION, bytes)
+    }
+}
+
+/// Why a transport could not get a reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// No connection to the peer (not dialable, not allowed, gone); Raft backs off.
+    #[error("node {target} is unreachable: {reason}")]
+    Unreachable { target: NodeId, reason: String },
+    /// The request was sent or being sent and failed (timeout, reset, bad reply bytes).
+    #[error("rpc to node {target} failed: {reason}")]
+    Failed { target: NodeId, reason: String },
+}
+
+/// Moves one RPC to a peer and returns its reply. Implemented by the libp2p transport and,
+/// for tests, by [`LocalTransport`](crate::testkit::LocalTransport).
+pub trait RaftTransport: Clone + Send + Sync + 'static {
+    /// Sends `rpc` to node `target`, reachable at `peer`, and waits for the reply. The
+    /// transport applies its own timeout and reports it as [`TransportError::Failed`].
+    fn call(
+        &self,
+        target: NodeId,
+        peer: &PeerInfo,
+        rpc: RaftRpc,
+    ) -> impl Future<Output = Result<RaftRpcReply, TransportError>> + Send;
+}
+
+/// Answers one request with the local node: what a transport calls for each request it
+/// receives. Refuses a snapshot chunk that would take the snapshot past
+/// `snapshot_bytes_max`, so a peer cannot make this node buffer without bound.
+pub async fn serve_rpc(raft: &ConsensusRaft, rpc: RaftRpc, snapshot_bytes_max: u64) -> RaftRpcReply {
+    match rpc {
+        RaftRpc::AppendEntries(req) => RaftRpcReply::AppendEntries(raft.append_entries(req).await),
+        RaftRpc::Vote(req) => RaftRpcReply::Vote(raft.vote(req).await),
+        RaftRpc::InstallSnapshot(req) => {
+            let end = req.offset.checked_add(req.data.len() as u64);
+            match end {
+                Some(end) if end <= snapshot_bytes_max => {
+                    RaftRpcReply::InstallSnapshot(raft.install_snapshot(req).await)
+                }
+                _ => {
+                    let reason = format!(
+                        "snapshot chunk at offset {} of {} bytes goes past the limit of {snapshot_bytes_max} bytes",
+                        req.offset,
+                        req.data.len()
+                    );
+                    tracing::warn!(leader_vote = %req.vote, %reason, "refused install-snapshot rpc");
+                    RaftRpcReply::Refused { reason }
+                }
+            }
+        }
+    }
+}
+
+/// openraft's network factory over a transport.
+#[derive(Clone)]
+pub struct Network<T: RaftTransport> {
+    transport: T,
+}
+
+impl<T: RaftTransport> Network<T> {
+    pub fn new(transport: T) -> Self {
+        Network { transport }
+    }
+}
+
+impl<T: RaftTransport> RaftNetworkFactory<TypeConfig> for Network<T> {
+    type Network = PeerClient<T>;
+
+    async fn new_client(&mut self, target: NodeId, node: &PeerInfo) -> PeerClient<T> {
+        PeerClient { transport: self.transport.clone(), target, peer: node.clone() }
+    }
+}
+
+/// openraft's connection to one peer: sends through the transport.
+pub struct PeerClient<T: RaftTransport> {
+    transport: T,
+    target: NodeId,
+    peer: PeerInfo,
+}
+
+type RpcResult<R, E = RaftError<NodeId>> = Result<R, RPCError<NodeId, PeerInfo, E>>;
+
+fn network_error<E: std::error::Error>(reason: String) -> RPCError<NodeId, PeerInfo, E> {
+    RPCError::Network(NetworkError::new(&AnyError::error(reason)))
+}
+
+impl<T: RaftTransport> PeerClient<T> {
+    /// Sends `rpc` after checking its size; `entries` is the number of log entries in it,
+    /// used to hint how many would fit.
+    async fn send<E: std::error::Error>(&self, rpc: RaftRpc, entries: u64) -> RpcResult<RaftRpcReply, E> {
+        let kind = rpc.kind();
+        let len = rpc.encoded_len().map_err(|e| network_error(e.to_string()))?;
+        if len > RPC_BYTES_MAX {
+            if kind == RPCTypes::AppendEntries && entries > 1 {
+                let fit = (u128::from(entries) * u128::from(RPC_BYTES_MAX) / u128::from(len)) as u64;
+                let hint = fit.clamp(1, entries - 1);
+                return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
+            }
+            return Err(network_error(format!(
+                "{kind} rpc to node {} of {len} bytes is over the limit of {RPC_BYTES_MAX} bytes",
+                self.target
+            )));
+        }
+        match self.transport.call(self.target, &self.peer, rpc).await {
+            Ok(RaftRpcReply::Refused { reason }) => {
+                Err(network_error(format!("node {} refused {kind} rpc: {reason}", self.target)))
+            }
+            Ok(reply) => Ok(reply),
+            Err(e @ TransportError::Unreachable { .. }) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e @ TransportError::Failed { .. }) => Err(RPCError::Network(NetworkError::new(&e))),
+        }
+    }
+
+    fn remote<E: std::error::Error>(&self, e: E) -> RPCError<NodeId, PeerInfo, E> {
+        RPCError::RemoteError(RemoteError::new_with_node(self.target, self.peer.clone(), e))
+    }
+
+    fn mismatched<E: std::error::Error>(&self, kind: RPCTypes, reply: &RaftRpcReply) -> RPCError<NodeId, PeerInfo, E> {
+        network_error(format!("node {} answered a {kind} rpc with {reply:?}", self.target))
+    }
+}
+
+impl<T: RaftTransport> RaftNetwork<TypeConfig> for PeerClient<T> {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let entries = rpc.entries.len() as u64;
+        match self.send(RaftRpc::AppendEntries(rpc), entries).await? {
+            RaftRpcReply::AppendEntries(Ok(resp)) => Ok(resp),
+            RaftRpcReply::AppendEntries(Err(e)) => Err(self.remote(e)),
+            other => Err(self.mismatched(RPCTypes::AppendEntries, &other)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        match self.send(RaftRpc::InstallSnapshot(rpc), 0).await? {
+            RaftRpcReply::InstallSnapshot(Ok(resp)) => Ok(resp),
+            RaftRpcReply::InstallSnapshot(Err(e)) => Err(self.remote(e)),
+            other => Err(self.mismatched(RPCTypes::InstallSnapshot, &other)),
+        }
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, _option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+        match self.send(RaftRpc::Vote(rpc), 0).await? {
+            RaftRpcReply::Vote(Ok(resp)) => Ok(resp),
+            RaftRpcReply::Vote(Err(e)) => Err(self.remote(e)),
+            other => Err(self.mismatched(RPCTypes::Vote, &other)),
+        }
+    }
+}

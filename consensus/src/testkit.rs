@@ -1,0 +1,158 @@
+//! Test doubles, so Raft can be exercised without the ledger or a network: [`MemMachine`],
+//! an in-memory state machine, and [`LocalTransport`], RPCs between Raft nodes in one
+//! process. Not for production: the machine forgets everything with its process and the
+//! transport reaches only handles registered with it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, STORAGE_VERSION};
+use crate::machine::{Machine, MachineError};
+use crate::network::{RaftRpc, RaftRpcReply, RaftTransport, TransportError, serve_rpc};
+use crate::types::{ConsensusRaft, NodeId, PeerInfo};
+
+/// What a [`MemMachine`] holds: every applied payload with its log index, and a running
+/// hash over them, so two machines can be compared cheaply and completely.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemContents {
+    pub payloads: Vec<(u64, Vec<u8>)>,
+    pub hash: u64,
+}
+
+#[derive(Default)]
+struct MemState {
+    contents: MemContents,
+    raft_meta: Option<Vec<u8>>,
+    applies: u64,
+    restores: u64,
+}
+
+/// An in-memory [`Machine`]. Clones share the state, so a test keeps one clone to look at
+/// what the Raft node applied, and can hand the same machine to a restarted node.
+///
+/// Each apply returns the running hash after it (8 bytes, big-endian).
+#[derive(Clone, Default)]
+pub struct MemMachine {
+    state: Arc<Mutex<MemState>>,
+}
+
+// FNV-1a: not cryptographic, only a cheap, deterministic fingerprint for comparisons.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(FNV_PRIME);
+    }
+    hash
+}
+
+impl MemMachine {
+    pub fn new() -> Self {
+        MemMachine::default()
+    }
+
+    // A test looking at a machine whose user panicked still wants to see it.
+    fn state(&self) -> MutexGuard<'_, MemState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A copy of the applied payloads and hash.
+    pub fn contents(&self) -> MemContents {
+        self.state().contents.clone()
+    }
+
+    /// How many payloads were applied by `apply` (not counting restores).
+    pub fn applies(&self) -> u64 {
+        self.state().applies
+    }
+
+    /// How many snapshots were restored.
+    pub fn restores(&self) -> u64 {
+        self.state().restores
+    }
+}
+
+impl Machine for MemMachine {
+    fn apply(&mut self, index: u64, payload: &[u8], raft_meta: &[u8]) -> Result<Vec<u8>, MachineError> {
+        let mut state = self.state();
+        let base = if state.contents.payloads.is_empty() { FNV_OFFSET } else { state.contents.hash };
+        let hash = fnv(fnv(fnv(base, &index.to_be_bytes()), &(payload.len() as u64).to_be_bytes()), payload);
+        state.contents.payloads.push((index, payload.to_vec()));
+        state.contents.hash = hash;
+        state.raft_meta = Some(raft_meta.to_vec());
+        state.applies += 1;
+        Ok(hash.to_be_bytes().to_vec())
+    }
+
+    fn save_raft_meta(&mut self, raft_meta: &[u8]) -> Result<(), MachineError> {
+        self.state().raft_meta = Some(raft_meta.to_vec());
+        Ok(())
+    }
+
+    fn raft_meta(&self) -> Result<Option<Vec<u8>>, MachineError> {
+        Ok(self.state().raft_meta.clone())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, MachineError> {
+        codec::encode("mem machine snapshot", STORAGE_VERSION, &self.state().contents)
+            .map_err(|e| MachineError::Storage { reason: e.to_string() })
+    }
+
+    fn restore(&mut self, snapshot: &[u8], raft_meta: &[u8]) -> Result<(), MachineError> {
+        let contents: MemContents = codec::decode("mem machine snapshot", STORAGE_VERSION, snapshot)
+            .map_err(|e| MachineError::Snapshot { reason: e.to_string() })?;
+        let mut state = self.state();
+        state.contents = contents;
+        state.raft_meta = Some(raft_meta.to_vec());
+        state.restores += 1;
+        Ok(())
+    }
+}
+
+/// A [`PeerInfo`] for node `id` of an in-process cluster.
+pub fn local_peer(id: NodeId) -> PeerInfo {
+    PeerInfo { peer_id: format!("local-{id}"), addr: format!("/memory/{id}") }
+}
+
+/// RPCs between Raft nodes of one process: a registry of Raft handles. Every request and
+/// reply goes through the wire encoding, so tests exercise the bytes a real transport
+/// sends. A node not registered (or unregistered, to simulate a crash) is unreachable.
+#[derive(Clone)]
+pub struct LocalTransport {
+    nodes: Arc<RwLock<BTreeMap<NodeId, ConsensusRaft>>>,
+    snapshot_bytes_max: u64,
+}
+
+impl LocalTransport {
+    /// A registry whose nodes accept snapshots of up to `snapshot_bytes_max` bytes.
+    pub fn new(snapshot_bytes_max: u64) -> Self {
+        LocalTransport { nodes: Arc::default(), snapshot_bytes_max }
+    }
+
+    pub fn register(&self, id: NodeId, raft: ConsensusRaft) {
+        self.nodes.write().unwrap_or_else(PoisonError::into_inner).insert(id, raft);
+    }
+
+    /// Makes node `id` unreachable, returning its handle.
+    pub fn unregister(&self, id: NodeId) -> Option<ConsensusRaft> {
+        self.nodes.write().unwrap_or_else(PoisonError::into_inner).remove(&id)
+    }
+
+    fn get(&self, id: NodeId) -> Option<ConsensusRaft> {
+        self.nodes.read().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
+    }
+}
+
+impl RaftTransport for LocalTransport {
+    async fn call(&self, target: NodeId, _peer: &PeerInfo, rpc: RaftRpc) -> Result<RaftRpcReply, TransportError> {
+        let failed = |e: codec::CodecError| TransportError::Failed { target, reason: e.to_string() };
+        let raft = self.get(target).ok_or(TransportError::Unreachable { target, reason: "not registered".into() })?;
+        let request = RaftRpc::decode(&rpc.encode().map_err(failed)?).map_err(failed)?;
+        let reply = serve_rpc(&raft, request, self.snapshot_bytes_max).await;
+        RaftRpcReply::decode(&reply.encode().map_err(failed)?).map_err(failed)
+    }
+}

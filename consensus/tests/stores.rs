@@ -1,0 +1,209 @@
+//! What openraft's suite does not check: that the stores keep their state across a close
+//! and reopen, refuse what they must, and that the network adapter sizes RPCs.
+
+use std::path::Path;
+
+use openraft::error::RPCError;
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::{CommittedLeaderId, EntryPayload, Membership, RaftLogReader, RaftSnapshotBuilder, Vote};
+use veritrace_consensus::codec::CodecError;
+use veritrace_consensus::log_store::LogStoreError;
+use veritrace_consensus::machine::MachineStoreError;
+use veritrace_consensus::network::Network;
+use veritrace_consensus::testkit::{MemMachine, local_peer};
+use veritrace_consensus::types::{Entry, LogId};
+use veritrace_consensus::{
+    MachineStore, Payload, PeerInfo, RaftRpc, RaftRpcReply, RaftTransport, RocksLogStore, TransportError,
+};
+
+const SNAPSHOT_BYTES_MAX: u64 = 1024 * 1024;
+
+fn log_id(term: u64, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn blank(term: u64, index: u64) -> Entry {
+    Entry { log_id: log_id(term, index), payload: EntryPayload::Blank }
+}
+
+fn normal(term: u64, index: u64, bytes: &[u8]) -> Entry {
+    Entry { log_id: log_id(term, index), payload: EntryPayload::Normal(Payload(bytes.to_vec())) }
+}
+
+fn membership(term: u64, index: u64) -> Entry {
+    let members = [(1, local_peer(1)), (2, local_peer(2))].into_iter().collect::<std::collections::BTreeMap<_, _>>();
+    let config = Membership::new(vec![members.keys().copied().collect()], members);
+    Entry { log_id: log_id(term, index), payload: EntryPayload::Membership(config) }
+}
+
+fn indexes(entries: &[Entry]) -> Vec<u64> {
+    entries.iter().map(|e| e.log_id.index).collect()
+}
+
+#[tokio::test]
+async fn log_store_keeps_log_vote_and_purge_across_reopen() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    {
+        let mut store = RocksLogStore::open(dir.path()).expect("open");
+        store.blocking_append((1..=10).map(|i| blank(1, i))).await.expect("append");
+        store.save_vote(&Vote::new(3, 2)).await.expect("vote");
+        store.save_committed(Some(log_id(1, 6))).await.expect("committed");
+        store.purge(log_id(1, 3)).await.expect("purge");
+        store.truncate(log_id(1, 8)).await.expect("truncate");
+        // A new term overwrites from the truncation point.
+        store.blocking_append([blank(2, 8)]).await.expect("append after truncate");
+    }
+    let mut store = RocksLogStore::open(dir.path()).expect("reopen");
+    let state = store.get_log_state().await.expect("log state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 3)));
+    assert_eq!(state.last_log_id, Some(log_id(2, 8)));
+    let entries = store.try_get_log_entries(0..100).await.expect("entries");
+    assert_eq!(indexes(&entries), vec![4, 5, 6, 7, 8]);
+    assert_eq!(entries[4].log_id, log_id(2, 8));
+    assert_eq!(store.read_vote().await.expect("vote"), Some(Vote::new(3, 2)));
+    assert_eq!(store.read_committed().await.expect("committed"), Some(log_id(1, 6)));
+
+    // Purging everything leaves the last purged id as the last log id.
+    store.purge(log_id(2, 8)).await.expect("purge all");
+    drop(store);
+    let mut store = RocksLogStore::open(dir.path()).expect("reopen");
+    let state = store.get_log_state().await.expect("log state");
+    assert_eq!((state.last_purged_log_id, state.last_log_id), (Some(log_id(2, 8)), Some(log_id(2, 8))));
+    assert!(store.try_get_log_entries(..).await.expect("entries").is_empty());
+}
+
+fn set_format_byte(dir: &Path, byte: u8) {
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, ["raft_log", "raft_meta"]).expect("raw open");
+    let meta = db.cf_handle("raft_meta").expect("raft_meta");
+    db.put_cf(meta, b"format", [byte]).expect("put");
+}
+
+#[test]
+fn log_store_refuses_another_format() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    drop(RocksLogStore::open(dir.path()).expect("open"));
+    set_format_byte(dir.path(), 9);
+    match RocksLogStore::open(dir.path()) {
+        Err(e @ LogStoreError::Format { got: 9, expected: 1 }) => {
+            assert_eq!(e.to_string(), "raft log store format version 9, expected 1")
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("opened a store of format 9"),
+    }
+}
+
+#[tokio::test]
+async fn machine_store_resumes_without_reapplying() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let machine = MemMachine::new();
+    {
+        let mut store = MachineStore::open(machine.clone(), dir.path(), SNAPSHOT_BYTES_MAX).expect("open");
+        let replies = store
+            .apply([blank(1, 1), membership(1, 2), normal(1, 3, b"a"), normal(1, 4, b"b"), blank(1, 5)])
+            .await
+            .expect("apply");
+        assert_eq!(replies.len(), 5);
+        assert!(replies[0].0.is_empty() && replies[1].0.is_empty() && replies[4].0.is_empty());
+        assert_eq!(replies[3].0, machine.contents().hash.to_be_bytes().to_vec());
+    }
+    // A new adapter over the same machine (as after a restart) knows where it stopped:
+    // the trailing blank entry was saved although it carried no data.
+    let mut store = MachineStore::open(machine.clone(), dir.path(), SNAPSHOT_BYTES_MAX).expect("reopen");
+    let (applied, members) = store.applied_state().await.expect("applied state");
+    assert_eq!(applied, Some(log_id(1, 5)));
+    assert_eq!(*members.log_id(), Some(log_id(1, 2)));
+    assert_eq!(members.voter_ids().collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(machine.applies(), 2);
+    assert_eq!(machine.contents().payloads, vec![(3, b"a".to_vec()), (4, b"b".to_vec())]);
+}
+
+#[tokio::test]
+async fn snapshot_survives_reopen_and_respects_its_limit() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let machine = MemMachine::new();
+    let built = {
+        let mut store = MachineStore::open(machine.clone(), dir.path(), SNAPSHOT_BYTES_MAX).expect("open");
+        store.apply([membership(1, 1), normal(1, 2, b"x")]).await.expect("apply");
+        store.get_snapshot_builder().await.build_snapshot().await.expect("build")
+    };
+    let mut store = MachineStore::open(MemMachine::new(), dir.path(), SNAPSHOT_BYTES_MAX).expect("reopen");
+    let current = store.get_current_snapshot().await.expect("current").expect("a snapshot");
+    assert_eq!(current.meta, built.meta);
+    assert_eq!(current.meta.last_log_id, Some(log_id(1, 2)));
+    assert_eq!(current.snapshot.into_inner(), built.snapshot.into_inner());
+
+    // A machine whose snapshot is over the limit cannot build one.
+    let small = tempfile::tempdir().expect("temporary directory");
+    let mut store = MachineStore::open(MemMachine::new(), small.path(), 16).expect("open");
+    store.apply([normal(1, 1, &[7; 64])]).await.expect("apply");
+    let err = store.get_snapshot_builder().await.build_snapshot().await.expect_err("over the limit");
+    assert!(err.to_string().contains("over the limit of 16 bytes"), "{err}");
+    assert!(store.get_current_snapshot().await.expect("current").is_none());
+}
+
+#[test]
+fn machine_store_refuses_a_corrupt_snapshot_file() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(dir.path().join("current.snapshot"), [1, 0, 0]).expect("write");
+    match MachineStore::open(MemMachine::new(), dir.path(), SNAPSHOT_BYTES_MAX) {
+        Err(MachineStoreError::SnapshotMalformed { reason, .. }) => assert_eq!(reason, "truncated metadata length"),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("opened a corrupt snapshot"),
+    }
+}
+
+#[test]
+fn rpc_wire_round_trip_and_refusals() {
+    let rpc = RaftRpc::Vote(VoteRequest::new(Vote::new(4, 2), Some(log_id(3, 9))));
+    let bytes = rpc.encode().expect("encode");
+    assert_eq!(bytes[0], 1, "wire version byte");
+    assert_eq!(rpc.encoded_len().expect("len"), bytes.len() as u64);
+    match RaftRpc::decode(&bytes).expect("decode") {
+        RaftRpc::Vote(req) => assert_eq!((req.vote, req.last_log_id), (Vote::new(4, 2), Some(log_id(3, 9)))),
+        other => panic!("decoded {other:?}"),
+    }
+    let mut wrong = bytes.clone();
+    wrong[0] = 2;
+    assert!(matches!(RaftRpc::decode(&wrong), Err(CodecError::Version { got: 2, expected: 1, .. })));
+    assert!(matches!(RaftRpc::decode(&bytes[..bytes.len() - 1]), Err(CodecError::Malformed { .. })));
+    let refused = RaftRpcReply::Refused { reason: "too big".into() };
+    assert!(matches!(
+        RaftRpcReply::decode(&refused.encode().expect("encode")),
+        Ok(RaftRpcReply::Refused { reason }) if reason == "too big"
+    ));
+}
+
+/// A transport for node-side checks: every peer is unreachable.
+#[derive(Clone)]
+struct Nowhere;
+
+impl RaftTransport for Nowhere {
+    async fn call(&self, target: u64, _peer: &PeerInfo, _rpc: RaftRpc) -> Result<RaftRpcReply, TransportError> {
+        Err(TransportError::Unreachable { target, reason: "nowhere".into() })
+    }
+}
+
+#[tokio::test]
+async fn oversized_append_entries_asks_for_fewer_entries() {
+    let mut client = Network::new(Nowhere).new_client(2, &local_peer(2)).await;
+    let option = RPCOption::new(std::time::Duration::from_secs(1));
+    let big = vec![0u8; 30 * 1024 * 1024];
+    let request = |n: u64| AppendEntriesRequest {
+        vote: Vote::new_committed(1, 1),
+        prev_log_id: None,
+        entries: (1..=n).map(|i| normal(1, i, &big)).collect(),
+        leader_commit: None,
+    };
+    match client.append_entries(request(3), option.clone()).await {
+        Err(RPCError::PayloadTooLarge(e)) => assert_eq!(e.entries_hint(), 2),
+        other => panic!("expected payload too large, got {other:?}"),
+    }
+    // Two entries of 30 MiB fit in 64 MiB: they go to the transport, which cannot reach
+    // the peer, and Raft is told to back off.
+    match client.append_entries(request(2), option).await {
+        Err(RPCError::Unreachable(_)) => {}
+        other => panic!("expected unreachable, got {other:?}"),
+    }
+}
