@@ -178,7 +178,10 @@ pub fn verify_bundle(b: &TraceBundle, trusted: &ValidatorSet) -> Result<BundleVe
         for (index, msg, sig, key) in &sigs {
             if key.verify_strict(msg, sig).is_err() {
                 let author = by_index.get(index).map(|(_, r)| r.record.author.to_string()).unwrap_or_default();
-                return Err(BundleError::Record { index: *index, reason: format!("signature of {author} does not verify") });
+                return Err(BundleError::Record {
+                    index: *index,
+                    reason: format!("signature of {author} does not verify"),
+                });
             }
         }
     }

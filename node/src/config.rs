@@ -1,0 +1,186 @@
+//! The node's TOML configuration. Every default is documented in docs/operations.md; a
+//! value that cannot work is refused at start with the field and the value named.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// Default most records in one block.
+pub const BATCH_RECORDS_MAX_DEFAULT: u32 = 2_000;
+/// Default most bytes of records in one block.
+pub const BATCH_BYTES_MAX_DEFAULT: u32 = 4 * 1024 * 1024;
+/// Default longest a record waits for its block to fill.
+pub const BATCH_DEADLINE_MS_DEFAULT: u64 = 10;
+/// Default most blocks proposed and not yet committed.
+pub const BATCH_IN_FLIGHT_MAX_DEFAULT: u32 = 4;
+/// Default submissions queued at the leader before new ones are refused as busy.
+pub const SUBMIT_QUEUE_MAX_DEFAULT: u32 = 20_000;
+/// Default Raft log entries between snapshots.
+pub const SNAPSHOT_INTERVAL_DEFAULT: u64 = 5_000;
+
+/// How a node reaches another node of the network.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The node id in the genesis (validators and observers).
+    pub node_id: String,
+    /// Its libp2p address, e.g. `/ip4/127.0.0.1/tcp/7001`.
+    pub p2p_addr: String,
+}
+
+/// Block batching at the leader.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    pub records_max: u32,
+    pub bytes_max: u32,
+    pub deadline_ms: u64,
+    pub in_flight_max: u32,
+    pub queue_max: u32,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            records_max: BATCH_RECORDS_MAX_DEFAULT,
+            bytes_max: BATCH_BYTES_MAX_DEFAULT,
+            deadline_ms: BATCH_DEADLINE_MS_DEFAULT,
+            in_flight_max: BATCH_IN_FLIGHT_MAX_DEFAULT,
+            queue_max: SUBMIT_QUEUE_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Raft timing and compaction.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Raft log entries (blocks) between snapshots; the log is compacted behind them.
+    pub snapshot_interval: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        let d = veritrace_consensus::ConsensusConfig::default();
+        RaftConfig {
+            heartbeat_ms: d.heartbeat_interval_ms,
+            election_timeout_min_ms: d.election_timeout_min_ms,
+            election_timeout_max_ms: d.election_timeout_max_ms,
+            snapshot_interval: SNAPSHOT_INTERVAL_DEFAULT,
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's id in the genesis.
+    pub node_id: String,
+    /// Holds `ledger/` (RocksDB), `raft/` (RocksDB), `snapshots/`, `evidence/`.
+    pub data_dir: PathBuf,
+    pub genesis: PathBuf,
+    /// The node's ed25519 key file (`veritrace key gen`): its libp2p identity and, for
+    /// validators, the key that signs checkpoints.
+    pub node_key: PathBuf,
+    /// The operating organisation's signing key, for records the node makes itself
+    /// (none yet); optional.
+    #[serde(default)]
+    pub org_key: Option<PathBuf>,
+    pub p2p_listen: String,
+    pub grpc_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub raft: RaftConfig,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
+        let mut cfg: Config = toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
+        // Relative paths are relative to the config file, so a node directory can move.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.data_dir, &mut cfg.genesis, &mut cfg.node_key] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if let Some(k) = &mut cfg.org_key
+            && k.is_relative()
+        {
+            *k = base.join(&*k);
+        }
+        cfg.validate().with_context(|| format!("config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let b = &self.batch;
+        if b.records_max == 0 || b.records_max as usize > veritrace_ledger::block::BLOCK_RECORDS_MAX {
+            bail!("batch.records_max {} must be 1..={}", b.records_max, veritrace_ledger::block::BLOCK_RECORDS_MAX);
+        }
+        if b.bytes_max < 64 * 1024 || b.bytes_max as usize > veritrace_ledger::block::BLOCK_BYTES_MAX {
+            bail!("batch.bytes_max {} must be 65536..={}", b.bytes_max, veritrace_ledger::block::BLOCK_BYTES_MAX);
+        }
+        if b.deadline_ms == 0 || b.deadline_ms > 10_000 {
+            bail!("batch.deadline_ms {} must be 1..=10000", b.deadline_ms);
+        }
+        if b.in_flight_max == 0 || b.queue_max == 0 {
+            bail!("batch.in_flight_max and batch.queue_max must be positive");
+        }
+        if self.raft.snapshot_interval == 0 {
+            bail!("raft.snapshot_interval must be positive");
+        }
+        Ok(())
+    }
+
+    /// Consensus settings from this config.
+    pub fn consensus(&self, ledger_id: &str) -> veritrace_consensus::ConsensusConfig {
+        veritrace_consensus::ConsensusConfig {
+            cluster_name: ledger_id.to_string(),
+            heartbeat_interval_ms: self.raft.heartbeat_ms,
+            election_timeout_min_ms: self.raft.election_timeout_min_ms,
+            election_timeout_max_ms: self.raft.election_timeout_max_ms,
+            snapshot_policy: openraft_policy(self.raft.snapshot_interval),
+            ..Default::default()
+        }
+    }
+}
+
+fn openraft_policy(n: u64) -> openraft::SnapshotPolicy {
+    openraft::SnapshotPolicy::LogsSinceLast(n)
+}
+
+/// Reads an ed25519 key file (the format of `veritrace key gen`, docs/cli.md).
+pub fn read_key_file(path: &Path) -> Result<ed25519_dalek::SigningKey> {
+    #[derive(Deserialize)]
+    struct KeyFile {
+        format: u32,
+        algorithm: String,
+        public_key: String,
+        secret_key: String,
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("read key file {}", path.display()))?;
+    let kf: KeyFile = serde_json::from_str(&text).with_context(|| format!("key file {}", path.display()))?;
+    if kf.format != 1 || kf.algorithm != "ed25519" {
+        bail!("key file {}: format {} / algorithm {:?} not supported", path.display(), kf.format, kf.algorithm);
+    }
+    let seed: [u8; 32] = hex::decode(&kf.secret_key)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .with_context(|| format!("key file {}: secret_key must be 64 hex digits", path.display()))?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    if hex::encode(key.verifying_key().to_bytes()) != kf.public_key {
+        bail!("key file {}: public_key does not match secret_key", path.display());
+    }
+    Ok(key)
+}

@@ -1,0 +1,42 @@
+//! `veritrace-node --config FILE`: runs one node until SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "veritrace-node", version, about = "veritrace ledger node")]
+struct Args {
+    /// The node's TOML config (docs/operations.md).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,libp2p=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let cfg = veritrace_node::config::Config::load(&args.config)?;
+    let node = veritrace_node::run::start(cfg).await?;
+    // One line on stdout that launchers (devnet, tests) read to learn the bound addresses.
+    println!(
+        "{}",
+        serde_json::json!({"event": "serving", "grpc": node.grpc_addr.to_string(), "http": node.http_addr.to_string()})
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+    }
+    if tokio::time::timeout(veritrace_node::run::SHUTDOWN_GRACE, node.shutdown()).await.is_err() {
+        tracing::warn!("shutdown took too long; exiting");
+    }
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! The node's listeners: gRPC (the Ledger service, grpc.health.v1, server reflection) and
+//! HTTP (health and Prometheus metrics; the consumer page comes with issue 6).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use veritrace_proto::v1 as pb;
+
+use crate::grpc::{GRPC_MESSAGE_BYTES_MAX, LedgerApi};
+use crate::service::Services;
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Serves gRPC on `listener` until shutdown.
+pub async fn grpc(services: Arc<Services>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<pb::ledger_server::LedgerServer<LedgerApi>>().await;
+    let reflection = match tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "building grpc reflection");
+            return;
+        }
+    };
+    let ledger = pb::ledger_server::LedgerServer::new(LedgerApi { services })
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(ledger)
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stopped(shutdown))
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "grpc server stopped");
+    }
+}
+
+/// Serves HTTP on `listener` until shutdown: `/health` and `/metrics`.
+pub async fn http(services: Arc<Services>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+    let app = Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(services);
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped(shutdown)).await {
+        tracing::error!(error = %e, "http server stopped");
+    }
+}
+
+async fn health(State(s): State<Arc<Services>>) -> (StatusCode, String) {
+    let m = s.raft.metrics().borrow().clone();
+    match m.current_leader {
+        Some(_) => (StatusCode::OK, "ok\n".into()),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no leader\n".into()),
+    }
+}
+
+async fn metrics(State(s): State<Arc<Services>>) -> (StatusCode, String) {
+    let m = s.raft.metrics().borrow().clone();
+    let Ok(store) = s.store.read() else { return (StatusCode::INTERNAL_SERVER_ERROR, "store lock poisoned\n".into()) };
+    let head = store.head();
+    let leader = u8::from(m.state == openraft::ServerState::Leader);
+    let body = format!(
+        "# HELP veritrace_height Height of the last applied block.\n# TYPE veritrace_height gauge\nveritrace_height {}\n\
+         # HELP veritrace_log_size Records in the Merkle log.\n# TYPE veritrace_log_size gauge\nveritrace_log_size {}\n\
+         # HELP veritrace_complete_checkpoint_height Latest checkpoint with a validator quorum.\n# TYPE veritrace_complete_checkpoint_height gauge\nveritrace_complete_checkpoint_height {}\n\
+         # HELP veritrace_raft_term Current Raft term.\n# TYPE veritrace_raft_term gauge\nveritrace_raft_term {}\n\
+         # HELP veritrace_is_leader 1 on the Raft leader.\n# TYPE veritrace_is_leader gauge\nveritrace_is_leader {}\n",
+        head.height,
+        head.log_size,
+        s.complete_height.load(Ordering::Relaxed),
+        m.current_term,
+        leader
+    );
+    (StatusCode::OK, body)
+}

@@ -1,0 +1,553 @@
+//! The node's services around Raft: taking submissions (check, forward to the leader,
+//! batch into blocks, wait for commit), gathering checkpoint signatures, keeping Raft
+//! membership in line with the ledger's validator set, and answering peers.
+//!
+//! Every queue is bounded: a full submission queue answers "busy", a slow checkpoint
+//! listener misses announcements and re-reads the store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use veritrace_consensus::{ConsensusRaft, NodeId as RaftId, Payload, PeerInfo};
+use veritrace_ledger::apply::RejectCode;
+use veritrace_ledger::block::{BlockHeader, CheckpointSignature};
+use veritrace_ledger::codec;
+use veritrace_ledger::org::{Genesis, NodeId, PublicKey, ValidatorSet};
+use veritrace_ledger::record::{RecordId, SignedRecord};
+use veritrace_ledger::state::{StateKey, StateValue};
+use veritrace_ledger::view::{Outcome, Receipt};
+
+use crate::config::BatchConfig;
+use crate::machine::{AppliedBlock, Proposal, SharedStore};
+use crate::p2p::{Inbound, NodeRequest, NodeResponse, P2p};
+
+/// How long a forwarded submission may wait for the leader's answer.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Checkpoint signatures kept for heights this node has not applied yet.
+pub const EARLY_SIGNATURE_HEIGHTS_MAX: usize = 4_096;
+
+/// Why a submission was not taken. Mapped to gRPC status codes in one place (grpc.rs).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SubmitError {
+    #[error("record {index}: {reason}")]
+    Malformed { index: usize, reason: String },
+    #[error("record {index}: {reason}")]
+    BadSignature { index: usize, reason: String },
+    #[error("no leader is known yet; retry shortly")]
+    NoLeader,
+    #[error("the leader's submission queue is full; retry shortly")]
+    Busy,
+    #[error("leader unreachable: {0}")]
+    Forward(String),
+    #[error("commit failed: {0}")]
+    Commit(String),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// One record's fate as the submitter sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum SubmitOutcome {
+    /// Queued at the leader, not waited for.
+    Pending(RecordId),
+    Decided(Receipt),
+}
+
+/// A submission forwarded from another node to the leader.
+#[derive(Serialize, Deserialize)]
+struct ForwardRequest {
+    records: Vec<SignedRecord>,
+    wait: bool,
+}
+
+/// A validator's signature on a header, as sent to the other validators.
+#[derive(Serialize, Deserialize)]
+struct SignatureMessage {
+    header: BlockHeader,
+    signature: CheckpointSignature,
+}
+
+struct Pending {
+    record: SignedRecord,
+    bytes: usize,
+    reply: Option<oneshot::Sender<Result<Receipt, SubmitError>>>,
+}
+
+/// Identity of a network member as the node needs it.
+#[derive(Clone, Debug)]
+pub struct Member {
+    pub node_id: NodeId,
+    pub raft_id: RaftId,
+    pub peer: PeerInfo,
+    pub public_key: PublicKey,
+}
+
+/// The Raft id of a node: the first 8 bytes of blake3 of its public key, so every node
+/// derives the same id from the genesis without coordination.
+pub fn raft_id_of(key: &PublicKey) -> RaftId {
+    let h = blake3::hash(key.as_bytes());
+    u64::from_be_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// Shared state of the running services.
+pub struct Services {
+    pub node_id: NodeId,
+    pub raft_id: RaftId,
+    pub genesis: Genesis,
+    pub store: SharedStore,
+    pub raft: ConsensusRaft,
+    pub p2p: P2p,
+    /// Everyone in the genesis (validators and observers), by Raft id.
+    pub members: BTreeMap<RaftId, Member>,
+    pub node_key: Option<ed25519_dalek::SigningKey>,
+    pub complete_height: AtomicU64,
+    submit_tx: mpsc::Sender<Pending>,
+    early_signatures: std::sync::Mutex<BTreeMap<u64, Vec<SignatureMessage>>>,
+    snapshot_bytes_max: u64,
+    evidence_dir: std::path::PathBuf,
+}
+
+impl Services {
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        node_id: NodeId,
+        genesis: Genesis,
+        store: SharedStore,
+        raft: ConsensusRaft,
+        p2p: P2p,
+        members: BTreeMap<RaftId, Member>,
+        node_key: ed25519_dalek::SigningKey,
+        batch: BatchConfig,
+        snapshot_bytes_max: u64,
+        evidence_dir: std::path::PathBuf,
+        inbound: mpsc::Receiver<Inbound>,
+        applied: tokio::sync::broadcast::Receiver<BlockHeader>,
+    ) -> Arc<Services> {
+        let public = PublicKey::from_bytes(node_key.verifying_key().to_bytes()).expect("node key is a valid point");
+        let raft_id = raft_id_of(&public);
+        let is_validator = genesis.validators.iter().any(|v| v.public_key == public);
+        let (submit_tx, submit_rx) = mpsc::channel(batch.queue_max as usize);
+        let s = Arc::new(Services {
+            node_id,
+            raft_id,
+            genesis,
+            store,
+            raft,
+            p2p,
+            members,
+            node_key: is_validator.then_some(node_key),
+            complete_height: AtomicU64::new(0),
+            submit_tx,
+            early_signatures: Default::default(),
+            snapshot_bytes_max,
+            evidence_dir,
+        });
+        s.recompute_complete_height();
+        tokio::spawn(batcher(s.clone(), submit_rx, batch));
+        tokio::spawn(answer_peers(s.clone(), inbound));
+        tokio::spawn(sign_checkpoints(s.clone(), applied));
+        tokio::spawn(reconcile_membership(s.clone()));
+        s
+    }
+
+    /// The Raft id of the current leader, if known.
+    pub fn leader(&self) -> Option<RaftId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    pub fn validators(&self) -> ValidatorSet {
+        let store = self.store.read().expect("store lock");
+        match store.state_value(&StateKey::Validators) {
+            Ok(Some(StateValue::Validators(v))) => v,
+            _ => self.genesis.validator_set(),
+        }
+    }
+
+    /// Checks form, size and the author's signature, then queues the records at the
+    /// leader (forwarding them if this node is not the leader). With `wait`, returns once
+    /// each is committed; a record committed before gets its original receipt.
+    pub async fn submit(
+        self: &Arc<Self>,
+        records: Vec<SignedRecord>,
+        wait: bool,
+    ) -> Result<Vec<SubmitOutcome>, SubmitError> {
+        self.precheck(&records)?;
+        let mut out: Vec<Option<SubmitOutcome>> = vec![None; records.len()];
+        let mut fresh = Vec::new();
+        {
+            let store = self.store.read().map_err(|_| SubmitError::Storage("lock poisoned".into()))?;
+            for (i, r) in records.into_iter().enumerate() {
+                match store.receipt(&r.id()).map_err(|e| SubmitError::Storage(e.to_string()))? {
+                    Some(rc) if matches!(rc.outcome, Outcome::Accepted { .. }) => {
+                        out[i] = Some(SubmitOutcome::Decided(rc))
+                    }
+                    _ => fresh.push((i, r)),
+                }
+            }
+        }
+        if !fresh.is_empty() {
+            let (idx, recs): (Vec<usize>, Vec<SignedRecord>) = fresh.into_iter().unzip();
+            let decided =
+                if self.is_leader() { self.enqueue(recs, wait).await? } else { self.forward(recs, wait).await? };
+            for (i, d) in idx.into_iter().zip(decided) {
+                out[i] = Some(d);
+            }
+        }
+        Ok(out.into_iter().map(|o| o.expect("every record decided")).collect())
+    }
+
+    fn precheck(&self, records: &[SignedRecord]) -> Result<(), SubmitError> {
+        let store = self.store.read().map_err(|_| SubmitError::Storage("lock poisoned".into()))?;
+        let ledger = &self.genesis.ledger_id;
+        for (index, r) in records.iter().enumerate() {
+            r.validate_form().map_err(|e| SubmitError::Malformed { index, reason: e.to_string() })?;
+            let org = match store.state_value(&StateKey::Org(r.record.author.clone())) {
+                Ok(Some(StateValue::Org(o))) => o,
+                Ok(_) => {
+                    return Err(SubmitError::BadSignature {
+                        index,
+                        reason: format!("author {} is not a known organisation", r.record.author),
+                    });
+                }
+                Err(e) => return Err(SubmitError::Storage(e.to_string())),
+            };
+            let Some(key) = org.key(&r.record.key_id) else {
+                return Err(SubmitError::BadSignature {
+                    index,
+                    reason: format!("{} has no key {}", r.record.author, r.record.key_id),
+                });
+            };
+            if !r.verify_author(ledger, &key.public_key) {
+                return Err(SubmitError::BadSignature {
+                    index,
+                    reason: format!("signature of {} with key {} does not verify", r.record.author, r.record.key_id),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn enqueue(&self, records: Vec<SignedRecord>, wait: bool) -> Result<Vec<SubmitOutcome>, SubmitError> {
+        let mut waits = Vec::new();
+        let mut out = Vec::new();
+        for record in records {
+            let id = record.id();
+            let bytes = record.to_bytes().len();
+            let (tx, rx) = if wait {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            } else {
+                (None, None)
+            };
+            self.submit_tx.try_send(Pending { record, bytes, reply: tx }).map_err(|_| SubmitError::Busy)?;
+            waits.push((id, rx));
+        }
+        for (id, rx) in waits {
+            out.push(match rx {
+                None => SubmitOutcome::Pending(id),
+                Some(rx) => {
+                    let r = rx.await.map_err(|_| SubmitError::Commit("the batcher stopped".into()))??;
+                    SubmitOutcome::Decided(r)
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    async fn forward(&self, records: Vec<SignedRecord>, wait: bool) -> Result<Vec<SubmitOutcome>, SubmitError> {
+        let leader = self.leader().ok_or(SubmitError::NoLeader)?;
+        let member = self.members.get(&leader).ok_or(SubmitError::NoLeader)?;
+        let peer = member.peer.peer_id.parse().map_err(|e| SubmitError::Forward(format!("leader peer id: {e}")))?;
+        let addr = member.peer.addr.parse().ok();
+        let req = NodeRequest::Forward(vec![codec::encode(&ForwardRequest { records, wait })]);
+        let resp = tokio::time::timeout(FORWARD_TIMEOUT, self.p2p.request(peer, addr, req))
+            .await
+            .map_err(|_| {
+                SubmitError::Forward(format!("no answer from leader {} in {FORWARD_TIMEOUT:?}", member.node_id))
+            })?
+            .map_err(|e| SubmitError::Forward(e.to_string()))?;
+        match resp {
+            NodeResponse::Forwarded(bytes) => {
+                let r: Result<Vec<SubmitOutcome>, String> =
+                    codec::decode("forward reply", &bytes).map_err(|e| SubmitError::Forward(e.to_string()))?;
+                r.map_err(SubmitError::Forward)
+            }
+            NodeResponse::Refused(why) => Err(SubmitError::Forward(why)),
+            _ => Err(SubmitError::Forward("unexpected reply from leader".into())),
+        }
+    }
+
+    /// Re-derives the latest complete checkpoint height, looking back at most 1,000 blocks.
+    fn recompute_complete_height(&self) {
+        let validators = self.validators();
+        let Ok(store) = self.store.read() else { return };
+        let head = store.head().height;
+        for h in (head.saturating_sub(1_000)..=head).rev() {
+            if let Ok(Some(cp)) = store.checkpoint(h)
+                && cp.verify(&self.genesis.ledger_id, &validators).is_ok()
+            {
+                self.complete_height.fetch_max(h, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+
+    /// Takes a validator's signature on `header` (ours or a peer's). Stores it if the
+    /// header is ours at that height; keeps evidence and shouts if it is not.
+    fn take_signature(&self, msg: SignatureMessage) {
+        let validators = self.validators();
+        let Some(v) = validators.get(&msg.signature.node_id) else {
+            tracing::warn!(node = %msg.signature.node_id, "checkpoint signature from a node outside the validator set");
+            return;
+        };
+        if v.public_key
+            .verifying_key()
+            .verify_strict(&msg.header.signing_message(), &msg.signature.signature.to_dalek())
+            .is_err()
+        {
+            tracing::warn!(node = %msg.signature.node_id, height = msg.header.height, "forged checkpoint signature");
+            return;
+        }
+        let Ok(store) = self.store.read() else { return };
+        let ours = match store.header(msg.header.height) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "reading header for a checkpoint signature");
+                return;
+            }
+        };
+        match ours {
+            None => {
+                drop(store);
+                let mut early = self.early_signatures.lock().expect("early signatures lock");
+                if early.len() < EARLY_SIGNATURE_HEIGHTS_MAX || early.contains_key(&msg.header.height) {
+                    early.entry(msg.header.height).or_default().push(msg);
+                }
+            }
+            Some(h) if h == msg.header => {
+                if let Err(e) = store.put_checkpoint_signature(h.height, &msg.signature) {
+                    tracing::error!(error = %e, "storing a checkpoint signature");
+                    return;
+                }
+                if let Ok(Some(cp)) = store.checkpoint(h.height)
+                    && cp.verify(&self.genesis.ledger_id, &validators).is_ok()
+                {
+                    self.complete_height.fetch_max(h.height, Ordering::Relaxed);
+                }
+            }
+            Some(h) => {
+                tracing::error!(
+                    height = h.height,
+                    node = %msg.signature.node_id,
+                    ours = %h.hash(),
+                    theirs = %msg.header.hash(),
+                    "CHECKPOINT CONFLICT: a validator signed a different header at this height; evidence kept"
+                );
+                let _ = std::fs::create_dir_all(&self.evidence_dir);
+                let path = self.evidence_dir.join(format!("conflict-{}-{}.json", h.height, msg.signature.node_id));
+                let evidence = serde_json::json!({ "ours": h, "theirs": msg.header, "signature": msg.signature });
+                if let Err(e) = std::fs::write(&path, evidence.to_string()) {
+                    tracing::error!(error = %e, path = %path.display(), "writing checkpoint conflict evidence");
+                }
+            }
+        }
+    }
+}
+
+/// Collects queued records into blocks by count, bytes and deadline, proposes them (up to
+/// `in_flight_max` at once) and answers each waiter with its receipt.
+async fn batcher(s: Arc<Services>, mut rx: mpsc::Receiver<Pending>, cfg: BatchConfig) {
+    let in_flight = Arc::new(Semaphore::new(cfg.in_flight_max as usize));
+    let deadline = Duration::from_millis(cfg.deadline_ms);
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let mut bytes = batch[0].bytes;
+        let until = Instant::now() + deadline;
+        while batch.len() < cfg.records_max as usize && bytes < cfg.bytes_max as usize {
+            match tokio::time::timeout_at(until.into(), rx.recv()).await {
+                Ok(Some(p)) => {
+                    bytes += p.bytes;
+                    batch.push(p);
+                }
+                Ok(None) => return,
+                Err(_) => break,
+            }
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let s = s.clone();
+        tokio::spawn(async move {
+            propose_batch(&s, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+async fn propose_batch(s: &Arc<Services>, batch: Vec<Pending>) {
+    let (records, replies): (Vec<SignedRecord>, Vec<_>) = batch.into_iter().map(|p| (p.record, p.reply)).unzip();
+    let ids: Vec<RecordId> = records.iter().map(SignedRecord::id).collect();
+    let proposal = Proposal { time_ms: now_ms(), proposer: s.node_id.clone(), records };
+    let result = veritrace_consensus::propose(&s.raft, Payload(proposal.encode())).await;
+    let receipts = match result {
+        Ok(resp) => match AppliedBlock::decode(&resp.data.0) {
+            Ok(applied) => Ok(applied.receipts),
+            Err(e) => Err(SubmitError::Commit(format!("undecodable apply result: {e}"))),
+        },
+        Err(e) => Err(SubmitError::Commit(e.to_string())),
+    };
+    match receipts {
+        Ok(receipts) => {
+            for ((reply, receipt), id) in replies.into_iter().zip(receipts).zip(ids) {
+                let Some(reply) = reply else { continue };
+                // A duplicate answers with the receipt of the original, never a second one.
+                let receipt = match &receipt.outcome {
+                    Outcome::Rejected { code: RejectCode::Duplicate, .. } => {
+                        s.store.read().ok().and_then(|st| st.receipt(&id).ok().flatten()).unwrap_or(receipt)
+                    }
+                    _ => receipt,
+                };
+                let _ = reply.send(Ok(receipt));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "proposing a block failed");
+            for reply in replies.into_iter().flatten() {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// Answers requests from peers: Raft RPCs, forwarded submissions, checkpoint signatures.
+async fn answer_peers(s: Arc<Services>, mut inbound: mpsc::Receiver<Inbound>) {
+    while let Some(msg) = inbound.recv().await {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let reply = match msg.request {
+                NodeRequest::Raft(rpc) => crate::p2p::answer_raft(&s.raft, rpc, s.snapshot_bytes_max).await,
+                NodeRequest::Forward(parts) => {
+                    let outcome: Result<Vec<SubmitOutcome>, String> = match parts.first() {
+                        Some(bytes) if parts.len() == 1 => match codec::decode::<ForwardRequest>("forward", bytes) {
+                            Ok(req) if s.is_leader() => {
+                                s.submit(req.records, req.wait).await.map_err(|e| e.to_string())
+                            }
+                            Ok(_) => Err("not the leader".into()),
+                            Err(e) => Err(e.to_string()),
+                        },
+                        _ => Err("a forward carries exactly one part".into()),
+                    };
+                    NodeResponse::Forwarded(codec::encode(&outcome))
+                }
+                NodeRequest::Signature(bytes) => {
+                    match codec::decode::<SignatureMessage>("checkpoint signature", &bytes) {
+                        Ok(m) => {
+                            let s2 = s.clone();
+                            let _ = tokio::task::spawn_blocking(move || s2.take_signature(m)).await;
+                            NodeResponse::Ack
+                        }
+                        Err(e) => NodeResponse::Refused(e.to_string()),
+                    }
+                }
+            };
+            let _ = msg.reply.send(reply);
+        });
+    }
+}
+
+/// Validators sign every applied header and send the signature to the other validators.
+async fn sign_checkpoints(s: Arc<Services>, mut applied: tokio::sync::broadcast::Receiver<BlockHeader>) {
+    loop {
+        let header = match applied.recv().await {
+            Ok(h) => h,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "checkpoint signer lagged; skipping to newer blocks");
+                continue;
+            }
+            Err(_) => return,
+        };
+        let early = s.early_signatures.lock().expect("early signatures lock").remove(&header.height);
+        for m in early.into_iter().flatten() {
+            let s2 = s.clone();
+            let _ = tokio::task::spawn_blocking(move || s2.take_signature(m)).await;
+        }
+        let Some(key) = &s.node_key else { continue };
+        let signature = header.sign(s.node_id.clone(), key);
+        let msg = SignatureMessage { header: header.clone(), signature };
+        let bytes = codec::encode(&msg);
+        let s2 = s.clone();
+        let _ = tokio::task::spawn_blocking(move || s2.take_signature(msg)).await;
+        for v in s.validators().validators {
+            if v.node_id == s.node_id {
+                continue;
+            }
+            let Some(m) = s.members.get(&raft_id_of(&v.public_key)) else { continue };
+            let (Ok(peer), addr) = (m.peer.peer_id.parse(), m.peer.addr.parse().ok()) else { continue };
+            let p2p = s.p2p.clone();
+            let req = NodeRequest::Signature(bytes.clone());
+            tokio::spawn(async move {
+                if let Err(e) = p2p.request(peer, addr, req).await {
+                    tracing::debug!(error = %e, "sending a checkpoint signature");
+                }
+            });
+        }
+    }
+}
+
+/// On the leader: makes Raft's membership follow the ledger — genesis observers as
+/// learners, the validator set (genesis, then governance) as voters — one change at a time.
+async fn reconcile_membership(s: Arc<Services>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if !s.is_leader() {
+            continue;
+        }
+        let membership = s.raft.metrics().borrow().membership_config.membership().clone();
+        let voters: BTreeSet<RaftId> = membership.voter_ids().collect();
+        let known: BTreeSet<RaftId> = membership.nodes().map(|(id, _)| *id).collect();
+        let wanted_voters: BTreeSet<RaftId> = s
+            .validators()
+            .validators
+            .iter()
+            .map(|v| raft_id_of(&v.public_key))
+            .filter(|id| s.members.contains_key(id))
+            .collect();
+        let wanted_learners: BTreeSet<RaftId> = s.genesis.observers.iter().map(|o| raft_id_of(&o.public_key)).collect();
+        for id in wanted_voters.iter().chain(&wanted_learners) {
+            if !known.contains(id)
+                && let Some(m) = s.members.get(id)
+            {
+                tracing::info!(node = %m.node_id, "adding raft learner");
+                if let Err(e) = s.raft.add_learner(*id, m.peer.clone(), false).await {
+                    tracing::warn!(node = %m.node_id, error = %e, "adding learner failed");
+                }
+            }
+        }
+        if voters == wanted_voters || wanted_voters.is_empty() {
+            continue;
+        }
+        // One voter at a time: first add a missing one, else remove a surplus one.
+        let mut next = voters.clone();
+        if let Some(add) = wanted_voters.difference(&voters).next() {
+            next.insert(*add);
+        } else if let Some(remove) = voters.difference(&wanted_voters).next() {
+            next.remove(remove);
+        }
+        tracing::info!(?next, "changing raft voters");
+        if let Err(e) = s.raft.change_membership(next, true).await {
+            tracing::warn!(error = %e, "membership change refused");
+        }
+    }
+}
