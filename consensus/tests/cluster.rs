@@ -107,7 +107,9 @@ fn payloads(range: std::ops::Range<u32>) -> Vec<Vec<u8>> {
 /// Waits until every node applied at least what `leader` applied, then returns their
 /// machines' contents, which must all be equal.
 async fn converged(leader: &ConsensusRaft, nodes: &[&Node]) -> MemContents {
-    let index = leader.metrics().borrow().last_applied.map(|id| id.index);
+    // The leader's log end, not its applied metric: the metric may trail the writes that
+    // were already acknowledged, and every entry up to the log end will be applied.
+    let index = leader.metrics().borrow().last_log_index;
     for node in nodes {
         node.raft.wait(Some(WAIT)).applied_index_at_least(index, "caught up").await.expect("node catches up");
     }
