@@ -24,7 +24,7 @@ use crate::org::{LedgerId, OrgId, OrgKey, Organisation, Role, ValidatorSet};
 use crate::record::{CodeSet, GovernanceAction, RecordBody, RecordId, RegulatoryKind, SignedRecord, signing_message};
 use crate::smt::{self, SmtNodeStore};
 use crate::state::{Regulatory, StateKey, StateValue, SubjectState};
-use crate::view::{AcceptedRecord, Head, Issuance, LedgerView, Outcome, RangeIssuance, Receipt, WriteSet};
+use crate::view::{AcceptedRecord, Head, Issuance, LedgerView, Outcome, RangeBucket, RangeIssuance, Receipt, WriteSet};
 
 /// Most children one logistic unit may hold.
 pub const UNIT_CHILDREN_MAX: usize = 10_000;
@@ -204,7 +204,7 @@ impl<'a, V: LedgerView> Scratch<'a, V> {
             return Ok(Some(i));
         }
         if let SubjectId::Item { gtin, serial } = code {
-            let mut ranges = self.view.gtin_ranges(gtin)?;
+            let mut ranges = self.view.bucket_ranges(gtin, &RangeBucket::of_serial(serial.as_str()))?;
             ranges.extend(self.base.ranges.iter().chain(&self.ov.ranges).filter(|r| &r.gtin == gtin).cloned());
             if let Some(r) = ranges.into_iter().find(|r| r.range.contains(serial)) {
                 return Ok(Some(r.issuance));
@@ -902,7 +902,7 @@ fn check_scheme_prefix(author: &Organisation, code: &SubjectId) -> Result<(), Ru
 
 /// A new serial range may share no serial with an earlier range or listed serial.
 fn check_range_free<V: LedgerView>(s: &Scratch<'_, V>, gtin: &Gtin, range: &SerialRange) -> Result<(), RuleError> {
-    let mut ranges = s.view.gtin_ranges(gtin)?;
+    let mut ranges = s.view.bucket_ranges(gtin, &RangeBucket::of_range(range))?;
     ranges.extend(s.base.ranges.iter().chain(&s.ov.ranges).filter(|r| &r.gtin == gtin).cloned());
     if let Some(r) = ranges.iter().find(|r| r.range.overlaps(range)) {
         return reject(

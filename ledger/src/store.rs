@@ -17,7 +17,7 @@ use crate::org::{Genesis, LedgerId, OrgId};
 use crate::record::{RecordId, SignedRecord};
 use crate::smt::{self, SmtNode, SmtNodeStore, SmtProof};
 use crate::state::{StateKey, StateValue, SubjectState};
-use crate::view::{Head, Issuance, LedgerView, RangeIssuance, Receipt, WriteSet};
+use crate::view::{Head, Issuance, LedgerView, RangeBucket, RangeIssuance, Receipt, WriteSet};
 
 /// Version of the on-disk layout, kept under `meta/format`.
 pub const STORE_FORMAT: u32 = 1;
@@ -360,11 +360,8 @@ impl<B: Backend> Store<B> {
             b.put(Cf::ListedCodes, self.k(code.to_string().as_bytes()), codec::encode(iss));
         }
         for r in &ws.ranges {
-            b.put(
-                Cf::Ranges,
-                self.k(&[r.gtin.as_str().as_bytes(), &codec::encode(&r.range)].concat()),
-                codec::encode(r),
-            );
+            let bucket = range_bucket_key(&r.gtin, &RangeBucket::of_range(&r.range));
+            b.put(Cf::Ranges, self.k(&[bucket, codec::encode(&r.range)].concat()), codec::encode(r));
         }
         for (lot, item) in &ws.lot_items {
             b.put(Cf::LotItems, self.k(&[lenpref(&lot.to_string()), item.to_string().into_bytes()].concat()), vec![]);
@@ -537,7 +534,12 @@ impl<B: Backend> Store<B> {
             return Ok(Some(i));
         }
         if let SubjectId::Item { gtin, serial } = code {
-            return Ok(self.gtin_ranges(gtin)?.into_iter().find(|r| r.range.contains(serial)).map(|r| r.issuance));
+            let bucket = RangeBucket::of_serial(serial.as_str());
+            return Ok(self
+                .bucket_ranges(gtin, &bucket)?
+                .into_iter()
+                .find(|r| r.range.contains(serial))
+                .map(|r| r.issuance));
         }
         Ok(None)
     }
@@ -719,6 +721,14 @@ fn write_snapshot<B: Backend>(
     Ok(())
 }
 
+/// Key prefix of a range bucket: gtin14, serial length, stem length, stem.
+fn range_bucket_key(gtin: &Gtin, bucket: &RangeBucket) -> Vec<u8> {
+    let mut k = gtin.as_str().as_bytes().to_vec();
+    k.push(bucket.serial_len);
+    k.extend_from_slice(&lenpref(&bucket.stem));
+    k
+}
+
 fn log_key(level: u8, index: u64) -> Vec<u8> {
     let mut k = vec![level];
     k.extend_from_slice(&index.to_be_bytes());
@@ -809,8 +819,8 @@ impl<B: Backend> LedgerView for Store<B> {
         Ok(out)
     }
 
-    fn gtin_ranges(&self, gtin: &Gtin) -> Result<Vec<RangeIssuance>, StorageError> {
-        let p = self.k(gtin.as_str().as_bytes());
+    fn bucket_ranges(&self, gtin: &Gtin, bucket: &RangeBucket) -> Result<Vec<RangeIssuance>, StorageError> {
+        let p = self.k(&range_bucket_key(gtin, bucket));
         self.backend
             .scan(Cf::Ranges, &p, &p, usize::MAX)?
             .into_iter()

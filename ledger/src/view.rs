@@ -39,6 +39,35 @@ pub struct Issuance {
     pub record: RecordId,
 }
 
+/// Where serial ranges are filed: by serial length and *stem* (the prefix with its trailing
+/// digits removed). A serial `s` can be in range `P`+`W` digits only if `|s| = |P| + W` and
+/// `s` and `P` have the same stem, so overlap and membership checks only ever look at one
+/// bucket instead of every range of a GTIN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeBucket {
+    pub serial_len: u8,
+    pub stem: String,
+}
+
+impl RangeBucket {
+    fn stem_of(s: &str) -> String {
+        s.trim_end_matches(|c: char| c.is_ascii_digit()).to_string()
+    }
+
+    /// The bucket of every serial of `range`.
+    pub fn of_range(range: &SerialRange) -> RangeBucket {
+        RangeBucket {
+            serial_len: (range.prefix.len() + range.width as usize) as u8,
+            stem: Self::stem_of(&range.prefix),
+        }
+    }
+
+    /// The bucket a serial would be filed under.
+    pub fn of_serial(serial: &str) -> RangeBucket {
+        RangeBucket { serial_len: serial.len() as u8, stem: Self::stem_of(serial) }
+    }
+}
+
 /// A serial range issued under a GTIN.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeIssuance {
@@ -62,8 +91,9 @@ pub trait LedgerView: LogNodeStore + SmtNodeStore {
         gtin: &Gtin,
         encoded_serial_prefix: &str,
     ) -> Result<Vec<SubjectId>, StorageError>;
-    /// All serial ranges issued under `gtin`.
-    fn gtin_ranges(&self, gtin: &Gtin) -> Result<Vec<RangeIssuance>, StorageError>;
+    /// The serial ranges issued under `gtin` in one bucket (see [`RangeBucket`]): the only
+    /// ranges that can share a serial with a range or serial of that bucket.
+    fn bucket_ranges(&self, gtin: &Gtin, bucket: &RangeBucket) -> Result<Vec<RangeIssuance>, StorageError>;
 }
 
 /// A receipt's outcome.

@@ -499,3 +499,30 @@ fn apply_is_a_pure_function_of_view_and_block() {
     assert_eq!(one.states, two.states);
     assert_eq!(c.store.head().height, 0, "apply alone wrote nothing");
 }
+
+#[test]
+fn overlapping_ranges_always_share_a_bucket() {
+    use veritrace_ledger::ids::SerialRange;
+    use veritrace_ledger::view::RangeBucket;
+    let prefixes = ["", "A", "A1", "A12", "B", "1", "12", "A-", "A-1"];
+    let mut pairs = 0;
+    for p1 in prefixes {
+        for p2 in prefixes {
+            for w1 in 1..=4u8 {
+                for w2 in 1..=4u8 {
+                    let a = SerialRange { prefix: p1.into(), start: 0, count: 10u64.pow(w1 as u32), width: w1 };
+                    let b = SerialRange { prefix: p2.into(), start: 0, count: 10u64.pow(w2 as u32), width: w2 };
+                    if a.overlaps(&b) {
+                        pairs += 1;
+                        assert_eq!(RangeBucket::of_range(&a), RangeBucket::of_range(&b), "{a:?} / {b:?}");
+                        let s = a.serial_at(3).unwrap();
+                        if b.contains(&s) {
+                            assert_eq!(RangeBucket::of_serial(s.as_str()), RangeBucket::of_range(&b));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(pairs > 20, "the cases exercise overlaps: {pairs}");
+}

@@ -64,13 +64,19 @@ pub struct RaftConfig {
     pub snapshot_interval: u64,
 }
 
+/// Default leader heartbeat. openraft also times AppendEntries out after one heartbeat, so
+/// it must cover a follower's synced write of a full block on a loaded machine.
+pub const HEARTBEAT_MS_DEFAULT: u64 = 500;
+/// Default election timeout range.
+pub const ELECTION_TIMEOUT_MIN_MS_DEFAULT: u64 = 2_500;
+pub const ELECTION_TIMEOUT_MAX_MS_DEFAULT: u64 = 5_000;
+
 impl Default for RaftConfig {
     fn default() -> Self {
-        let d = veritrace_consensus::ConsensusConfig::default();
         RaftConfig {
-            heartbeat_ms: d.heartbeat_interval_ms,
-            election_timeout_min_ms: d.election_timeout_min_ms,
-            election_timeout_max_ms: d.election_timeout_max_ms,
+            heartbeat_ms: HEARTBEAT_MS_DEFAULT,
+            election_timeout_min_ms: ELECTION_TIMEOUT_MIN_MS_DEFAULT,
+            election_timeout_max_ms: ELECTION_TIMEOUT_MAX_MS_DEFAULT,
             snapshot_interval: SNAPSHOT_INTERVAL_DEFAULT,
         }
     }
@@ -151,6 +157,12 @@ impl Config {
             election_timeout_min_ms: self.raft.election_timeout_min_ms,
             election_timeout_max_ms: self.raft.election_timeout_max_ms,
             snapshot_policy: openraft_policy(self.raft.snapshot_interval),
+            // Compaction keeps at most one interval of entries behind a snapshot, so a node
+            // further behind than that catches up by snapshot.
+            snapshot_logs_to_keep: self
+                .raft
+                .snapshot_interval
+                .min(veritrace_consensus::ConsensusConfig::default().snapshot_logs_to_keep),
             ..Default::default()
         }
     }

@@ -100,8 +100,14 @@ impl pb::ledger_server::Ledger for LedgerApi {
             .try_into()
             .map_err(|_| Status::invalid_argument(format!("record id must be 32 bytes, got {}", id.len())))?;
         let id = Hash32(id);
-        let store = self.services.store.read().map_err(|_| Status::internal("store lock poisoned"))?;
-        match store.receipt(&id).map_err(|e| Status::internal(e.to_string()))? {
+        let s = self.services.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let store = s.store.read().map_err(|_| Status::internal("store lock poisoned"))?;
+            store.receipt(&id).map_err(|e| Status::internal(e.to_string()))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        match found {
             Some(r) => Ok(Response::new(receipt_pb(&r))),
             None => Err(Status::not_found(format!("no receipt for record {id}"))),
         }
@@ -122,8 +128,11 @@ impl pb::ledger_server::Ledger for LedgerApi {
         let voters: Vec<String> = membership.voter_ids().map(name).collect();
         let learners: Vec<String> = membership.learner_ids().map(name).collect();
         let peers = s.p2p.connected_peers().await.iter().map(|p| p.to_string()).collect();
-        let store = s.store.read().map_err(|_| Status::internal("store lock poisoned"))?;
-        let head = store.head();
+        let s2 = s.clone();
+        let head = tokio::task::spawn_blocking(move || s2.store.read().map(|st| st.head().clone()).map_err(|_| ()))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|_| Status::internal("store lock poisoned"))?;
         Ok(Response::new(pb::StatusResponse {
             ledger_id: head.ledger_id.to_string(),
             node_id: s.node_id.to_string(),

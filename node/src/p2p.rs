@@ -83,7 +83,7 @@ const DECODE_BYTES_MAX: usize = REQUEST_BYTES_MAX as usize;
 /// Streams (requests in either direction) open at once on one connection. Raft sends one
 /// append-entries per follower at a time, so this leaves room for votes, snapshots and
 /// forwarded submissions while bounding what one peer can make this node buffer.
-pub const STREAMS_PER_CONNECTION_MAX: usize = 32;
+pub const STREAMS_PER_CONNECTION_MAX: usize = 512;
 /// Commands queued from handles to the swarm task; senders wait when it is full.
 pub const COMMAND_QUEUE_MAX: usize = 256;
 /// Outbound requests awaiting a reply (or a connection); more fail with [`P2pError::Busy`].

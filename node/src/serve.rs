@@ -69,8 +69,12 @@ async fn health(State(s): State<Arc<Services>>) -> (StatusCode, String) {
 
 async fn metrics(State(s): State<Arc<Services>>) -> (StatusCode, String) {
     let m = s.raft.metrics().borrow().clone();
-    let Ok(store) = s.store.read() else { return (StatusCode::INTERNAL_SERVER_ERROR, "store lock poisoned\n".into()) };
-    let head = store.head();
+    let s2 = s.clone();
+    let Ok(Ok(head)) =
+        tokio::task::spawn_blocking(move || s2.store.read().map(|st| st.head().clone()).map_err(|_| ())).await
+    else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "store unavailable\n".into());
+    };
     let leader = u8::from(m.state == openraft::ServerState::Leader);
     let body = format!(
         "# HELP veritrace_height Height of the last applied block.\n# TYPE veritrace_height gauge\nveritrace_height {}\n\

@@ -28,6 +28,9 @@ use crate::p2p::{Inbound, NodeRequest, NodeResponse, P2p};
 
 /// How long a forwarded submission may wait for the leader's answer.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Checkpoint signatures being sent at once; beyond, a signature is dropped (the next
+/// block's checkpoint supersedes it) rather than crowding out Raft traffic.
+pub const SIGNATURE_SENDS_MAX: usize = 64;
 /// Checkpoint signatures kept for heights this node has not applied yet.
 pub const EARLY_SIGNATURE_HEIGHTS_MAX: usize = 4_096;
 
@@ -180,20 +183,12 @@ impl Services {
         records: Vec<SignedRecord>,
         wait: bool,
     ) -> Result<Vec<SubmitOutcome>, SubmitError> {
-        self.precheck(&records)?;
-        let mut out: Vec<Option<SubmitOutcome>> = vec![None; records.len()];
-        let mut fresh = Vec::new();
-        {
-            let store = self.store.read().map_err(|_| SubmitError::Storage("lock poisoned".into()))?;
-            for (i, r) in records.into_iter().enumerate() {
-                match store.receipt(&r.id()).map_err(|e| SubmitError::Storage(e.to_string()))? {
-                    Some(rc) if matches!(rc.outcome, Outcome::Accepted { .. }) => {
-                        out[i] = Some(SubmitOutcome::Decided(rc))
-                    }
-                    _ => fresh.push((i, r)),
-                }
-            }
-        }
+        // The store lock is a blocking lock that apply holds while it writes a block: take it
+        // on the blocking pool, never on a runtime worker (which would stall the network).
+        let s = self.clone();
+        let (mut out, fresh) = tokio::task::spawn_blocking(move || s.precheck_and_lookup(records))
+            .await
+            .map_err(|e| SubmitError::Storage(e.to_string()))??;
         if !fresh.is_empty() {
             let (idx, recs): (Vec<usize>, Vec<SignedRecord>) = fresh.into_iter().unzip();
             let decided =
@@ -203,6 +198,25 @@ impl Services {
             }
         }
         Ok(out.into_iter().map(|o| o.expect("every record decided")).collect())
+    }
+
+    /// Form and signature checks, then the receipts of records committed before.
+    #[allow(clippy::type_complexity)]
+    fn precheck_and_lookup(
+        &self,
+        records: Vec<SignedRecord>,
+    ) -> Result<(Vec<Option<SubmitOutcome>>, Vec<(usize, SignedRecord)>), SubmitError> {
+        self.precheck(&records)?;
+        let mut out: Vec<Option<SubmitOutcome>> = vec![None; records.len()];
+        let mut fresh = Vec::new();
+        let store = self.store.read().map_err(|_| SubmitError::Storage("lock poisoned".into()))?;
+        for (i, r) in records.into_iter().enumerate() {
+            match store.receipt(&r.id()).map_err(|e| SubmitError::Storage(e.to_string()))? {
+                Some(rc) if matches!(rc.outcome, Outcome::Accepted { .. }) => out[i] = Some(SubmitOutcome::Decided(rc)),
+                _ => fresh.push((i, r)),
+            }
+        }
+        Ok((out, fresh))
     }
 
     fn precheck(&self, records: &[SignedRecord]) -> Result<(), SubmitError> {
@@ -468,6 +482,7 @@ async fn answer_peers(s: Arc<Services>, mut inbound: mpsc::Receiver<Inbound>) {
 
 /// Validators sign every applied header and send the signature to the other validators.
 async fn sign_checkpoints(s: Arc<Services>, mut applied: tokio::sync::broadcast::Receiver<BlockHeader>) {
+    let sends = Arc::new(Semaphore::new(SIGNATURE_SENDS_MAX));
     loop {
         let header = match applied.recv().await {
             Ok(h) => h,
@@ -488,18 +503,25 @@ async fn sign_checkpoints(s: Arc<Services>, mut applied: tokio::sync::broadcast:
         let bytes = codec::encode(&msg);
         let s2 = s.clone();
         let _ = tokio::task::spawn_blocking(move || s2.take_signature(msg)).await;
-        for v in s.validators().validators {
+        let s3 = s.clone();
+        let Ok(validators) = tokio::task::spawn_blocking(move || s3.validators()).await else { continue };
+        for v in validators.validators {
             if v.node_id == s.node_id {
                 continue;
             }
             let Some(m) = s.members.get(&raft_id_of(&v.public_key)) else { continue };
             let (Ok(peer), addr) = (m.peer.peer_id.parse(), m.peer.addr.parse().ok()) else { continue };
+            let Ok(permit) = sends.clone().try_acquire_owned() else {
+                tracing::debug!(height = header.height, "checkpoint signature sends at capacity; skipping");
+                continue;
+            };
             let p2p = s.p2p.clone();
             let req = NodeRequest::Signature(bytes.clone());
             tokio::spawn(async move {
                 if let Err(e) = p2p.request(peer, addr, req).await {
                     tracing::debug!(error = %e, "sending a checkpoint signature");
                 }
+                drop(permit);
             });
         }
     }
@@ -517,8 +539,9 @@ async fn reconcile_membership(s: Arc<Services>) {
         let membership = s.raft.metrics().borrow().membership_config.membership().clone();
         let voters: BTreeSet<RaftId> = membership.voter_ids().collect();
         let known: BTreeSet<RaftId> = membership.nodes().map(|(id, _)| *id).collect();
-        let wanted_voters: BTreeSet<RaftId> = s
-            .validators()
+        let s2 = s.clone();
+        let Ok(validators) = tokio::task::spawn_blocking(move || s2.validators()).await else { continue };
+        let wanted_voters: BTreeSet<RaftId> = validators
             .validators
             .iter()
             .map(|v| raft_id_of(&v.public_key))

@@ -1,0 +1,1233 @@
+//! A network of real `veritrace-node` processes in one directory, and the handle that
+//! creates, starts, breaks and observes it.
+//!
+//! Layout of a network directory:
+//!
+//! ```text
+//! DIR/devnet.json               manifest: nodes, roles, operators, ports, pids (manifest.rs)
+//! DIR/genesis.json              the genesis every node loads
+//! DIR/keys/ORG.key              each organisation's signing key (0600)
+//! DIR/nodes/node-K/config.toml  node K's config (paths relative to it)
+//! DIR/nodes/node-K/node.key     node K's key: libp2p identity, checkpoint signatures (0600)
+//! DIR/nodes/node-K/data/        node K's stores (deleted by `wipe`)
+//! DIR/nodes/node-K/node.log     node K's stdout and stderr, appended across runs
+//! ```
+//!
+//! Every method blocks (polling, with bounded waits) and takes `&self`: the handle can be
+//! shared between threads, e.g. one that kills nodes while another checks the chain. A
+//! start or stop holds the handle's lock while it waits, so another thread's `status`
+//! waits for it; HTTP reads happen outside the lock. From async code, call it through
+//! `tokio::task::spawn_blocking` or `block_in_place`.
+//!
+//! Dropping the handle kills (SIGKILL) and reaps every process this handle started. A
+//! command-line tool that starts nodes and exits calls [`Network::detach`] instead.
+//!
+//! Network partitions (`partition(nodes)` / `heal()`, issue 8) are not built yet. The
+//! seams are two functions: `write_configs` is the one place addresses are decided (each
+//! node listens on its own ports and dials peers only at the `p2p_addr`s of its config),
+//! and `process::spawn` the one place a node is launched. A real cut can then be one
+//! network namespace per node (spawn wraps the node in `ip netns exec`, configs get the
+//! namespace's address, and a cut takes the namespace's veth link down), or nftables
+//! rules matching each node's cgroup on loopback. Both need CAP_NET_ADMIN, which a plain
+//! test run does not have; those methods should say so rather than pretend.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use veritrace_ledger::org::{Genesis, LedgerId};
+
+use crate::cast::{Cast, NodeRole, org_key_path};
+use crate::config::{NodeConfigFile, PeerEntry, Tuning, p2p_addr};
+use crate::keyfile::write_key_file;
+use crate::manifest::{MANIFEST_FORMAT, Manifest, ManifestNode, ManifestOrg};
+use crate::process::{self, LaunchError, NodeProcess};
+
+/// Ledger id of a network made without naming one.
+pub const LEDGER_ID_DEFAULT: &str = "veritrace-devnet";
+/// Most nodes in one network: each is a process with two RocksDB stores.
+pub const NODES_MAX: u32 = 64;
+/// Default longest wait for a node to print its serving line (it opens and verifies its
+/// stores first, which takes a while on a big ledger).
+pub const SERVE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+/// Longest wait after SIGTERM before SIGKILL; above the node's own 10 s shutdown grace.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest wait for a process to disappear after SIGKILL.
+pub const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often polling helpers look again.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Launches of one node before giving up when its ports turn out to be taken.
+pub const START_ATTEMPTS_MAX: u32 = 3;
+/// Lines of a node's log quoted in a launch error.
+pub const LOG_TAIL_LINES: usize = 40;
+/// Lines of each node's log printed when a network is kept after a failure.
+pub const LOG_TAIL_LINES_ON_FAILURE: usize = 15;
+/// Set to keep every network directory when its handle is dropped.
+pub const KEEP_ENV: &str = "VERITRACE_DEVNET_KEEP";
+
+/// File names inside a network directory.
+pub const GENESIS_FILE: &str = "genesis.json";
+pub const KEYS_DIR: &str = "keys";
+pub const NODES_DIR: &str = "nodes";
+pub const CONFIG_FILE: &str = "config.toml";
+pub const NODE_KEY_FILE: &str = "node.key";
+pub const DATA_DIR: &str = "data";
+pub const LOG_FILE: &str = "node.log";
+
+/// What to create.
+#[derive(Clone, Debug)]
+pub struct NetworkSpec {
+    pub dir: PathBuf,
+    pub validators: u32,
+    pub observers: u32,
+    /// The `veritrace-node` executable (see `locate::node_binary_for_tests`).
+    pub node_binary: PathBuf,
+    pub ledger_id: LedgerId,
+    /// Batch and Raft settings written into every node's config.
+    pub tuning: Tuning,
+    /// Whether `dir` is a temporary directory made for this network, removed on drop.
+    temp: bool,
+}
+
+impl NetworkSpec {
+    /// A network in `dir` (created if missing; it must not already hold a network).
+    pub fn new(dir: impl Into<PathBuf>, validators: u32, observers: u32, node_binary: impl Into<PathBuf>) -> Self {
+        NetworkSpec {
+            dir: dir.into(),
+            validators,
+            observers,
+            node_binary: node_binary.into(),
+            ledger_id: LedgerId::new(LEDGER_ID_DEFAULT).expect("the default ledger id is valid"),
+            tuning: Tuning::default(),
+            temp: false,
+        }
+    }
+
+    /// A network in a new directory under the system temp dir, removed when the network is
+    /// dropped (unless kept: see [`Network::keep`]).
+    pub fn temp(validators: u32, observers: u32, node_binary: impl Into<PathBuf>) -> Result<Self> {
+        let dir = crate::fsutil::unique_temp_dir("veritrace-devnet")?;
+        Ok(NetworkSpec { temp: true, ..NetworkSpec::new(dir, validators, observers, node_binary) })
+    }
+}
+
+/// How a stop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// It was not running.
+    NotRunning,
+    /// It exited after SIGTERM.
+    Terminated,
+    /// It did not exit within [`STOP_TIMEOUT`] and was killed.
+    Killed,
+}
+
+/// What a node says about itself, and whether it is there to say it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub role: NodeRole,
+    pub org: String,
+    /// The process, if it runs.
+    pub pid: Option<u32>,
+    /// Stopped by SIGSTOP.
+    pub paused: bool,
+    /// Its metrics answered; the numbers below are zero otherwise.
+    pub up: bool,
+    pub height: u64,
+    pub log_size: u64,
+    pub complete_checkpoint_height: u64,
+    pub term: u64,
+    pub is_leader: bool,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    /// Why the metrics could not be read, when the process runs but is not `up`.
+    pub error: Option<String>,
+}
+
+struct State {
+    manifest: Manifest,
+    procs: BTreeMap<String, NodeProcess>,
+}
+
+/// A network of node processes in one directory. Dropping it kills (SIGKILL) and reaps
+/// every process it started; see [`Network::keep`] and [`Network::detach`].
+pub struct Network {
+    dir: PathBuf,
+    genesis: Genesis,
+    cast: Cast,
+    state: Mutex<State>,
+    serve_timeout: Duration,
+    temp: bool,
+    keep: bool,
+    /// A body run by `keep_on_failure` failed: report where the logs are.
+    failed: bool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+impl Network {
+    /// Generates keys, genesis, configs and manifest for `spec` (starting nothing).
+    pub fn create(spec: NetworkSpec) -> Result<Network> {
+        let temp = spec.temp;
+        let dir = spec.dir.clone();
+        let made = Network::create_in(spec);
+        if made.is_err() && temp {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        made
+    }
+
+    fn create_in(spec: NetworkSpec) -> Result<Network> {
+        if spec.validators == 0 {
+            bail!("a network needs at least one validator");
+        }
+        let total = spec.validators.checked_add(spec.observers).filter(|t| *t <= NODES_MAX);
+        let Some(total) = total else {
+            bail!("{} validators + {} observers is more than {NODES_MAX} nodes", spec.validators, spec.observers)
+        };
+        let dir = process::absolute(&spec.dir)?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        for existing in [Manifest::path(&dir), dir.join(GENESIS_FILE)] {
+            if existing.exists() {
+                bail!("{} already holds a network ({} exists); open it instead", dir.display(), existing.display());
+            }
+        }
+        let node_binary = process::absolute(&spec.node_binary)?;
+        if !node_binary.is_file() {
+            bail!("node binary {} does not exist", node_binary.display());
+        }
+
+        let cast = Cast::generate()?;
+        let nodes = Cast::nodes(spec.validators, spec.observers)?;
+        let genesis = cast.genesis(&spec.ledger_id, now_ms(), &nodes)?;
+        let genesis_path = dir.join(GENESIS_FILE);
+        std::fs::write(&genesis_path, genesis.to_json() + "\n")
+            .with_context(|| format!("write {}", genesis_path.display()))?;
+        let keys_dir = dir.join(KEYS_DIR);
+        cast.write_keys(&keys_dir)?;
+
+        let ports = crate::ports::pick_ports(3 * total as usize, &Default::default())?;
+        let mut manifest_nodes = Vec::with_capacity(nodes.len());
+        for (i, n) in nodes.iter().enumerate() {
+            let rel = Path::new(NODES_DIR).join(n.node_id.as_str());
+            let node_dir = dir.join(&rel);
+            std::fs::create_dir_all(&node_dir).with_context(|| format!("create {}", node_dir.display()))?;
+            write_key_file(&node_dir.join(NODE_KEY_FILE), &n.key)?;
+            manifest_nodes.push(ManifestNode {
+                node_id: n.node_id.to_string(),
+                role: n.role,
+                org: n.org.to_string(),
+                dir: rel,
+                p2p_port: ports[3 * i],
+                grpc_port: ports[3 * i + 1],
+                http_port: ports[3 * i + 2],
+                pid: None,
+                pid_start_ticks: None,
+            });
+        }
+        let orgs = cast
+            .organisations()
+            .iter()
+            .map(|o| ManifestOrg {
+                id: o.id.to_string(),
+                name: o.name.clone(),
+                roles: o.roles.iter().copied().collect(),
+                key_file: org_key_path(Path::new(KEYS_DIR), &o.id),
+            })
+            .collect();
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            ledger_id: spec.ledger_id.to_string(),
+            node_binary,
+            tuning: spec.tuning.clone(),
+            orgs,
+            nodes: manifest_nodes,
+        };
+        manifest.validate().context("generated manifest")?;
+        write_configs(&dir, &manifest)?;
+        manifest.save(&dir)?;
+        Ok(Network {
+            dir,
+            genesis,
+            cast,
+            state: Mutex::new(State { manifest, procs: BTreeMap::new() }),
+            serve_timeout: SERVE_TIMEOUT_DEFAULT,
+            temp: spec.temp,
+            keep: false,
+            failed: false,
+        })
+    }
+
+    /// A new network of `validators` + `observers` nodes in a temporary directory.
+    pub fn temp(validators: u32, observers: u32, node_binary: impl Into<PathBuf>) -> Result<Network> {
+        Network::create(NetworkSpec::temp(validators, observers, node_binary)?)
+    }
+
+    /// Opens the network in `dir` made earlier, by this or another process. Nodes whose
+    /// recorded processes still run are adopted: they can be stopped, killed, paused and
+    /// observed, but dropping this handle leaves them running. Their data is kept.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Network> {
+        let dir = process::absolute(dir.as_ref())?;
+        let mut manifest = Manifest::load(&dir)?;
+        let genesis_path = dir.join(GENESIS_FILE);
+        let text =
+            std::fs::read_to_string(&genesis_path).with_context(|| format!("read {}", genesis_path.display()))?;
+        let genesis = Genesis::from_json(&text).with_context(|| format!("genesis {}", genesis_path.display()))?;
+        if genesis.ledger_id.as_str() != manifest.ledger_id {
+            bail!(
+                "{} is for ledger {:?}, the manifest for {:?}",
+                genesis_path.display(),
+                genesis.ledger_id.as_str(),
+                manifest.ledger_id
+            );
+        }
+        for n in &manifest.nodes {
+            let known = genesis.validators.iter().chain(&genesis.observers).any(|v| v.node_id.as_str() == n.node_id);
+            if !known {
+                bail!("manifest node {:?} is not in {}", n.node_id, genesis_path.display());
+            }
+        }
+        let cast = Cast::load(&genesis, &dir.join(KEYS_DIR))?;
+        let mut procs = BTreeMap::new();
+        let mut changed = false;
+        for n in &mut manifest.nodes {
+            if let Some(pid) = n.pid {
+                match process::adopt(pid, n.pid_start_ticks) {
+                    Some(p) => {
+                        procs.insert(n.node_id.clone(), p);
+                    }
+                    None => {
+                        n.pid = None;
+                        n.pid_start_ticks = None;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if changed {
+            manifest.save(&dir)?;
+        }
+        Ok(Network {
+            dir,
+            genesis,
+            cast,
+            state: Mutex::new(State { manifest, procs }),
+            serve_timeout: SERVE_TIMEOUT_DEFAULT,
+            temp: false,
+            keep: true,
+            failed: false,
+        })
+    }
+
+    /// Keeps the directory when the handle is dropped (it is also kept when the thread is
+    /// panicking, or when `VERITRACE_DEVNET_KEEP` is set). Tests that return `Result` use
+    /// [`Network::keep_on_failure`] instead.
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
+    /// Runs `body` on the network and drops it; if `body` fails, the directory is kept and
+    /// the nodes' last log lines are printed first, as for a panic. For tests that return
+    /// `Result`, whose errors would otherwise take the logs away with the temp directory.
+    pub fn keep_on_failure<T>(mut self, body: impl FnOnce(&Network) -> Result<T>) -> Result<T> {
+        let out = body(&self);
+        if out.is_err() {
+            self.keep = true;
+            self.failed = true;
+        }
+        out
+    }
+
+    /// Lets every node run on after this handle is gone, with its pid in the manifest for
+    /// a later [`Network::open`]: what `veritrace devnet up` does. The directory is kept.
+    ///
+    /// The node writes only its serving line to stdout, so the pipe that closes when this
+    /// process exits costs it nothing; its log continues through stderr.
+    pub fn detach(mut self) {
+        self.keep = true;
+        let procs = std::mem::take(&mut self.lock().procs);
+        for p in procs.into_values() {
+            p.release();
+        }
+    }
+
+    /// Longest wait for a node's serving line (default [`SERVE_TIMEOUT_DEFAULT`]).
+    pub fn set_serve_timeout(&mut self, timeout: Duration) {
+        self.serve_timeout = timeout;
+    }
+
+    /// Uses another node binary from the next start on (recorded in the manifest).
+    pub fn set_node_binary(&self, path: &Path) -> Result<()> {
+        let path = process::absolute(path)?;
+        if !path.is_file() {
+            bail!("node binary {} does not exist", path.display());
+        }
+        let mut st = self.lock();
+        st.manifest.node_binary = path;
+        st.manifest.save(&self.dir)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state as consistent as any failed
+        // operation does (the manifest is written atomically), so carry on with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // ---- what the network is ----
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    pub fn genesis_path(&self) -> PathBuf {
+        self.dir.join(GENESIS_FILE)
+    }
+
+    /// The organisations and their signing keys, for signing records.
+    pub fn cast(&self) -> &Cast {
+        &self.cast
+    }
+
+    pub fn ledger_id(&self) -> &LedgerId {
+        &self.genesis.ledger_id
+    }
+
+    /// A copy of the manifest as it is now.
+    pub fn manifest(&self) -> Manifest {
+        self.lock().manifest.clone()
+    }
+
+    /// Every node id, validators first.
+    pub fn node_ids(&self) -> Vec<String> {
+        self.lock().manifest.nodes.iter().map(|n| n.node_id.clone()).collect()
+    }
+
+    pub fn validators(&self) -> Vec<String> {
+        self.ids_with_role(NodeRole::Validator)
+    }
+
+    pub fn observers(&self) -> Vec<String> {
+        self.ids_with_role(NodeRole::Observer)
+    }
+
+    fn ids_with_role(&self, role: NodeRole) -> Vec<String> {
+        self.lock().manifest.nodes.iter().filter(|n| n.role == role).map(|n| n.node_id.clone()).collect()
+    }
+
+    /// The manifest entry of `node`.
+    pub fn node(&self, node: &str) -> Result<ManifestNode> {
+        node_entry(&self.lock().manifest, node).cloned()
+    }
+
+    pub fn grpc_addr(&self, node: &str) -> Result<SocketAddr> {
+        Ok(local(self.node(node)?.grpc_port))
+    }
+
+    pub fn http_addr(&self, node: &str) -> Result<SocketAddr> {
+        Ok(local(self.node(node)?.http_port))
+    }
+
+    pub fn p2p_addr(&self, node: &str) -> Result<String> {
+        Ok(p2p_addr(self.node(node)?.p2p_port))
+    }
+
+    pub fn node_dir(&self, node: &str) -> Result<PathBuf> {
+        Ok(self.dir.join(self.node(node)?.dir))
+    }
+
+    pub fn config_path(&self, node: &str) -> Result<PathBuf> {
+        Ok(self.node_dir(node)?.join(CONFIG_FILE))
+    }
+
+    pub fn data_dir(&self, node: &str) -> Result<PathBuf> {
+        Ok(self.node_dir(node)?.join(DATA_DIR))
+    }
+
+    /// The node's log: its stdout and stderr, appended across runs, each run after a
+    /// `=== veritrace-devnet: start ...` line.
+    pub fn logs_path(&self, node: &str) -> Result<PathBuf> {
+        Ok(self.node_dir(node)?.join(LOG_FILE))
+    }
+
+    /// The node's pid, if its process runs.
+    pub fn pid(&self, node: &str) -> Result<Option<u32>> {
+        let mut st = self.lock();
+        node_entry(&st.manifest, node)?;
+        Ok(running(&mut st, node).map(|p| p.pid()))
+    }
+
+    pub fn is_running(&self, node: &str) -> Result<bool> {
+        Ok(self.pid(node)?.is_some())
+    }
+
+    // ---- process control ----
+
+    /// Starts every node that is not running and waits until each serves. Nodes start
+    /// together; a node whose ports were taken meanwhile gets new ones and starts again.
+    pub fn start_all(&self) -> Result<()> {
+        let mut st = self.lock();
+        let ids: Vec<String> = st.manifest.nodes.iter().map(|n| n.node_id.clone()).collect();
+        let mut errors = Vec::new();
+        let mut launches = Vec::new();
+        for id in ids {
+            if running(&mut st, &id).is_some() {
+                continue;
+            }
+            // Spawned nodes are waited for below whatever happens here, so keep going.
+            match self.ensure_ports_free(&mut st, &id).and_then(|()| self.spawn_node(&st, &id, 1)) {
+                Ok(launch) => launches.push((id, launch)),
+                Err(e) => errors.push(format!("{id}: {e:#}")),
+            }
+        }
+        let deadline = Instant::now() + self.serve_timeout;
+        for (id, (launch, log, log_from)) in launches {
+            let (proc, outcome) = launch.wait(deadline.saturating_duration_since(Instant::now()));
+            let result = match outcome {
+                Ok(serving) => self.register(&mut st, &id, proc, serving),
+                Err(LaunchError::Exited { .. }) if process::log_shows_bind_failure(&log, log_from) => {
+                    self.repick_ports(&mut st, &id).and_then(|()| self.start_locked(&mut st, &id, 2))
+                }
+                Err(e) => Err(self.launch_error(&id, &log, e, log_from)),
+            };
+            if let Err(e) = result {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        if !errors.is_empty() {
+            bail!("{} node(s) did not start:\n{}", errors.len(), errors.join("\n\n"));
+        }
+        Ok(())
+    }
+
+    /// Starts `node` and waits until it serves; an error if it already runs.
+    pub fn start(&self, node: &str) -> Result<()> {
+        let mut st = self.lock();
+        node_entry(&st.manifest, node)?;
+        if let Some(p) = running(&mut st, node) {
+            bail!("{node} is already running (pid {})", p.pid());
+        }
+        self.start_locked(&mut st, node, 1)
+    }
+
+    fn start_locked(&self, st: &mut State, node: &str, first_attempt: u32) -> Result<()> {
+        for attempt in first_attempt..=START_ATTEMPTS_MAX {
+            self.ensure_ports_free(st, node)?;
+            let (launch, log, log_from) = self.spawn_node(st, node, attempt)?;
+            let (proc, outcome) = launch.wait(self.serve_timeout);
+            match outcome {
+                Ok(serving) => return self.register(st, node, proc, serving),
+                Err(LaunchError::Exited { .. })
+                    if attempt < START_ATTEMPTS_MAX && process::log_shows_bind_failure(&log, log_from) =>
+                {
+                    self.repick_ports(st, node)?;
+                }
+                Err(e) => return Err(self.launch_error(node, &log, e, log_from)),
+            }
+        }
+        bail!("{node} could not bind its ports in {START_ATTEMPTS_MAX} attempts")
+    }
+
+    /// Marks a new run in the log and spawns the node; returns the log and where this run's
+    /// output begins in it.
+    fn spawn_node(&self, st: &State, node: &str, attempt: u32) -> Result<(process::Launch, PathBuf, u64)> {
+        let entry = node_entry(&st.manifest, node)?;
+        let node_dir = self.dir.join(&entry.dir);
+        let log = node_dir.join(LOG_FILE);
+        let marker = format!(
+            "=== veritrace-devnet: start {node} (attempt {attempt}) at unix ms {} with {} ===\n",
+            now_ms(),
+            st.manifest.node_binary.display()
+        );
+        append(&log, &marker)?;
+        let log_from = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let launch = process::spawn(&st.manifest.node_binary, &node_dir.join(CONFIG_FILE), &log)?;
+        Ok((launch, log, log_from))
+    }
+
+    /// Records a node that serves, after checking it serves where its config says.
+    fn register(&self, st: &mut State, node: &str, mut proc: NodeProcess, serving: process::Serving) -> Result<()> {
+        let entry = node_entry_mut(&mut st.manifest, node)?;
+        if serving.grpc != local(entry.grpc_port) || serving.http != local(entry.http_port) {
+            let _ = proc.signal(Signal::SIGKILL);
+            proc.wait_exit(KILL_TIMEOUT);
+            bail!(
+                "{node} serves gRPC on {} and HTTP on {}, but its config says ports {} and {}; killed it",
+                serving.grpc,
+                serving.http,
+                entry.grpc_port,
+                entry.http_port
+            );
+        }
+        entry.pid = Some(proc.pid());
+        entry.pid_start_ticks = process::start_ticks(proc.pid());
+        st.procs.insert(node.to_string(), proc);
+        st.manifest.save(&self.dir)
+    }
+
+    fn launch_error(&self, node: &str, log: &Path, e: LaunchError, log_from: u64) -> anyhow::Error {
+        let what = match e {
+            LaunchError::Exited { status } => format!("{node} exited before serving ({status})"),
+            LaunchError::TimedOut => {
+                format!("{node} did not print its serving line within {:?}; killed it", self.serve_timeout)
+            }
+        };
+        anyhow!("{what}; last lines of {}:\n{}", log.display(), crate::fsutil::log_tail(log, log_from, LOG_TAIL_LINES))
+    }
+
+    /// Gives `node` new ports if any of its ports is taken by another process right now.
+    fn ensure_ports_free(&self, st: &mut State, node: &str) -> Result<()> {
+        let ports = node_entry(&st.manifest, node)?.ports();
+        if ports.iter().all(|p| crate::ports::is_free(*p)) {
+            return Ok(());
+        }
+        self.repick_ports(st, node)
+    }
+
+    /// New ports for `node`, and every config written again, since peers dial it at its
+    /// p2p port. Peers that are running keep the old address until they restart; they
+    /// still reach it over the connection it opens to them.
+    fn repick_ports(&self, st: &mut State, node: &str) -> Result<()> {
+        let used = st.manifest.used_ports();
+        let fresh = crate::ports::pick_ports(3, &used)?;
+        let entry = node_entry_mut(&mut st.manifest, node)?;
+        eprintln!(
+            "veritrace-devnet: {node}: ports {:?} are taken; moving to {fresh:?}",
+            [entry.p2p_port, entry.grpc_port, entry.http_port]
+        );
+        (entry.p2p_port, entry.grpc_port, entry.http_port) = (fresh[0], fresh[1], fresh[2]);
+        write_configs(&self.dir, &st.manifest)?;
+        st.manifest.save(&self.dir)
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited after [`STOP_TIMEOUT`]. A paused node is
+    /// resumed so it can handle the SIGTERM.
+    pub fn stop(&self, node: &str) -> Result<Stopped> {
+        let mut st = self.lock();
+        node_entry(&st.manifest, node)?;
+        let Some(proc) = running(&mut st, node) else {
+            forget(&mut st, node);
+            st.manifest.save(&self.dir)?;
+            return Ok(Stopped::NotRunning);
+        };
+        proc.signal(Signal::SIGTERM)?;
+        proc.signal(Signal::SIGCONT)?;
+        let outcome = if proc.wait_exit(STOP_TIMEOUT) {
+            Stopped::Terminated
+        } else {
+            proc.signal(Signal::SIGKILL)?;
+            if !proc.wait_exit(KILL_TIMEOUT) {
+                bail!("{node} (pid {}) survived SIGTERM and SIGKILL", proc.pid());
+            }
+            Stopped::Killed
+        };
+        forget(&mut st, node);
+        st.manifest.save(&self.dir)?;
+        Ok(outcome)
+    }
+
+    /// Stops every running node: SIGTERM to all at once, SIGKILL to those still running
+    /// after [`STOP_TIMEOUT`].
+    pub fn stop_all(&self) -> Result<()> {
+        let mut st = self.lock();
+        let ids: Vec<String> = st.procs.keys().cloned().collect();
+        for id in &ids {
+            if let Some(p) = running(&mut st, id) {
+                p.signal(Signal::SIGTERM)?;
+                p.signal(Signal::SIGCONT)?;
+            }
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let mut survivors = Vec::new();
+        for id in &ids {
+            if let Some(p) = st.procs.get_mut(id)
+                && !p.wait_exit(deadline.saturating_duration_since(Instant::now()))
+            {
+                p.signal(Signal::SIGKILL)?;
+                if !p.wait_exit(KILL_TIMEOUT) {
+                    survivors.push(format!("{id} (pid {})", p.pid()));
+                    continue;
+                }
+            }
+            forget(&mut st, id);
+        }
+        st.manifest.save(&self.dir)?;
+        if !survivors.is_empty() {
+            bail!("still running after SIGTERM and SIGKILL: {}", survivors.join(", "));
+        }
+        Ok(())
+    }
+
+    /// SIGKILL, like a crash or a power cut: the node gets no chance to clean up.
+    pub fn kill(&self, node: &str) -> Result<()> {
+        let mut st = self.lock();
+        node_entry(&st.manifest, node)?;
+        if let Some(proc) = running(&mut st, node) {
+            proc.signal(Signal::SIGKILL)?;
+            if !proc.wait_exit(KILL_TIMEOUT) {
+                bail!("{node} (pid {}) survived SIGKILL for {KILL_TIMEOUT:?}", proc.pid());
+            }
+        }
+        forget(&mut st, node);
+        st.manifest.save(&self.dir)
+    }
+
+    /// SIGSTOP: the process is frozen with its sockets open, like a node stuck in a long
+    /// pause; its peers see it time out rather than disconnect.
+    pub fn pause(&self, node: &str) -> Result<()> {
+        self.signal_running(node, Signal::SIGSTOP)
+    }
+
+    /// SIGCONT after [`Network::pause`].
+    pub fn resume(&self, node: &str) -> Result<()> {
+        self.signal_running(node, Signal::SIGCONT)
+    }
+
+    fn signal_running(&self, node: &str, signal: Signal) -> Result<()> {
+        let mut st = self.lock();
+        node_entry(&st.manifest, node)?;
+        let Some(proc) = running(&mut st, node) else { bail!("{node} is not running") };
+        proc.signal(signal)
+    }
+
+    /// [`Network::stop`] then [`Network::start`].
+    pub fn restart(&self, node: &str) -> Result<Stopped> {
+        let stopped = self.stop(node)?;
+        self.start(node)?;
+        Ok(stopped)
+    }
+
+    /// Deletes a stopped node's data (ledger, Raft log, snapshots), so that at its next
+    /// start it catches up from its peers from nothing.
+    pub fn wipe(&self, node: &str) -> Result<()> {
+        if let Some(pid) = self.pid(node)? {
+            bail!("{node} is running (pid {pid}); stop or kill it before wiping its data");
+        }
+        let data = self.data_dir(node)?;
+        match std::fs::remove_dir_all(&data) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("remove {}", data.display())),
+        }
+    }
+
+    /// Stops every node and deletes the whole network directory.
+    pub fn destroy(mut self) -> Result<()> {
+        self.stop_all()?;
+        // Gone on purpose: Drop must neither remove it again nor report it kept.
+        self.temp = false;
+        std::fs::remove_dir_all(&self.dir).with_context(|| format!("remove {}", self.dir.display()))
+    }
+
+    // ---- observation ----
+
+    /// The node's own account of itself from `/metrics`; `up` is false if it does not run
+    /// or does not answer within the HTTP timeouts (a paused node does not).
+    pub fn status(&self, node: &str) -> Result<NodeStatus> {
+        let (entry, pid) = {
+            let mut st = self.lock();
+            let entry = node_entry(&st.manifest, node)?.clone();
+            let pid = running(&mut st, node).map(|p| p.pid());
+            (entry, pid)
+        };
+        Ok(read_status(&entry, pid))
+    }
+
+    /// Every node's status, read in parallel.
+    pub fn statuses(&self) -> Vec<NodeStatus> {
+        let nodes: Vec<(ManifestNode, Option<u32>)> = {
+            let mut st = self.lock();
+            let entries = st.manifest.nodes.clone();
+            entries
+                .into_iter()
+                .map(|n| {
+                    let pid = running(&mut st, &n.node_id).map(|p| p.pid());
+                    (n, pid)
+                })
+                .collect()
+        };
+        std::thread::scope(|s| {
+            let handles: Vec<_> = nodes.iter().map(|(n, pid)| s.spawn(move || read_status(n, *pid))).collect();
+            handles
+                .into_iter()
+                .zip(&nodes)
+                .map(|(h, (n, pid))| {
+                    h.join().unwrap_or_else(|_| {
+                        let mut s = down_status(n, *pid);
+                        s.error = Some("status reader panicked".into());
+                        s
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The node that says it leads, now; with several (an old leader that has not heard
+    /// of the new term yet), the one with the highest term.
+    pub fn leader(&self) -> Option<String> {
+        self.statuses().into_iter().filter(|s| s.up && s.is_leader).max_by_key(|s| s.term).map(|s| s.node_id)
+    }
+
+    /// Waits until some node leads and returns it.
+    pub fn wait_for_leader(&self, timeout: Duration) -> Result<String> {
+        let mut found = None;
+        self.wait_until(timeout, "a leader is elected", |net| {
+            found = net.leader();
+            Ok(found.is_some())
+        })?;
+        found.context("leader vanished")
+    }
+
+    /// Waits until every running node answers and all report the same height and log
+    /// size; returns that height.
+    pub fn wait_for_same_height(&self, timeout: Duration) -> Result<u64> {
+        let mut height = 0;
+        self.wait_until(timeout, "every running node reports the same height", |net| {
+            let all: Vec<NodeStatus> = net.statuses().into_iter().filter(|s| s.pid.is_some()).collect();
+            let Some(first) = all.first() else { bail!("no node is running") };
+            if let Some(s) = all.iter().find(|s| !s.up) {
+                bail!("{} does not answer: {}", s.node_id, s.error.as_deref().unwrap_or("?"));
+            }
+            height = first.height;
+            let heights: Vec<String> =
+                all.iter().map(|s| format!("{}={}/{}", s.node_id, s.height, s.log_size)).collect();
+            if all.iter().all(|s| s.height == first.height && s.log_size == first.log_size) {
+                Ok(true)
+            } else {
+                bail!("heights/log sizes differ: {}", heights.join(" "))
+            }
+        })?;
+        Ok(height)
+    }
+
+    /// Polls `predicate` every [`POLL_INTERVAL`] until it returns `Ok(true)`, or fails after
+    /// `timeout` naming `what` and the last error the predicate returned (errors count as
+    /// "not yet": during a fault, a node that does not answer is normal).
+    pub fn wait_until<F>(&self, timeout: Duration, what: &str, mut predicate: F) -> Result<()>
+    where
+        F: FnMut(&Network) -> Result<bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut last_error = None;
+        loop {
+            match predicate(self) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => last_error = Some(format!("{e:#}")),
+            }
+            if Instant::now() >= deadline {
+                let statuses = self.statuses().iter().map(describe).collect::<Vec<_>>().join("\n  ");
+                match last_error {
+                    Some(e) => {
+                        bail!("timed out after {timeout:?} waiting until {what} (last: {e}); nodes:\n  {statuses}")
+                    }
+                    None => bail!("timed out after {timeout:?} waiting until {what}; nodes:\n  {statuses}"),
+                }
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        let keep = self.keep || panicking || std::env::var_os(KEEP_ENV).is_some();
+        let dir = self.dir.clone();
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        // Only owned processes are killed: adopted ones belong to whoever started them.
+        let owned: Vec<String> =
+            st.procs.iter().filter(|(_, p)| matches!(p, NodeProcess::Owned { .. })).map(|(k, _)| k.clone()).collect();
+        for id in owned {
+            if let Some(p) = st.procs.get_mut(&id) {
+                let _ = p.signal(Signal::SIGKILL);
+                if !p.wait_exit(KILL_TIMEOUT) {
+                    eprintln!("veritrace-devnet: {id} (pid {}) survived SIGKILL", p.pid());
+                    continue;
+                }
+            }
+            forget(st, &id);
+        }
+        if self.temp && !keep {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                eprintln!("veritrace-devnet: could not remove {}: {e}", dir.display());
+            }
+            return;
+        }
+        if dir.exists()
+            && let Err(e) = st.manifest.save(&dir)
+        {
+            eprintln!("veritrace-devnet: could not update the manifest: {e:#}");
+        }
+        if panicking || self.failed || (self.temp && keep) {
+            let mut msg = format!("veritrace-devnet: kept the network in {}", dir.display());
+            for n in &st.manifest.nodes {
+                let log = dir.join(&n.dir).join(LOG_FILE);
+                msg.push_str(&format!("\n--- {} ({}) log {} ---\n", n.node_id, n.role.as_str(), log.display()));
+                msg.push_str(&crate::fsutil::log_tail(&log, 0, LOG_TAIL_LINES_ON_FAILURE));
+            }
+            eprintln!("{msg}");
+        }
+    }
+}
+
+fn node_entry<'a>(m: &'a Manifest, node: &str) -> Result<&'a ManifestNode> {
+    m.node(node).with_context(|| {
+        let ids: Vec<&str> = m.nodes.iter().map(|n| n.node_id.as_str()).collect();
+        format!("no node {node:?} in this network (nodes: {})", ids.join(", "))
+    })
+}
+
+fn node_entry_mut<'a>(m: &'a mut Manifest, node: &str) -> Result<&'a mut ManifestNode> {
+    if m.node(node).is_none() {
+        bail!("no node {node:?} in this network");
+    }
+    m.node_mut(node).context("node vanished")
+}
+
+/// The node's process if it still runs; a process found dead is forgotten.
+fn running<'a>(st: &'a mut State, node: &str) -> Option<&'a mut NodeProcess> {
+    let alive = st.procs.get_mut(node).is_some_and(|p| p.is_alive());
+    if !alive {
+        forget(st, node);
+        return None;
+    }
+    st.procs.get_mut(node)
+}
+
+/// Drops the record of `node`'s process (in memory and in the manifest, saved later).
+fn forget(st: &mut State, node: &str) {
+    if let Some(mut p) = st.procs.remove(node) {
+        // Reap it and finish copying its output, if it is ours and has exited.
+        p.wait_exit(Duration::ZERO);
+    }
+    if let Some(n) = st.manifest.node_mut(node) {
+        n.pid = None;
+        n.pid_start_ticks = None;
+    }
+}
+
+fn append(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    f.write_all(text.as_bytes()).with_context(|| format!("write {}", path.display()))
+}
+
+/// Writes every node's config from the manifest: its own ports, every other node as a peer.
+fn write_configs(dir: &Path, m: &Manifest) -> Result<()> {
+    for n in &m.nodes {
+        let cfg = NodeConfigFile {
+            node_id: n.node_id.clone(),
+            data_dir: DATA_DIR.into(),
+            genesis: Path::new("..").join("..").join(GENESIS_FILE),
+            node_key: NODE_KEY_FILE.into(),
+            org_key: Some(Path::new("..").join("..").join(KEYS_DIR).join(format!("{}.key", n.org))),
+            p2p_listen: p2p_addr(n.p2p_port),
+            grpc_listen: local(n.grpc_port).to_string(),
+            http_listen: local(n.http_port).to_string(),
+            peers: m
+                .nodes
+                .iter()
+                .filter(|p| p.node_id != n.node_id)
+                .map(|p| PeerEntry { node_id: p.node_id.clone(), p2p_addr: p2p_addr(p.p2p_port) })
+                .collect(),
+            batch: None,
+            raft: None,
+        }
+        .with_tuning(&m.tuning);
+        let path = dir.join(&n.dir).join(CONFIG_FILE);
+        crate::fsutil::write_atomic(&path, cfg.to_toml()?.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn down_status(n: &ManifestNode, pid: Option<u32>) -> NodeStatus {
+    NodeStatus {
+        node_id: n.node_id.clone(),
+        role: n.role,
+        org: n.org.clone(),
+        pid,
+        paused: pid.is_some_and(process::is_stopped),
+        up: false,
+        height: 0,
+        log_size: 0,
+        complete_checkpoint_height: 0,
+        term: 0,
+        is_leader: false,
+        grpc: local(n.grpc_port),
+        http: local(n.http_port),
+        error: None,
+    }
+}
+
+fn read_status(n: &ManifestNode, pid: Option<u32>) -> NodeStatus {
+    let mut s = down_status(n, pid);
+    if pid.is_none() {
+        return s;
+    }
+    let metrics = crate::http::get(s.http, "/metrics").and_then(|r| {
+        if r.status != 200 {
+            bail!("GET /metrics answered {}", r.status);
+        }
+        Ok(crate::http::parse_metrics(&r.body))
+    });
+    match metrics {
+        Ok(m) => {
+            let gauge = |name: &str| m.get(name).map(|v| *v as u64).unwrap_or(0);
+            s.up = true;
+            s.height = gauge("veritrace_height");
+            s.log_size = gauge("veritrace_log_size");
+            s.complete_checkpoint_height = gauge("veritrace_complete_checkpoint_height");
+            s.term = gauge("veritrace_raft_term");
+            s.is_leader = gauge("veritrace_is_leader") == 1;
+        }
+        Err(e) => s.error = Some(format!("{e:#}")),
+    }
+    s
+}
+
+fn describe(s: &NodeStatus) -> String {
+    let state = match (s.pid, s.paused, s.up) {
+        (None, _, _) => "down".to_string(),
+        (Some(p), true, _) => format!("paused pid {p}"),
+        (Some(p), false, true) => format!("up pid {p}"),
+        (Some(p), false, false) => format!("not answering pid {p}: {}", s.error.as_deref().unwrap_or("?")),
+    };
+    format!(
+        "{} {} ({}): {state}; height {} log {} checkpoint {} term {}{}",
+        s.node_id,
+        s.role.as_str(),
+        s.org,
+        s.height,
+        s.log_size,
+        s.complete_checkpoint_height,
+        s.term,
+        if s.is_leader { " LEADER" } else { "" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+
+    use super::*;
+    use crate::testdir::{FAKE_SERVING_NODE, TestDir, fake_node};
+
+    fn gone(pid: u32) -> bool {
+        kill(Pid::from_raw(pid as i32), None).is_err()
+    }
+
+    fn fake_network(dir: &TestDir, validators: u32, observers: u32, script: &str) -> Network {
+        let bin = fake_node(dir.path(), script);
+        Network::create(NetworkSpec::new(dir.path().join("net"), validators, observers, bin)).expect("create")
+    }
+
+    #[test]
+    fn create_writes_genesis_keys_configs_and_manifest() {
+        let dir = TestDir::new("net-create");
+        let mut spec = NetworkSpec::new(dir.path().join("net"), 4, 2, fake_node(dir.path(), FAKE_SERVING_NODE));
+        spec.tuning.raft.heartbeat_ms = Some(100);
+        let net = Network::create(spec.clone()).expect("create");
+        let root = net.dir().to_path_buf();
+
+        let text = std::fs::read_to_string(root.join(GENESIS_FILE)).expect("genesis");
+        let genesis = Genesis::from_json(&text).expect("genesis validates");
+        assert_eq!(&genesis, net.genesis());
+        assert_eq!((genesis.validators.len(), genesis.observers.len()), (4, 2));
+        assert_eq!(genesis.ledger_id.as_str(), LEDGER_ID_DEFAULT);
+
+        for org in &genesis.organisations {
+            let key = root.join(KEYS_DIR).join(format!("{}.key", org.id));
+            assert_eq!(std::fs::metadata(&key).expect("org key").permissions().mode() & 0o777, 0o600);
+        }
+        let mut ports = std::collections::BTreeSet::new();
+        let manifest = Manifest::load(&root).expect("manifest");
+        assert_eq!(manifest, net.manifest());
+        for (i, n) in manifest.nodes.iter().enumerate() {
+            assert_eq!(n.node_id, format!("node-{}", i + 1));
+            assert_eq!(n.role, if i < 4 { NodeRole::Validator } else { NodeRole::Observer });
+            for p in n.ports() {
+                assert!(ports.insert(p), "port {p} handed out twice");
+            }
+            let node_dir = root.join(&n.dir);
+            let key = crate::keyfile::read_key_file(&node_dir.join(NODE_KEY_FILE)).expect("node key");
+            let listed = genesis.validators.iter().chain(&genesis.observers).find(|v| v.node_id.as_str() == n.node_id);
+            assert_eq!(listed.expect("in genesis").public_key.as_bytes(), &key.verifying_key().to_bytes());
+            let cfg = NodeConfigFile::read(&node_dir.join(CONFIG_FILE)).expect("config parses");
+            assert_eq!(cfg.node_id, n.node_id);
+            assert_eq!(cfg.p2p_listen, p2p_addr(n.p2p_port));
+            assert_eq!(cfg.grpc_listen, format!("127.0.0.1:{}", n.grpc_port));
+            assert_eq!(cfg.http_listen, format!("127.0.0.1:{}", n.http_port));
+            assert_eq!(cfg.raft.as_ref().and_then(|r| r.heartbeat_ms), Some(100));
+            assert!(cfg.batch.is_none());
+            // Relative paths resolve, from the config's directory, to the network's files.
+            assert!(node_dir.join(&cfg.genesis).is_file() && node_dir.join(&cfg.node_key).is_file());
+            assert!(node_dir.join(cfg.org_key.as_ref().expect("org key")).is_file());
+            let peers: Vec<&str> = cfg.peers.iter().map(|p| p.node_id.as_str()).collect();
+            let others: Vec<&str> =
+                manifest.nodes.iter().filter(|m| m.node_id != n.node_id).map(|m| m.node_id.as_str()).collect();
+            assert_eq!(peers, others);
+        }
+        assert!(Network::create(spec).is_err(), "a second network in the same directory is refused");
+        let reopened = Network::open(&root).expect("open");
+        assert_eq!(reopened.genesis(), net.genesis());
+        assert_eq!(reopened.cast().key("samr").map(|k| k.to_bytes()), net.cast().key("samr").map(|k| k.to_bytes()));
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        let dir = TestDir::new("net-bad");
+        let bin = fake_node(dir.path(), FAKE_SERVING_NODE);
+        assert!(Network::create(NetworkSpec::new(dir.path().join("a"), 0, 1, &bin)).is_err());
+        assert!(Network::create(NetworkSpec::new(dir.path().join("b"), NODES_MAX, 1, &bin)).is_err());
+        let err = Network::create(NetworkSpec::new(dir.path().join("c"), 1, 0, dir.path().join("missing")))
+            .err()
+            .expect("missing binary");
+        assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
+    }
+
+    #[test]
+    fn processes_are_started_signalled_and_killed_on_drop() {
+        let dir = TestDir::new("net-procs");
+        let net = fake_network(&dir, 2, 1, FAKE_SERVING_NODE);
+        net.start_all().expect("start all");
+        let pids: Vec<u32> = net.node_ids().iter().map(|n| net.pid(n).expect("known").expect("running")).collect();
+        assert!(net.start("node-1").is_err(), "starting a running node is an error");
+        assert_eq!(
+            net.manifest().nodes.iter().map(|n| n.pid).collect::<Vec<_>>(),
+            pids.iter().map(|p| Some(*p)).collect::<Vec<_>>()
+        );
+
+        // The fake node serves no metrics: running, but not up.
+        let s = net.status("node-1").expect("status");
+        assert!(s.pid.is_some() && !s.up && s.error.is_some(), "{s:?}");
+
+        net.pause("node-2").expect("pause");
+        net.wait_until(Duration::from_secs(5), "node-2 shows as paused", |n| Ok(n.status("node-2")?.paused))
+            .expect("paused");
+        assert_eq!(net.stop("node-2").expect("stop a paused node"), Stopped::Terminated);
+        assert!(gone(pids[1]));
+        assert_eq!(net.stop("node-2").expect("stop again"), Stopped::NotRunning);
+        net.start("node-2").expect("start again");
+        net.pause("node-2").expect("pause");
+        net.resume("node-2").expect("resume");
+        assert!(!net.status("node-2").expect("status").paused);
+
+        net.kill("node-3").expect("kill");
+        assert!(gone(pids[2]) && net.pid("node-3").expect("known").is_none());
+        assert!(net.pause("node-3").is_err(), "pausing a node that is down is an error");
+        std::fs::create_dir_all(net.data_dir("node-3").expect("data dir")).expect("mkdir");
+        net.wipe("node-3").expect("wipe");
+        assert!(!net.data_dir("node-3").expect("data dir").exists());
+        assert!(net.wipe("node-1").is_err(), "wiping a running node is refused");
+        assert_eq!(net.restart("node-3").expect("restart a stopped node"), Stopped::NotRunning);
+
+        let log = std::fs::read_to_string(net.logs_path("node-2").expect("log")).expect("read log");
+        assert_eq!(log.matches("=== veritrace-devnet: start node-2").count(), 2, "{log}");
+        assert!(log.contains("fake node starting") && log.contains("\"event\":\"serving\""), "{log}");
+        assert!(net.status("node-9").is_err(), "unknown nodes are errors");
+
+        let now: Vec<u32> = net.node_ids().iter().filter_map(|n| net.pid(n).expect("known")).collect();
+        assert_eq!(now.len(), 3);
+        drop(net);
+        for pid in now {
+            assert!(gone(pid), "pid {pid} survived the drop");
+        }
+    }
+
+    #[test]
+    fn a_node_that_never_serves_times_out_with_its_log() {
+        let dir = TestDir::new("net-timeout");
+        let mut net = fake_network(&dir, 1, 0, "echo 'opening stores' >&2\nexec sleep 600");
+        net.set_serve_timeout(Duration::from_millis(500));
+        let err = net.start("node-1").expect_err("no serving line");
+        let text = format!("{err:#}");
+        assert!(text.contains("did not print its serving line") && text.contains("opening stores"), "{text}");
+        assert!(net.pid("node-1").expect("known").is_none());
+    }
+
+    #[test]
+    fn a_node_that_cannot_bind_gets_new_ports() {
+        let dir = TestDir::new("net-bind");
+        let script = format!(
+            "marker=\"$(dirname \"$2\")/tried\"\nif [ ! -e \"$marker\" ]; then\n  touch \"$marker\"\n  \
+             echo 'Error: bind grpc: Address already in use (os error 98)' >&2\n  exit 1\nfi\n{FAKE_SERVING_NODE}"
+        );
+        let net = fake_network(&dir, 2, 0, &script);
+        let before = net.node("node-1").expect("node");
+        net.start_all().expect("start after a bind failure");
+        let after = net.node("node-1").expect("node");
+        assert_ne!(before.ports(), after.ports());
+        let peer_cfg = NodeConfigFile::read(&net.config_path("node-2").expect("path")).expect("config");
+        assert_eq!(peer_cfg.peers[0].p2p_addr, p2p_addr(after.p2p_port), "peers learn the new address");
+        assert!(net.is_running("node-1").expect("known") && net.is_running("node-2").expect("known"));
+    }
+
+    #[test]
+    fn a_detached_network_is_adopted_by_open_and_stopped_from_there() {
+        let dir = TestDir::new("net-adopt");
+        let net = fake_network(&dir, 2, 1, FAKE_SERVING_NODE);
+        let root = net.dir().to_path_buf();
+        net.start_all().expect("start");
+        let pids: Vec<u32> = net.node_ids().iter().filter_map(|n| net.pid(n).expect("known")).collect();
+        net.detach();
+        assert!(pids.iter().all(|p| !gone(*p)), "detached nodes keep running");
+
+        let net = Network::open(&root).expect("open");
+        assert_eq!(net.pid("node-1").expect("known"), Some(pids[0]));
+        net.kill("node-3").expect("kill an adopted node");
+        assert!(gone(pids[2]));
+        drop(net);
+        assert!(!gone(pids[0]) && !gone(pids[1]), "dropping an opened handle leaves adopted nodes running");
+
+        let net = Network::open(&root).expect("open again");
+        assert!(net.pid("node-3").expect("known").is_none());
+        net.stop_all().expect("stop all");
+        assert!(pids.iter().all(|p| gone(*p)));
+        assert!(net.manifest().nodes.iter().all(|n| n.pid.is_none()));
+        net.start_all().expect("re-running starts the same network again");
+        net.destroy().expect("destroy");
+        assert!(!root.exists());
+    }
+
+    #[test]
+    fn a_temp_network_removes_its_directory_unless_kept() {
+        let dir = TestDir::new("net-temp");
+        let bin = fake_node(dir.path(), FAKE_SERVING_NODE);
+        let net = Network::temp(1, 0, &bin).expect("temp");
+        let root = net.dir().to_path_buf();
+        assert!(root.join(MANIFEST_FILE_NAME).is_file());
+        drop(net);
+        assert!(!root.exists(), "a temp network's directory goes with it");
+        let mut net = Network::temp(1, 0, &bin).expect("temp");
+        let root = net.dir().to_path_buf();
+        net.keep();
+        drop(net);
+        assert!(root.join(MANIFEST_FILE_NAME).is_file(), "a kept network stays");
+        std::fs::remove_dir_all(&root).expect("clean up");
+    }
+
+    const MANIFEST_FILE_NAME: &str = crate::manifest::MANIFEST_FILE;
+}

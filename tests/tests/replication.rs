@@ -1,0 +1,259 @@
+//! Replication with real `veritrace-node` processes through devnet: load through every
+//! node, agreement of roots, leader kill -9 under load, catch-up by snapshot.
+//!
+//! Figures (records/s, fail-over time, catch-up time) are printed, never asserted.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+use veritrace_devnet::config::{RaftSettings, Tuning};
+use veritrace_devnet::{Network, NetworkSpec};
+use veritrace_ledger::ids::{Gtin, Lot, SerialRange};
+use veritrace_ledger::org::{KeyId, OrgId};
+use veritrace_ledger::record::{CodeSet, IssueCodes, Product, Record, RecordBody, SignedRecord};
+use veritrace_proto::v1 as pb;
+use veritrace_proto::v1::ledger_client::LedgerClient;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn network(validators: u32, observers: u32, snapshot_interval: Option<u64>) -> Network {
+    let bin = veritrace_devnet::locate::node_binary_for_tests().expect("node binary");
+    let mut spec = NetworkSpec::temp(validators, observers, bin).expect("network spec");
+    spec.tuning = Tuning { raft: RaftSettings { snapshot_interval, ..Default::default() }, ..Default::default() };
+    let net = Network::create(spec).expect("create network");
+    net.start_all().expect("start nodes");
+    net.wait_for_leader(WAIT).expect("a leader");
+    net
+}
+
+fn gtin() -> Gtin {
+    // Under nutri's GS1 company prefix 9312345.
+    let body = "0931234500001";
+    let sum: u32 =
+        body.bytes().rev().enumerate().map(|(i, b)| u32::from(b - b'0') * if i % 2 == 0 { 3 } else { 1 }).sum();
+    Gtin::parse(&format!("{body}{}", (10 - sum % 10) % 10)).unwrap()
+}
+
+/// A distinct, valid issuance by `nutri`: lot `{tag}-{n}`.
+fn issue(net: &Network, tag: &str, n: u64) -> SignedRecord {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let lot = format!("{tag}-{n}");
+    let body = RecordBody::IssueCodes(IssueCodes {
+        product: Product {
+            gtin: gtin(),
+            name: "Infant formula".into(),
+            model: String::new(),
+            spec: String::new(),
+            standard: "GB 10765-2021".into(),
+        },
+        lot: Lot::parse(&lot).unwrap(),
+        production_date: "2026-11-01".into(),
+        expiry_date: None,
+        codes: CodeSet::Range(SerialRange { prefix: format!("{lot}-"), start: 0, count: 100, width: 4 }),
+        factory: String::new(),
+    });
+    let record = Record {
+        author: OrgId::new("nutri").unwrap(),
+        key_id: KeyId::new("k1").unwrap(),
+        time_ms: now,
+        nonce: n,
+        body,
+    };
+    SignedRecord::sign(net.ledger_id(), record, net.cast().key("nutri").expect("nutri key"))
+}
+
+async fn client(net: &Network, node: &str) -> LedgerClient<tonic::transport::Channel> {
+    let addr = net.grpc_addr(node).unwrap();
+    LedgerClient::connect(format!("http://{addr}")).await.expect("grpc connect")
+}
+
+async fn status(net: &Network, node: &str) -> pb::StatusResponse {
+    client(net, node).await.status(pb::StatusRequest {}).await.expect("status").into_inner()
+}
+
+/// Waits until every running node reports the same height and roots; returns them.
+async fn agree(net: &Network, nodes: &[String]) -> pb::StatusResponse {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut all = Vec::new();
+        for n in nodes {
+            all.push(status(net, n).await);
+        }
+        let same = all.windows(2).all(|w| {
+            w[0].height == w[1].height && w[0].log_root == w[1].log_root && w[0].state_root == w[1].state_root
+        });
+        if same {
+            return all.remove(0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes never agreed: {:?}",
+            all.iter().map(|s| (s.height, s.log_size)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Submits `records` to `node` in batches, retrying on UNAVAILABLE (no leader, fail-over);
+/// returns the ids acknowledged as accepted.
+async fn submit_all(net: &Network, nodes: &[String], mut records: Vec<SignedRecord>, batch: usize) -> Vec<[u8; 32]> {
+    let mut acked = Vec::new();
+    let mut turn = 0usize;
+    while !records.is_empty() {
+        let take = records.len().min(batch);
+        let chunk: Vec<SignedRecord> = records.drain(..take).collect();
+        let req = pb::SubmitBatchRequest {
+            signed_records: chunk.iter().map(|r| r.to_bytes()).collect(),
+            wait_for_commit: true,
+        };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let node = &nodes[turn % nodes.len()];
+            turn += 1;
+            let Ok(addr) = net.grpc_addr(node) else { continue };
+            let result = match LedgerClient::connect(format!("http://{addr}")).await {
+                Ok(mut c) => c.submit_batch(req.clone()).await.map(|r| r.into_inner()),
+                Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+            };
+            match result {
+                Ok(resp) => {
+                    for r in resp.receipts {
+                        assert_eq!(r.status, pb::ReceiptStatus::Accepted as i32, "record refused: {}", r.message);
+                        acked.push(r.record_id.try_into().unwrap());
+                    }
+                    break;
+                }
+                Err(s) if s.code() == Code::Unavailable || s.code() == Code::Unknown || s.code() == Code::Cancelled => {
+                    assert!(Instant::now() < deadline, "no node took the batch: {s}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(s) => panic!("submission failed at {node}: {s}"),
+            }
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_records_through_every_node_with_a_leader_killed_under_load() {
+    let net = network(3, 1, None);
+    let nodes = net.node_ids();
+    let all_nodes: Vec<String> = nodes.clone();
+
+    // 16 concurrent submitters, each through its own node, 10,000 records in all.
+    let submitters = 16u64;
+    let per = 10_000 / submitters;
+    let net = Arc::new(net);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..submitters {
+        let net = net.clone();
+        let node = vec![all_nodes[s as usize % all_nodes.len()].clone()];
+        tasks.push(tokio::spawn(async move {
+            let recs: Vec<SignedRecord> = (0..per).map(|i| issue(&net, &format!("A{s}"), i)).collect();
+            submit_all(&net, &node, recs, 25).await
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "committed {} records in {secs:.1} s = {:.0} records/s with {submitters} submitters",
+        acked.len(),
+        acked.len() as f64 / secs
+    );
+    assert_eq!(acked.len() as u64, per * submitters);
+    let s = agree(&net, &all_nodes).await;
+    assert_eq!(s.log_size, per * submitters, "every accepted record is in the log exactly once");
+    let distinct: BTreeSet<_> = acked.iter().collect();
+    assert_eq!(distinct.len(), acked.len());
+
+    // Kill -9 the leader while submitters keep going; acknowledged records survive.
+    let leader = net.leader().expect("leader");
+    let survivors: Vec<String> = all_nodes.iter().filter(|n| **n != leader).cloned().collect();
+    let load = {
+        let net = net.clone();
+        let survivors = survivors.clone();
+        tokio::spawn(async move {
+            let recs: Vec<SignedRecord> = (0..1_000).map(|i| issue(&net, "B", i)).collect();
+            submit_all(&net, &survivors, recs, 10).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t_kill = Instant::now();
+    net.kill(&leader).unwrap();
+    let new_leader = net.wait_for_leader(WAIT).expect("a new leader");
+    assert_ne!(new_leader, leader);
+    println!(
+        "fail-over: new leader {new_leader} serving {:.2} s after kill -9 of {leader}",
+        t_kill.elapsed().as_secs_f64()
+    );
+    let acked_b = load.await.unwrap();
+    assert_eq!(acked_b.len(), 1_000);
+    net.start(&leader).unwrap();
+    let s = agree(&net, &all_nodes).await;
+    assert_eq!(s.log_size, per * submitters + 1_000, "no acknowledged record lost, none twice");
+    for id in acked.iter().chain(&acked_b).step_by(97) {
+        let r =
+            client(&net, &leader).await.get_receipt(pb::GetReceiptRequest { record_id: id.to_vec() }).await.unwrap();
+        assert_eq!(r.into_inner().status, pb::ReceiptStatus::Accepted as i32);
+    }
+
+    // A duplicate gets the original receipt; a forged record is refused by every node.
+    let dup = issue(&net, "D", 0);
+    let first = client(&net, &all_nodes[0])
+        .await
+        .submit(pb::SubmitRequest { signed_record: dup.to_bytes(), wait_for_commit: true })
+        .await
+        .expect("first submission")
+        .into_inner()
+        .receipt
+        .expect("a receipt");
+    assert_eq!(first.status, pb::ReceiptStatus::Accepted as i32, "{}", first.message);
+    let mut forged = issue(&net, "F", 1);
+    forged.signature.0[3] ^= 0x40;
+    for n in &all_nodes {
+        let mut c = client(&net, n).await;
+        let e = c
+            .submit(pb::SubmitRequest { signed_record: forged.to_bytes(), wait_for_commit: true })
+            .await
+            .expect_err("forged record accepted");
+        assert_eq!(e.code(), Code::Unauthenticated, "{n}: {e}");
+        let again = c.submit(pb::SubmitRequest { signed_record: dup.to_bytes(), wait_for_commit: true }).await;
+        let again = again.expect("duplicate submission").into_inner().receipt.expect("a receipt");
+        assert_eq!(again, first, "{n}: a duplicate must get the original receipt");
+    }
+    let again = agree(&net, &all_nodes).await;
+    assert_eq!(again.log_size, s.log_size + 1, "duplicates and forgeries changed the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wiped_node_catches_up_by_snapshot() {
+    let net = network(3, 0, Some(20));
+    let nodes = net.node_ids();
+    let recs: Vec<SignedRecord> = (0..3_000).map(|i| issue(&net, "S", i)).collect();
+    let target = nodes.last().unwrap().clone();
+    net.stop(&target).unwrap();
+    net.wipe(&target).unwrap();
+    let others: Vec<String> = nodes.iter().filter(|n| **n != target).cloned().collect();
+    submit_all(&net, &others, recs, 20).await;
+    let before = agree(&net, &others).await;
+    assert!(before.height > 40, "enough blocks for compaction: {}", before.height);
+    let t = Instant::now();
+    net.start(&target).unwrap();
+    let after = agree(&net, &nodes).await;
+    println!(
+        "snapshot catch-up: {} records, {} blocks in {:.2} s",
+        after.log_size,
+        after.height,
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(after.log_root, before.log_root);
+    assert_eq!(after.state_root, before.state_root);
+    let log = std::fs::read_to_string(net.logs_path(&target).unwrap()).unwrap();
+    assert!(log.contains("installed ledger snapshot"), "the wiped node did not install a snapshot");
+}
