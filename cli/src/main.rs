@@ -7,9 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use serde::{Deserialize, Serialize};
 use veritrace_ledger::bundle::{TraceBundle, verify_bundle};
 use veritrace_ledger::ids::SubjectId;
 use veritrace_ledger::org::Genesis;
@@ -73,15 +72,6 @@ enum CodeCmd {
     Parse { code: String },
 }
 
-/// The key file format (docs/cli.md).
-#[derive(Serialize, Deserialize)]
-struct KeyFile {
-    format: u32,
-    algorithm: String,
-    public_key: String,
-    secret_key: String,
-}
-
 /// An error with the exit code it maps to.
 struct Failure {
     code: u8,
@@ -126,7 +116,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             );
         }
         Cmd::Key(KeyCmd::Show { file }) => {
-            let key = read_key(file).map_err(bad_input)?;
+            let key = veritrace_devnet::keyfile::read_key_file(file).map_err(bad_input)?;
             let public = hex::encode(key.verifying_key().to_bytes());
             print(cli.json, serde_json::json!({"ok": true, "public_key": public}), public);
         }
@@ -190,47 +180,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
 }
 
 fn key_gen(out: &Path) -> Result<String> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
-    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let public = hex::encode(key.verifying_key().to_bytes());
-    let file =
-        KeyFile { format: 1, algorithm: "ed25519".into(), public_key: public.clone(), secret_key: hex::encode(seed) };
-    let json = serde_json::to_string_pretty(&file)? + "\n";
-    write_new_private(out, json.as_bytes())?;
-    Ok(public)
-}
-
-/// Creates `path` with owner-only permissions; refuses to replace an existing file.
-fn write_new_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).with_context(|| format!("create key file {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("write key file {}", path.display()))?;
-    Ok(())
-}
-
-fn read_key(path: &Path) -> Result<ed25519_dalek::SigningKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read key file {}", path.display()))?;
-    let kf: KeyFile = serde_json::from_str(&text).with_context(|| format!("key file {}", path.display()))?;
-    if kf.format != 1 || kf.algorithm != "ed25519" {
-        bail!("key file {}: format {} / algorithm {:?} not supported", path.display(), kf.format, kf.algorithm);
-    }
-    let seed: [u8; 32] = hex::decode(&kf.secret_key)
-        .ok()
-        .and_then(|v| v.try_into().ok())
-        .with_context(|| format!("key file {}: secret_key must be 64 hex digits", path.display()))?;
-    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-    if hex::encode(key.verifying_key().to_bytes()) != kf.public_key {
-        bail!("key file {}: public_key does not match secret_key", path.display());
-    }
-    Ok(key)
+    let key = veritrace_devnet::keyfile::generate_key()?;
+    veritrace_devnet::keyfile::write_key_file(out, &key)?;
+    Ok(hex::encode(key.verifying_key().to_bytes()))
 }
 
 fn read_genesis(path: &Path) -> Result<Genesis> {

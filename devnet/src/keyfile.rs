@@ -5,25 +5,12 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use ed25519_dalek::SigningKey;
-use serde::{Deserialize, Serialize};
+use veritrace_ledger::keyfile::{parse_key_file, render_key_file};
 
-/// The only key file format version.
-pub const KEY_FILE_FORMAT: u32 = 1;
-/// The only algorithm.
-pub const KEY_FILE_ALGORITHM: &str = "ed25519";
 /// Key files are secrets: owner read/write only.
 pub const KEY_FILE_MODE: u32 = 0o600;
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyFile {
-    format: u32,
-    algorithm: String,
-    public_key: String,
-    secret_key: String,
-}
 
 /// A fresh random key from the operating system's generator.
 pub fn generate_key() -> Result<SigningKey> {
@@ -35,14 +22,7 @@ pub fn generate_key() -> Result<SigningKey> {
 /// Writes `key` to a new file at `path` with mode 0600; refuses to overwrite, so a
 /// network's keys can never be replaced behind its genesis.
 pub fn write_key_file(path: &Path, key: &SigningKey) -> Result<()> {
-    let body = KeyFile {
-        format: KEY_FILE_FORMAT,
-        algorithm: KEY_FILE_ALGORITHM.to_string(),
-        public_key: hex::encode(key.verifying_key().to_bytes()),
-        secret_key: hex::encode(key.to_bytes()),
-    };
-    let mut text = serde_json::to_string_pretty(&body).context("encode key file")?;
-    text.push('\n');
+    let text = render_key_file(key);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -57,18 +37,7 @@ pub fn write_key_file(path: &Path, key: &SigningKey) -> Result<()> {
 /// Reads a key file and checks that its public key matches its seed.
 pub fn read_key_file(path: &Path) -> Result<SigningKey> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read key file {}", path.display()))?;
-    let kf: KeyFile = serde_json::from_str(&text).with_context(|| format!("key file {}", path.display()))?;
-    if kf.format != KEY_FILE_FORMAT || kf.algorithm != KEY_FILE_ALGORITHM {
-        bail!("key file {}: format {} / algorithm {:?} not supported", path.display(), kf.format, kf.algorithm);
-    }
-    let seed: [u8; 32] = hex::decode(&kf.secret_key)
-        .ok()
-        .and_then(|v| v.try_into().ok())
-        .with_context(|| format!("key file {}: secret_key must be 64 hex digits", path.display()))?;
-    let key = SigningKey::from_bytes(&seed);
-    if hex::encode(key.verifying_key().to_bytes()) != kf.public_key {
-        bail!("key file {}: public_key does not match secret_key", path.display());
-    }
+    let key = parse_key_file(&text).with_context(|| format!("key file {}", path.display()))?;
     Ok(key)
 }
 

@@ -16,6 +16,7 @@ pub mod bundle;
 pub mod codec;
 pub mod hash;
 pub mod ids;
+pub mod keyfile;
 pub mod kv;
 pub mod merkle;
 pub mod org;

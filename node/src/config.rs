@@ -174,25 +174,6 @@ fn openraft_policy(n: u64) -> openraft::SnapshotPolicy {
 
 /// Reads an ed25519 key file (the format of `veritrace key gen`, docs/cli.md).
 pub fn read_key_file(path: &Path) -> Result<ed25519_dalek::SigningKey> {
-    #[derive(Deserialize)]
-    struct KeyFile {
-        format: u32,
-        algorithm: String,
-        public_key: String,
-        secret_key: String,
-    }
     let text = std::fs::read_to_string(path).with_context(|| format!("read key file {}", path.display()))?;
-    let kf: KeyFile = serde_json::from_str(&text).with_context(|| format!("key file {}", path.display()))?;
-    if kf.format != 1 || kf.algorithm != "ed25519" {
-        bail!("key file {}: format {} / algorithm {:?} not supported", path.display(), kf.format, kf.algorithm);
-    }
-    let seed: [u8; 32] = hex::decode(&kf.secret_key)
-        .ok()
-        .and_then(|v| v.try_into().ok())
-        .with_context(|| format!("key file {}: secret_key must be 64 hex digits", path.display()))?;
-    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-    if hex::encode(key.verifying_key().to_bytes()) != kf.public_key {
-        bail!("key file {}: public_key does not match secret_key", path.display());
-    }
-    Ok(key)
+    veritrace_ledger::keyfile::parse_key_file(&text).with_context(|| format!("key file {}", path.display()))
 }

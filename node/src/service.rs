@@ -428,7 +428,15 @@ async fn propose_batch(s: &Arc<Services>, batch: Vec<Pending>) {
                 // A duplicate answers with the receipt of the original, never a second one.
                 let receipt = match &receipt.outcome {
                     Outcome::Rejected { code: RejectCode::Duplicate, .. } => {
-                        s.store.read().ok().and_then(|st| st.receipt(&id).ok().flatten()).unwrap_or(receipt)
+                        // The store lock is blocking: take it off the runtime's workers.
+                        let s2 = s.clone();
+                        let original = tokio::task::spawn_blocking(move || {
+                            s2.store.read().ok().and_then(|st| st.receipt(&id).ok().flatten())
+                        })
+                        .await
+                        .ok()
+                        .flatten();
+                        original.unwrap_or(receipt)
                     }
                     _ => receipt,
                 };
