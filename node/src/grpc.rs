@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
-use tonic::{Request, Response, Status};
+use prost::Message;
+use tonic::{Code, Request, Response, Status};
+use veritrace_ledger::apply::RejectCode;
 use veritrace_ledger::hash::Hash32;
 use veritrace_ledger::record::SignedRecord;
 use veritrace_ledger::view::{Outcome, Receipt};
 use veritrace_proto::v1 as pb;
 
+use crate::query::{self, LedgerStore};
 use crate::service::{Services, SubmitError, SubmitOutcome};
 
 /// Largest gRPC message the node decodes or sends (a batch of records, a bundle).
@@ -46,6 +49,34 @@ fn receipt_pb(r: &Receipt) -> pb::Receipt {
     out
 }
 
+/// The status a rejected record answers a single `Submit` with: the class of the rule it
+/// broke (docs/api.md has the table).
+pub fn reject_status_code(code: RejectCode) -> Code {
+    use RejectCode::*;
+    match code {
+        Malformed | TimeOutOfWindow => Code::InvalidArgument,
+        BadSignature | KeyNotValid => Code::Unauthenticated,
+        RoleNotAllowed | PrefixNotAllowed | OutOfScope | NotCustodian | NotRecipient | QuorumNotMet => {
+            Code::PermissionDenied
+        }
+        AlreadyIssued | Duplicate => Code::AlreadyExists,
+        UnknownSubject => Code::NotFound,
+        UnknownOrganisation | SubjectHeld | SubjectRecalled | WrongTransitState | SubjectSold | Conflict => {
+            Code::FailedPrecondition
+        }
+    }
+}
+
+/// A rejected receipt as an error status; the receipt itself travels in the details.
+fn rejected_status(r: &Receipt, code: RejectCode, message: &str) -> Status {
+    let receipt = receipt_pb(r);
+    Status::with_details(
+        reject_status_code(code),
+        format!("record {} rejected at height {} ({}): {message}", r.record_id, r.height, code.as_str()),
+        receipt.encode_to_vec().into(),
+    )
+}
+
 fn outcome_pb(o: &SubmitOutcome) -> pb::Receipt {
     match o {
         SubmitOutcome::Decided(r) => receipt_pb(r),
@@ -73,7 +104,13 @@ impl pb::ledger_server::Ledger for LedgerApi {
         let req = req.into_inner();
         let record = decode_record(0, &req.signed_record)?;
         let out = self.services.submit(vec![record], req.wait_for_commit).await?;
-        Ok(Response::new(pb::SubmitResponse { receipt: out.first().map(outcome_pb) }))
+        let first = out.first().ok_or_else(|| Status::internal("no outcome for the record"))?;
+        if let SubmitOutcome::Decided(r) = first
+            && let Outcome::Rejected { code, message } = &r.outcome
+        {
+            return Err(rejected_status(r, *code, message));
+        }
+        Ok(Response::new(pb::SubmitResponse { receipt: Some(outcome_pb(first)) }))
     }
 
     async fn submit_batch(
@@ -142,10 +179,157 @@ impl pb::ledger_server::Ledger for LedgerApi {
             log_size: head.log_size,
             log_root: head.log_root.as_bytes().to_vec(),
             state_root: head.state_root.as_bytes().to_vec(),
-            complete_checkpoint_height: s.complete_height.load(std::sync::atomic::Ordering::Relaxed),
+            complete_checkpoint_height: s.complete_height(),
             peers,
             voters,
             learners,
         }))
+    }
+
+    async fn get_record(&self, req: Request<pb::GetRecordRequest>) -> Result<Response<pb::RecordEntry>, Status> {
+        let req = req.into_inner();
+        self.read(move |st, _| query::get_record(st, &req)).await.map(Response::new)
+    }
+
+    async fn trace(&self, req: Request<pb::TraceRequest>) -> Result<Response<pb::TraceResponse>, Status> {
+        let req = req.into_inner();
+        self.read(move |st, _| query::trace(st, &req)).await.map(Response::new)
+    }
+
+    async fn recall_impact(
+        &self,
+        req: Request<pb::RecallImpactRequest>,
+    ) -> Result<Response<pb::RecallImpactResponse>, Status> {
+        let req = req.into_inner();
+        self.read(move |st, _| query::recall_impact(st, &req)).await.map(Response::new)
+    }
+
+    async fn records_by_org(
+        &self,
+        req: Request<pb::RecordsByOrgRequest>,
+    ) -> Result<Response<pb::RecordsByOrgResponse>, Status> {
+        let req = req.into_inner();
+        self.read(move |st, _| query::records_by_org(st, &req)).await.map(Response::new)
+    }
+
+    async fn get_checkpoint(&self, req: Request<pb::GetCheckpointRequest>) -> Result<Response<pb::Checkpoint>, Status> {
+        let asked = req.into_inner().height;
+        let height = match asked {
+            0 => self.latest_complete()?,
+            h => h,
+        };
+        self.read(move |st, s| query::get_checkpoint(st, &s.genesis.ledger_id, &s.validators_of(st), height))
+            .await
+            .map(Response::new)
+    }
+
+    type WatchCheckpointsStream = CheckpointStream;
+
+    async fn watch_checkpoints(
+        &self,
+        req: Request<pb::WatchCheckpointsRequest>,
+    ) -> Result<Response<Self::WatchCheckpointsStream>, Status> {
+        let after = req.into_inner().after_height;
+        let rx = self.services.watch_complete();
+        let api = LedgerApi { services: self.services.clone() };
+        // The latest complete checkpoint first (if newer than `after`), then each newer one.
+        let start = if after == 0 { self.services.complete_height().saturating_sub(1) } else { after };
+        let stream = futures::stream::unfold((api, rx, start), |(api, mut rx, sent)| async move {
+            loop {
+                let latest = *rx.borrow_and_update();
+                if latest > sent {
+                    let item = api
+                        .read(move |st, s| {
+                            query::get_checkpoint(st, &s.genesis.ledger_id, &s.validators_of(st), latest)
+                        })
+                        .await;
+                    return Some((item, (api, rx, latest)));
+                }
+                rx.changed().await.ok()?;
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn inclusion_proof(
+        &self,
+        req: Request<pb::InclusionProofRequest>,
+    ) -> Result<Response<pb::InclusionProofResponse>, Status> {
+        let req = req.into_inner();
+        let complete = self.services.complete_height();
+        self.read(move |st, s| query::inclusion_proof(st, &req, s.complete_log_size(st, complete)))
+            .await
+            .map(Response::new)
+    }
+
+    async fn consistency_proof(
+        &self,
+        req: Request<pb::ConsistencyProofRequest>,
+    ) -> Result<Response<pb::ConsistencyProofResponse>, Status> {
+        let req = req.into_inner();
+        let complete = self.services.complete_height();
+        self.read(move |st, s| query::consistency_proof(st, &req, s.complete_log_size(st, complete)))
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_bundle(&self, req: Request<pb::GetBundleRequest>) -> Result<Response<pb::GetBundleResponse>, Status> {
+        let req = req.into_inner();
+        let code = query::parse_code("code", &req.code)?;
+        let format = pb::BundleFormat::try_from(req.format)
+            .map_err(|_| Status::invalid_argument(format!("bundle format {} is not known", req.format)))?;
+        let height = match req.height {
+            0 => self.latest_complete()?,
+            h => h,
+        };
+        self.read(move |st, s| {
+            let (cp, complete) = query::checkpoint_at(st, &s.genesis.ledger_id, &s.validators_of(st), height)?;
+            if !complete {
+                return Err(Status::failed_precondition(format!(
+                    "checkpoint at height {height} has no validator quorum yet"
+                )));
+            }
+            let b = query::bundle(st, &code, cp)?;
+            let bytes = match format {
+                pb::BundleFormat::Json => b.to_json().into_bytes(),
+                pb::BundleFormat::Compact => b.to_bytes(),
+            };
+            Ok(pb::GetBundleResponse {
+                code: code.to_string(),
+                format: format as i32,
+                bundle: bytes,
+                height,
+                records: b.records.len() as u32,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+}
+
+/// The stream of complete checkpoints.
+pub type CheckpointStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::Checkpoint, Status>> + Send>>;
+
+impl LedgerApi {
+    /// Runs a read query against the store on the blocking pool (the store lock is a
+    /// blocking lock that apply holds while it writes a block).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&LedgerStore, &Services) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let s = self.services.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = s.store.read().map_err(|_| Status::internal("store lock poisoned"))?;
+            f(&store, &s)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+
+    fn latest_complete(&self) -> Result<u64, Status> {
+        match self.services.complete_height() {
+            0 => Err(Status::not_found("no complete checkpoint yet")),
+            h => Ok(h),
+        }
     }
 }

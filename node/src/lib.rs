@@ -8,7 +8,8 @@
 //! - [`p2p`]: libp2p transport, permissioned by the genesis' node keys;
 //! - [`service`]: submissions (check, forward, batch, wait), checkpoint signatures,
 //!   membership;
-//! - [`grpc`] / [`serve`]: the listeners; [`run`]: start and stop.
+//! - [`grpc`] / [`serve`]: the listeners; [`query`]: the read queries of the API;
+//!   [`run`]: start and stop.
 //!
 //! Architecture invariant: the node holds no ledger logic of its own; rules live in the
 //! ledger crate and Raft in openraft.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod grpc;
 pub mod machine;
 pub mod p2p;
+pub mod query;
 pub mod run;
 pub mod serve;
 pub mod service;

@@ -2,7 +2,6 @@
 //! HTTP (health and Prometheus metrics; the consumer page comes with issue 6).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::State;
@@ -84,7 +83,7 @@ async fn metrics(State(s): State<Arc<Services>>) -> (StatusCode, String) {
          # HELP veritrace_is_leader 1 on the Raft leader.\n# TYPE veritrace_is_leader gauge\nveritrace_is_leader {}\n",
         head.height,
         head.log_size,
-        s.complete_height.load(Ordering::Relaxed),
+        s.complete_height(),
         m.current_term,
         leader
     );

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
@@ -68,7 +67,7 @@ struct ForwardRequest {
     wait: bool,
 }
 
-/// A validator's signature on a header, as sent to the other validators.
+/// A validator's signature on a header, as sent to every other node.
 #[derive(Serialize, Deserialize)]
 struct SignatureMessage {
     header: BlockHeader,
@@ -108,7 +107,9 @@ pub struct Services {
     /// Everyone in the genesis (validators and observers), by Raft id.
     pub members: BTreeMap<RaftId, Member>,
     pub node_key: Option<ed25519_dalek::SigningKey>,
-    pub complete_height: AtomicU64,
+    /// Height of the latest complete checkpoint (quorum of distinct organisations);
+    /// subscribers learn of each newer one.
+    complete: tokio::sync::watch::Sender<u64>,
     submit_tx: mpsc::Sender<Pending>,
     early_signatures: std::sync::Mutex<BTreeMap<u64, Vec<SignatureMessage>>>,
     snapshot_bytes_max: u64,
@@ -144,7 +145,7 @@ impl Services {
             p2p,
             members,
             node_key: is_validator.then_some(node_key),
-            complete_height: AtomicU64::new(0),
+            complete: tokio::sync::watch::Sender::new(0),
             submit_tx,
             early_signatures: Default::default(),
             snapshot_bytes_max,
@@ -169,10 +170,23 @@ impl Services {
 
     pub fn validators(&self) -> ValidatorSet {
         let store = self.store.read().expect("store lock");
+        self.validators_of(&store)
+    }
+
+    /// The current validator set, from a store the caller has locked.
+    pub fn validators_of(&self, store: &crate::query::LedgerStore) -> ValidatorSet {
         match store.state_value(&StateKey::Validators) {
             Ok(Some(StateValue::Validators(v))) => v,
             _ => self.genesis.validator_set(),
         }
+    }
+
+    /// The log size of the complete checkpoint at `height` (`None` for none).
+    pub fn complete_log_size(&self, store: &crate::query::LedgerStore, height: u64) -> Option<u64> {
+        if height == 0 {
+            return None;
+        }
+        store.header(height).ok().flatten().map(|h| h.log_size)
     }
 
     /// Checks form, size and the author's signature, then queues the records at the
@@ -300,6 +314,26 @@ impl Services {
         }
     }
 
+    /// Height of the latest complete checkpoint this node knows (0: none yet).
+    pub fn complete_height(&self) -> u64 {
+        *self.complete.borrow()
+    }
+
+    /// Follows the latest complete checkpoint height.
+    pub fn watch_complete(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.complete.subscribe()
+    }
+
+    fn mark_complete(&self, height: u64) {
+        self.complete.send_if_modified(|h| {
+            let newer = height > *h;
+            if newer {
+                *h = height;
+            }
+            newer
+        });
+    }
+
     /// Re-derives the latest complete checkpoint height, looking back at most 1,000 blocks.
     fn recompute_complete_height(&self) {
         let validators = self.validators();
@@ -309,7 +343,7 @@ impl Services {
             if let Ok(Some(cp)) = store.checkpoint(h)
                 && cp.verify(&self.genesis.ledger_id, &validators).is_ok()
             {
-                self.complete_height.fetch_max(h, Ordering::Relaxed);
+                self.mark_complete(h);
                 return;
             }
         }
@@ -355,7 +389,7 @@ impl Services {
                 if let Ok(Some(cp)) = store.checkpoint(h.height)
                     && cp.verify(&self.genesis.ledger_id, &validators).is_ok()
                 {
-                    self.complete_height.fetch_max(h.height, Ordering::Relaxed);
+                    self.mark_complete(h.height);
                 }
             }
             Some(h) => {
@@ -488,7 +522,7 @@ async fn answer_peers(s: Arc<Services>, mut inbound: mpsc::Receiver<Inbound>) {
     }
 }
 
-/// Validators sign every applied header and send the signature to the other validators.
+/// Validators sign every applied header and send the signature to every other node.
 async fn sign_checkpoints(s: Arc<Services>, mut applied: tokio::sync::broadcast::Receiver<BlockHeader>) {
     let sends = Arc::new(Semaphore::new(SIGNATURE_SENDS_MAX));
     loop {
@@ -511,13 +545,11 @@ async fn sign_checkpoints(s: Arc<Services>, mut applied: tokio::sync::broadcast:
         let bytes = codec::encode(&msg);
         let s2 = s.clone();
         let _ = tokio::task::spawn_blocking(move || s2.take_signature(msg)).await;
-        let s3 = s.clone();
-        let Ok(validators) = tokio::task::spawn_blocking(move || s3.validators()).await else { continue };
-        for v in validators.validators {
-            if v.node_id == s.node_id {
+        // To every other member: validators gather quorums, observers serve checkpoints too.
+        for m in s.members.values() {
+            if m.node_id == s.node_id {
                 continue;
             }
-            let Some(m) = s.members.get(&raft_id_of(&v.public_key)) else { continue };
             let (Ok(peer), addr) = (m.peer.peer_id.parse(), m.peer.addr.parse().ok()) else { continue };
             let Ok(permit) = sends.clone().try_acquire_owned() else {
                 tracing::debug!(height = header.height, "checkpoint signature sends at capacity; skipping");

@@ -15,3 +15,5 @@ pub mod v1 {
     /// The encoded file descriptor set, for gRPC server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("veritrace_descriptor");
 }
+
+pub mod convert;

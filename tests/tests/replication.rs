@@ -8,93 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::Code;
-use veritrace_devnet::config::{RaftSettings, Tuning};
-use veritrace_devnet::{Network, NetworkSpec};
-use veritrace_ledger::ids::{Gtin, Lot, SerialRange};
-use veritrace_ledger::org::{KeyId, OrgId};
-use veritrace_ledger::record::{CodeSet, IssueCodes, Product, Record, RecordBody, SignedRecord};
+use veritrace_devnet::Network;
+use veritrace_ledger::record::SignedRecord;
 use veritrace_proto::v1 as pb;
 use veritrace_proto::v1::ledger_client::LedgerClient;
-
-const WAIT: Duration = Duration::from_secs(60);
-
-fn network(validators: u32, observers: u32, snapshot_interval: Option<u64>) -> Network {
-    let bin = veritrace_devnet::locate::node_binary_for_tests().expect("node binary");
-    let mut spec = NetworkSpec::temp(validators, observers, bin).expect("network spec");
-    spec.tuning = Tuning { raft: RaftSettings { snapshot_interval, ..Default::default() }, ..Default::default() };
-    let net = Network::create(spec).expect("create network");
-    net.start_all().expect("start nodes");
-    net.wait_for_leader(WAIT).expect("a leader");
-    net
-}
-
-fn gtin() -> Gtin {
-    // Under nutri's GS1 company prefix 9312345.
-    let body = "0931234500001";
-    let sum: u32 =
-        body.bytes().rev().enumerate().map(|(i, b)| u32::from(b - b'0') * if i % 2 == 0 { 3 } else { 1 }).sum();
-    Gtin::parse(&format!("{body}{}", (10 - sum % 10) % 10)).unwrap()
-}
-
-/// A distinct, valid issuance by `nutri`: lot `{tag}-{n}`.
-fn issue(net: &Network, tag: &str, n: u64) -> SignedRecord {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    let lot = format!("{tag}-{n}");
-    let body = RecordBody::IssueCodes(IssueCodes {
-        product: Product {
-            gtin: gtin(),
-            name: "Infant formula".into(),
-            model: String::new(),
-            spec: String::new(),
-            standard: "GB 10765-2021".into(),
-        },
-        lot: Lot::parse(&lot).unwrap(),
-        production_date: "2026-11-01".into(),
-        expiry_date: None,
-        codes: CodeSet::Range(SerialRange { prefix: format!("{lot}-"), start: 0, count: 100, width: 4 }),
-        factory: String::new(),
-    });
-    let record = Record {
-        author: OrgId::new("nutri").unwrap(),
-        key_id: KeyId::new("k1").unwrap(),
-        time_ms: now,
-        nonce: n,
-        body,
-    };
-    SignedRecord::sign(net.ledger_id(), record, net.cast().key("nutri").expect("nutri key"))
-}
-
-async fn client(net: &Network, node: &str) -> LedgerClient<tonic::transport::Channel> {
-    let addr = net.grpc_addr(node).unwrap();
-    LedgerClient::connect(format!("http://{addr}")).await.expect("grpc connect")
-}
-
-async fn status(net: &Network, node: &str) -> pb::StatusResponse {
-    client(net, node).await.status(pb::StatusRequest {}).await.expect("status").into_inner()
-}
-
-/// Waits until every running node reports the same height and roots; returns them.
-async fn agree(net: &Network, nodes: &[String]) -> pb::StatusResponse {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let mut all = Vec::new();
-        for n in nodes {
-            all.push(status(net, n).await);
-        }
-        let same = all.windows(2).all(|w| {
-            w[0].height == w[1].height && w[0].log_root == w[1].log_root && w[0].state_root == w[1].state_root
-        });
-        if same {
-            return all.remove(0);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nodes never agreed: {:?}",
-            all.iter().map(|s| (s.height, s.log_size)).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use veritrace_tests::{WAIT, agree, client, issue, network};
 
 /// Submits `records` to `node` in batches, retrying on UNAVAILABLE (no leader, fail-over);
 /// returns the ids acknowledged as accepted.
