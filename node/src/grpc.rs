@@ -6,10 +6,11 @@ use std::sync::Arc;
 use prost::Message;
 use tonic::{Code, Request, Response, Status};
 use veritrace_ledger::apply::RejectCode;
-use veritrace_ledger::hash::Hash32;
 use veritrace_ledger::record::SignedRecord;
 use veritrace_ledger::view::{Outcome, Receipt};
 use veritrace_proto::v1 as pb;
+
+use veritrace_proto::convert::hash_from_pb;
 
 use crate::query::{self, LedgerStore};
 use crate::service::{Services, SubmitError, SubmitOutcome};
@@ -25,7 +26,7 @@ impl From<SubmitError> for Status {
             SubmitError::Malformed { .. } => Status::invalid_argument(e.to_string()),
             SubmitError::BadSignature { .. } => Status::unauthenticated(e.to_string()),
             SubmitError::NoLeader | SubmitError::Busy | SubmitError::Forward(_) => Status::unavailable(e.to_string()),
-            SubmitError::Commit(_) => Status::unavailable(e.to_string()),
+            SubmitError::Commit(_) | SubmitError::Unverified(_) => Status::unavailable(e.to_string()),
             SubmitError::Storage(_) => Status::internal(e.to_string()),
         }
     }
@@ -131,19 +132,8 @@ impl pb::ledger_server::Ledger for LedgerApi {
     }
 
     async fn get_receipt(&self, req: Request<pb::GetReceiptRequest>) -> Result<Response<pb::Receipt>, Status> {
-        let id = req.into_inner().record_id;
-        let id: [u8; 32] = id
-            .as_slice()
-            .try_into()
-            .map_err(|_| Status::invalid_argument(format!("record id must be 32 bytes, got {}", id.len())))?;
-        let id = Hash32(id);
-        let s = self.services.clone();
-        let found = tokio::task::spawn_blocking(move || {
-            let store = s.store.read().map_err(|_| Status::internal("store lock poisoned"))?;
-            store.receipt(&id).map_err(|e| Status::internal(e.to_string()))
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+        let id = hash_from_pb("record_id", &req.into_inner().record_id).map_err(Status::invalid_argument)?;
+        let found = self.read(move |st, _| st.receipt(&id).map_err(query::store_status)).await?;
         match found {
             Some(r) => Ok(Response::new(receipt_pb(&r))),
             None => Err(Status::not_found(format!("no receipt for record {id}"))),
@@ -317,6 +307,7 @@ impl LedgerApi {
         &self,
         f: impl FnOnce(&LedgerStore, &Services) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
+        self.services.check_serving()?;
         let s = self.services.clone();
         tokio::task::spawn_blocking(move || {
             let store = s.store.read().map_err(|_| Status::internal("store lock poisoned"))?;

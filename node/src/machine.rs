@@ -6,16 +6,17 @@
 //! a new leader's clock be behind, the previous block's time. Both are functions of the log
 //! alone, so every node stores identical blocks.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use veritrace_consensus::{Machine, MachineError};
-use veritrace_ledger::block::{Block, BlockHeader};
+use veritrace_ledger::block::{Block, BlockHeader, Checkpoint};
 use veritrace_ledger::codec;
 use veritrace_ledger::kv::RocksBackend;
-use veritrace_ledger::org::NodeId;
+use veritrace_ledger::org::{NodeId, ValidatorSet};
 use veritrace_ledger::record::SignedRecord;
+use veritrace_ledger::state::{StateKey, StateValue};
 use veritrace_ledger::store::Store;
 use veritrace_ledger::view::Receipt;
 
@@ -55,15 +56,58 @@ impl AppliedBlock {
 pub struct LedgerMachine {
     store: SharedStore,
     applied: broadcast::Sender<BlockHeader>,
+    gate: Arc<SnapshotGate>,
+}
+
+/// Heights below the head searched for a complete checkpoint in an installed snapshot.
+pub const SNAPSHOT_CHECKPOINT_SEARCH: u64 = 1_000;
+
+/// Whether the ledger may be served. A node that installed a snapshot serves it only once
+/// a complete checkpoint — signed by a quorum of the validators it trusted *before* the
+/// snapshot — vouches for it: one carried in the snapshot at install time, or the first
+/// one gathered afterwards. Until then submissions and queries answer UNAVAILABLE.
+#[derive(Default)]
+pub struct SnapshotGate {
+    /// (height of the installed snapshot, validators trusted before it).
+    pending: Mutex<Option<(u64, ValidatorSet)>>,
+}
+
+impl SnapshotGate {
+    /// The height of a snapshot still waiting for its checkpoint.
+    pub fn pending(&self) -> Option<u64> {
+        self.pending.lock().expect("gate lock").as_ref().map(|(h, _)| *h)
+    }
+
+    fn hold(&self, height: u64, trusted: ValidatorSet) {
+        *self.pending.lock().expect("gate lock") = Some((height, trusted));
+    }
+
+    /// Opens the gate if `checkpoint` is complete against the trusted validators, is at or
+    /// above the snapshot's height, and the store extends it.
+    pub fn offer(&self, store: &Store<RocksBackend>, checkpoint: &Checkpoint) {
+        let mut pending = self.pending.lock().expect("gate lock");
+        let Some((height, trusted)) = pending.as_ref() else { return };
+        if checkpoint.header.height < *height {
+            return;
+        }
+        if store.verify_against_checkpoint(checkpoint, trusted).is_ok() {
+            tracing::info!(
+                snapshot = height,
+                checkpoint = checkpoint.header.height,
+                "installed snapshot verified against a complete checkpoint; serving"
+            );
+            *pending = None;
+        }
+    }
 }
 
 /// Applied headers buffered for slow listeners.
 pub const APPLIED_ANNOUNCEMENTS_MAX: usize = 1_024;
 
 impl LedgerMachine {
-    pub fn new(store: SharedStore) -> (LedgerMachine, broadcast::Receiver<BlockHeader>) {
+    pub fn new(store: SharedStore, gate: Arc<SnapshotGate>) -> (LedgerMachine, broadcast::Receiver<BlockHeader>) {
         let (applied, rx) = broadcast::channel(APPLIED_ANNOUNCEMENTS_MAX);
-        (LedgerMachine { store, applied }, rx)
+        (LedgerMachine { store, applied, gate }, rx)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<BlockHeader> {
@@ -73,6 +117,15 @@ impl LedgerMachine {
 
 fn merr(what: &str, e: impl std::fmt::Display) -> MachineError {
     MachineError::Storage { reason: format!("{what}: {e}") }
+}
+
+impl LedgerMachine {
+    /// Tells the listeners (checkpoint signing) of the head a snapshot jumped to.
+    fn announce_head(&self, store: &Store<RocksBackend>) {
+        if let Ok(Some(h)) = store.header(store.head().height) {
+            let _ = self.applied.send(h);
+        }
+    }
 }
 
 impl Machine for LedgerMachine {
@@ -110,8 +163,44 @@ impl Machine for LedgerMachine {
 
     fn restore(&mut self, snapshot: &[u8], raft_meta: &[u8]) -> Result<(), MachineError> {
         let mut store = self.store.write().map_err(|_| merr("store", "lock poisoned"))?;
+        let trusted = validators_of(&store)?;
         store.install_snapshot(snapshot, raft_meta).map_err(|e| MachineError::Snapshot { reason: e.to_string() })?;
-        tracing::info!(height = store.head().height, log_size = store.head().log_size, "installed ledger snapshot");
+        let head = store.head().clone();
+        tracing::info!(height = head.height, log_size = head.log_size, "installed ledger snapshot");
+        // The newest checkpoint in the snapshot with a quorum of the validators trusted
+        // before it must be one the snapshot extends; a snapshot that contradicts its own
+        // checkpoint is refused.
+        for h in (head.height.saturating_sub(SNAPSHOT_CHECKPOINT_SEARCH)..=head.height).rev() {
+            let Some(cp) = store.checkpoint(h).map_err(|e| merr("read checkpoint", e))? else { continue };
+            if cp.verify(&head.ledger_id, &trusted).is_err() {
+                continue;
+            }
+            store.verify_against_checkpoint(&cp, &trusted).map_err(|e| MachineError::Snapshot {
+                reason: format!("snapshot at height {} does not extend its checkpoint: {e}", head.height),
+            })?;
+            tracing::info!(
+                snapshot = head.height,
+                checkpoint = h,
+                "installed snapshot verified against a complete checkpoint"
+            );
+            self.announce_head(&store);
+            return Ok(());
+        }
+        tracing::warn!(
+            snapshot = head.height,
+            "installed snapshot carries no complete checkpoint; not serving until one arrives"
+        );
+        self.gate.hold(head.height, trusted);
+        self.announce_head(&store);
         Ok(())
+    }
+}
+
+/// The validator set of a store's current state (the genesis set if governance never
+/// changed it).
+fn validators_of(store: &Store<RocksBackend>) -> Result<ValidatorSet, MachineError> {
+    match store.state_value(&StateKey::Validators).map_err(|e| merr("read validators", e))? {
+        Some(StateValue::Validators(v)) => Ok(v),
+        _ => Ok(store.genesis().map_err(|e| merr("read genesis", e))?.validator_set()),
     }
 }

@@ -16,7 +16,7 @@ use veritrace_ledger::org::{Genesis, NodeId, PublicKey};
 use veritrace_ledger::store::{OpenOptions, Store, Verification};
 
 use crate::config::{Config, read_key_file};
-use crate::machine::LedgerMachine;
+use crate::machine::{LedgerMachine, SnapshotGate};
 use crate::p2p::{P2p, P2pConfig, P2pTransport, peer_id_of};
 use crate::service::{Member, Services, raft_id_of};
 
@@ -119,7 +119,8 @@ pub async fn start(cfg: Config) -> Result<RunningNode> {
 
     let consensus = cfg.consensus(genesis.ledger_id.as_str());
     let log_store = RocksLogStore::open(&cfg.data_dir.join("raft")).context("open raft log")?;
-    let (machine, applied_rx) = LedgerMachine::new(store.clone());
+    let gate = Arc::new(SnapshotGate::default());
+    let (machine, applied_rx) = LedgerMachine::new(store.clone(), gate.clone());
     let machine_store = MachineStore::open(machine, &cfg.data_dir.join("snapshots"), consensus.snapshot_bytes_max)
         .context("open raft state machine")?;
     let raft_id = raft_id_of(&public);
@@ -153,6 +154,7 @@ pub async fn start(cfg: Config) -> Result<RunningNode> {
         cfg.batch.clone(),
         consensus.snapshot_bytes_max,
         cfg.data_dir.join("evidence"),
+        gate,
         inbound_rx,
         applied_rx,
     );

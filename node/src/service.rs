@@ -22,7 +22,7 @@ use veritrace_ledger::state::{StateKey, StateValue};
 use veritrace_ledger::view::{Outcome, Receipt};
 
 use crate::config::BatchConfig;
-use crate::machine::{AppliedBlock, Proposal, SharedStore};
+use crate::machine::{AppliedBlock, Proposal, SharedStore, SnapshotGate};
 use crate::p2p::{Inbound, NodeRequest, NodeResponse, P2p};
 
 /// How long a forwarded submission may wait for the leader's answer.
@@ -50,6 +50,10 @@ pub enum SubmitError {
     Commit(String),
     #[error("storage: {0}")]
     Storage(String),
+    #[error(
+        "this node installed a snapshot at height {0} and waits for a complete checkpoint to verify it; retry shortly"
+    )]
+    Unverified(u64),
 }
 
 /// One record's fate as the submitter sees it.
@@ -114,6 +118,7 @@ pub struct Services {
     early_signatures: std::sync::Mutex<BTreeMap<u64, Vec<SignatureMessage>>>,
     snapshot_bytes_max: u64,
     evidence_dir: std::path::PathBuf,
+    gate: Arc<SnapshotGate>,
 }
 
 impl Services {
@@ -129,6 +134,7 @@ impl Services {
         batch: BatchConfig,
         snapshot_bytes_max: u64,
         evidence_dir: std::path::PathBuf,
+        gate: Arc<SnapshotGate>,
         inbound: mpsc::Receiver<Inbound>,
         applied: tokio::sync::broadcast::Receiver<BlockHeader>,
     ) -> Arc<Services> {
@@ -150,6 +156,7 @@ impl Services {
             early_signatures: Default::default(),
             snapshot_bytes_max,
             evidence_dir,
+            gate,
         });
         s.recompute_complete_height();
         tokio::spawn(batcher(s.clone(), submit_rx, batch));
@@ -197,6 +204,7 @@ impl Services {
         records: Vec<SignedRecord>,
         wait: bool,
     ) -> Result<Vec<SubmitOutcome>, SubmitError> {
+        self.check_serving()?;
         // The store lock is a blocking lock that apply holds while it writes a block: take it
         // on the blocking pool, never on a runtime worker (which would stall the network).
         let s = self.clone();
@@ -314,6 +322,14 @@ impl Services {
         }
     }
 
+    /// Refuses service while an installed snapshot waits for its checkpoint.
+    pub fn check_serving(&self) -> Result<(), SubmitError> {
+        match self.gate.pending() {
+            None => Ok(()),
+            Some(h) => Err(SubmitError::Unverified(h)),
+        }
+    }
+
     /// Height of the latest complete checkpoint this node knows (0: none yet).
     pub fn complete_height(&self) -> u64 {
         *self.complete.borrow()
@@ -386,10 +402,13 @@ impl Services {
                     tracing::error!(error = %e, "storing a checkpoint signature");
                     return;
                 }
-                if let Ok(Some(cp)) = store.checkpoint(h.height)
-                    && cp.verify(&self.genesis.ledger_id, &validators).is_ok()
-                {
-                    self.mark_complete(h.height);
+                if let Ok(Some(cp)) = store.checkpoint(h.height) {
+                    if self.gate.pending().is_some() {
+                        self.gate.offer(&store, &cp);
+                    }
+                    if cp.verify(&self.genesis.ledger_id, &validators).is_ok() {
+                        self.mark_complete(h.height);
+                    }
                 }
             }
             Some(h) => {
@@ -525,6 +544,7 @@ async fn answer_peers(s: Arc<Services>, mut inbound: mpsc::Receiver<Inbound>) {
 /// Validators sign every applied header and send the signature to every other node.
 async fn sign_checkpoints(s: Arc<Services>, mut applied: tokio::sync::broadcast::Receiver<BlockHeader>) {
     let sends = Arc::new(Semaphore::new(SIGNATURE_SENDS_MAX));
+    let mut last_height = 0;
     loop {
         let header = match applied.recv().await {
             Ok(h) => h,
@@ -534,6 +554,12 @@ async fn sign_checkpoints(s: Arc<Services>, mut applied: tokio::sync::broadcast:
             }
             Err(_) => return,
         };
+        if header.height > last_height + 1 {
+            // A jump (a snapshot installed): the checkpoints it brought may be complete.
+            let s2 = s.clone();
+            let _ = tokio::task::spawn_blocking(move || s2.recompute_complete_height()).await;
+        }
+        last_height = header.height;
         let early = s.early_signatures.lock().expect("early signatures lock").remove(&header.height);
         for m in early.into_iter().flatten() {
             let s2 = s.clone();
@@ -571,6 +597,7 @@ async fn sign_checkpoints(s: Arc<Services>, mut applied: tokio::sync::broadcast:
 /// learners, the validator set (genesis, then governance) as voters — one change at a time.
 async fn reconcile_membership(s: Arc<Services>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut refused_last: Option<BTreeSet<RaftId>> = None;
     loop {
         tick.tick().await;
         if !s.is_leader() {
@@ -608,9 +635,52 @@ async fn reconcile_membership(s: Arc<Services>) {
         } else if let Some(remove) = voters.difference(&wanted_voters).next() {
             next.remove(remove);
         }
+        // Refused while it would lose quorum: the new voter set needs a majority that is
+        // connected and caught up, or the cluster would stall (or, removing, lose the
+        // nodes that carry it). It is retried every tick, so it goes through once they are.
+        let live = live_voters(&s, &next).await;
+        let quorum = next.len() / 2 + 1;
+        if live.len() < quorum {
+            if refused_last.as_ref() != Some(&next) {
+                tracing::warn!(
+                    ?next,
+                    live = live.len(),
+                    quorum,
+                    "membership change refused for now: it would lose quorum (too few voters connected and caught up)"
+                );
+                refused_last = Some(next);
+            }
+            continue;
+        }
+        refused_last = None;
         tracing::info!(?next, "changing raft voters");
         if let Err(e) = s.raft.change_membership(next, true).await {
             tracing::warn!(error = %e, "membership change refused");
         }
     }
+}
+
+/// Raft log entries a voter may lag behind the leader and still count as live.
+pub const LIVE_LAG_ENTRIES_MAX: u64 = 64;
+
+/// Of `voters`, those that are live from the leader's view: itself, and every other voter
+/// it is connected to over libp2p whose replicated log is within [`LIVE_LAG_ENTRIES_MAX`].
+async fn live_voters(s: &Services, voters: &BTreeSet<RaftId>) -> BTreeSet<RaftId> {
+    let connected: BTreeSet<String> = s.p2p.connected_peers().await.iter().map(|p| p.to_string()).collect();
+    let metrics = s.raft.metrics().borrow().clone();
+    let last = metrics.last_log_index.unwrap_or(0);
+    let matched = |id: &RaftId| {
+        metrics
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(id).cloned().flatten())
+            .is_some_and(|l| l.index + LIVE_LAG_ENTRIES_MAX >= last)
+    };
+    voters
+        .iter()
+        .filter(|id| {
+            **id == s.raft_id || (s.members.get(id).is_some_and(|m| connected.contains(&m.peer.peer_id)) && matched(id))
+        })
+        .copied()
+        .collect()
 }

@@ -174,4 +174,11 @@ async fn a_wiped_node_catches_up_by_snapshot() {
     assert_eq!(after.state_root, before.state_root);
     let log = std::fs::read_to_string(net.logs_path(&target).unwrap()).unwrap();
     assert!(log.contains("installed ledger snapshot"), "the wiped node did not install a snapshot");
+    assert!(
+        log.contains("installed snapshot verified against a complete checkpoint"),
+        "the wiped node served before checking its snapshot against a complete checkpoint"
+    );
+    // It serves reads once verified.
+    let mut c = client(&net, &target).await;
+    c.get_checkpoint(pb::GetCheckpointRequest { height: 0 }).await.expect("the caught-up node serves checkpoints");
 }
