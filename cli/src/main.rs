@@ -1,27 +1,34 @@
 //! `veritrace`: the command-line client. A thin layer over the library crates: parse,
-//! validate, act. Human output by default, `--json` for scripts.
+//! validate, act. Human output by default, `--json` for scripts (one JSON object per line).
 //!
-//! Exit codes: 0 success; 1 a verification failed (the bundle is not trustworthy);
-//! 2 bad input (usage, unreadable or malformed files, invalid values).
+//! Offline commands (keys, genesis, codes, bundle verification) live in [`local`]; the
+//! commands that talk to a node over gRPC in [`records`] (signing and submitting one record
+//! per kind), [`gov`] (governance), [`query`] (traces, proofs, bundles, checkpoints) and
+//! [`audit`] (the checkpoint monitor), all through [`client`]. Exit codes are in [`exit`]
+//! and docs/cli.md.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use veritrace_ledger::bundle::{TraceBundle, verify_bundle};
-use veritrace_ledger::ids::SubjectId;
-use veritrace_ledger::org::Genesis;
 
-/// Exit code for a verification that failed.
-const EXIT_VERIFY_FAILED: u8 = 1;
-/// Exit code for bad input.
-const EXIT_BAD_INPUT: u8 = 2;
+mod audit;
+mod client;
+mod devnet_cmd;
+mod exit;
+mod gov;
+mod local;
+mod output;
+mod query;
+mod records;
+mod render;
+
+use exit::Failure;
+use output::Out;
 
 #[derive(Parser)]
 #[command(name = "veritrace", version, about = "veritrace traceability ledger client")]
 struct Cli {
-    /// Print machine-readable JSON instead of text.
+    /// Print machine-readable JSON instead of text (one object per line).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -30,173 +37,111 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Start, inspect and break a local network (docs/devnet.md).
+    #[command(subcommand)]
+    Devnet(devnet_cmd::DevnetCmd),
     /// Signing keys.
     #[command(subcommand)]
-    Key(KeyCmd),
+    Key(local::KeyCmd),
     /// Genesis files.
     #[command(subcommand)]
-    Genesis(GenesisCmd),
+    Genesis(local::GenesisCmd),
     /// Trace codes.
     #[command(subcommand)]
-    Code(CodeCmd),
+    Code(local::CodeCmd),
     /// Verify a trace bundle offline against the validators of a genesis file.
-    Verify {
-        /// The bundle (JSON, or the compact binary form).
-        bundle: PathBuf,
-        /// The genesis whose validator keys are trusted.
-        #[arg(long)]
-        genesis: PathBuf,
-    },
-}
+    Verify(local::VerifyArgs),
 
-#[derive(Subcommand)]
-enum KeyCmd {
-    /// Generate an ed25519 key into a new file (mode 0600; never overwrites).
-    Gen {
-        #[arg(long, short)]
-        out: PathBuf,
-    },
-    /// Show the public key of a key file.
-    Show { file: PathBuf },
-}
+    /// Issue codes for the items of a lot (producer).
+    Issue(records::IssueArgs),
+    /// Certify a lot's conformity (its producer).
+    Certify(records::CertifyArgs),
+    /// Record an inspection report on lots or codes (inspection body).
+    Inspect(records::InspectArgs),
+    /// Ship subjects to another organisation (their custodian).
+    Ship(records::ShipArgs),
+    /// Receive subjects shipped to you (the named recipient).
+    Receive(records::ReceiveArgs),
+    /// Pack items or lots into a logistic unit (their custodian).
+    Aggregate(records::AggregationArgs),
+    /// Unpack items or lots from a logistic unit (its custodian).
+    Disaggregate(records::AggregationArgs),
+    /// Sell units to consumers: they leave the chain (their custodian).
+    Sell(records::SellArgs),
+    /// Hold lots or codes: nothing held ships or sells (regulator).
+    Hold(records::RegulatoryArgs),
+    /// Release a hold (regulator).
+    Release(records::RegulatoryArgs),
+    /// Recall lots or codes, for good (regulator).
+    Recall(records::RegulatoryArgs),
+    /// Customs clearance of lots or codes (regulator).
+    Clear(records::RegulatoryArgs),
+    /// Governance: organisations, keys and validators; needs a quorum of regulators.
+    #[command(subcommand)]
+    Gov(gov::GovCmd),
 
-#[derive(Subcommand)]
-enum GenesisCmd {
-    /// Check a genesis file and print its summary and hash.
-    Check { file: PathBuf },
-}
-
-#[derive(Subcommand)]
-enum CodeCmd {
-    /// Parse a code (canonical form, Digital Link path or URI) and print its canonical form.
-    Parse { code: String },
-}
-
-/// An error with the exit code it maps to.
-struct Failure {
-    code: u8,
-    err: anyhow::Error,
-}
-
-fn bad_input(err: anyhow::Error) -> Failure {
-    Failure { code: EXIT_BAD_INPUT, err }
+    /// A node's status: role, leader, height, roots, checkpoint, membership.
+    Status(query::StatusArgs),
+    /// The receipt of a record by id.
+    Receipt(query::ReceiptArgs),
+    /// The whole history of a code, with its lot's and logistic unit's, and their state.
+    Trace(query::TraceArgs),
+    /// Who holds the units of a lot now, and how many.
+    RecallImpact(query::RecallImpactArgs),
+    /// Records made by one organisation, in log order.
+    Records(query::RecordsArgs),
+    /// A checkpoint (the latest complete one, or at a height), optionally verified.
+    Checkpoint(query::CheckpointArgs),
+    /// Inclusion proof of a record, verified here against a checkpoint.
+    Proof(query::ProofArgs),
+    /// Export the trace bundle of a code to a file, for offline `verify`.
+    Bundle(query::BundleArgs),
+    /// Check that every new checkpoint is signed and consistent with the last one seen.
+    Audit(audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(f) => {
-            if cli.json {
-                println!("{}", serde_json::json!({"ok": false, "error": format!("{:#}", f.err)}));
-            } else {
-                eprintln!("error: {:#}", f.err);
-            }
-            ExitCode::from(f.code)
-        }
-    }
-}
-
-fn print(json: bool, value: serde_json::Value, text: String) {
-    if json {
-        println!("{value}");
-    } else {
-        println!("{text}");
-    }
-}
-
-fn run(cli: &Cli) -> Result<(), Failure> {
-    match &cli.cmd {
-        Cmd::Key(KeyCmd::Gen { out }) => {
-            let public = key_gen(out).map_err(bad_input)?;
-            print(
-                cli.json,
-                serde_json::json!({"ok": true, "file": out, "public_key": public}),
-                format!("wrote {}\npublic key {public}", out.display()),
-            );
-        }
-        Cmd::Key(KeyCmd::Show { file }) => {
-            let key = veritrace_devnet::keyfile::read_key_file(file).map_err(bad_input)?;
-            let public = hex::encode(key.verifying_key().to_bytes());
-            print(cli.json, serde_json::json!({"ok": true, "public_key": public}), public);
-        }
-        Cmd::Genesis(GenesisCmd::Check { file }) => {
-            let g = read_genesis(file).map_err(bad_input)?;
-            let hash = g.hash().to_hex();
-            print(
-                cli.json,
-                serde_json::json!({
-                    "ok": true, "ledger_id": g.ledger_id, "hash": hash,
-                    "organisations": g.organisations.len(), "validators": g.validators.len(),
-                    "governance_quorum": g.governance.quorum,
-                }),
-                format!(
-                    "genesis ok: ledger {}, {} organisations, {} validators, governance quorum {}\nhash {hash}",
-                    g.ledger_id,
-                    g.organisations.len(),
-                    g.validators.len(),
-                    g.governance.quorum
-                ),
-            );
-        }
-        Cmd::Code(CodeCmd::Parse { code }) => {
-            let id: SubjectId = code.parse().with_context(|| format!("code {code:?}")).map_err(bad_input)?;
-            let kind = serde_json::to_value(id.kind()).unwrap_or_default();
-            print(cli.json, serde_json::json!({"ok": true, "canonical": id.to_string(), "kind": kind}), id.to_string());
-        }
-        Cmd::Verify { bundle, genesis } => {
-            let g = read_genesis(genesis).map_err(bad_input)?;
-            let b = read_bundle(bundle).map_err(bad_input)?;
-            if b.checkpoint.header.ledger_id != g.ledger_id {
-                return Err(Failure {
-                    code: EXIT_VERIFY_FAILED,
-                    err: anyhow::anyhow!(
-                        "bundle is for ledger {}, the genesis is for {}",
-                        b.checkpoint.header.ledger_id,
-                        g.ledger_id
-                    ),
-                });
-            }
-            let v = verify_bundle(&b, &g.validator_set()).map_err(|e| Failure {
-                code: EXIT_VERIFY_FAILED,
-                err: anyhow::anyhow!("bundle of {} does not verify: {e}", b.code),
-            })?;
-            print(
-                cli.json,
-                serde_json::json!({"ok": true, "code": b.code.to_string(), "verdict": v}),
-                format!(
-                    "verified {}: {} records, checkpoint at height {} signed by {} of {} validators ({})",
-                    b.code,
-                    v.records,
-                    v.height,
-                    v.signers.len(),
-                    v.validators,
-                    v.signers.join(", ")
-                ),
-            );
-        }
-    }
-    Ok(())
-}
-
-fn key_gen(out: &Path) -> Result<String> {
-    let key = veritrace_devnet::keyfile::generate_key()?;
-    veritrace_devnet::keyfile::write_key_file(out, &key)?;
-    Ok(hex::encode(key.verifying_key().to_bytes()))
-}
-
-fn read_genesis(path: &Path) -> Result<Genesis> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read genesis {}", path.display()))?;
-    Genesis::from_json(&text).with_context(|| format!("genesis {}", path.display()))
-}
-
-fn read_bundle(path: &Path) -> Result<TraceBundle> {
-    let bytes = std::fs::read(path).with_context(|| format!("read bundle {}", path.display()))?;
-    let parsed = if bytes.first() == Some(&b'{') {
-        let text = std::str::from_utf8(&bytes).context("bundle is not utf-8 json")?;
-        TraceBundle::from_json(text)
-    } else {
-        TraceBundle::from_bytes(&bytes)
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return output::usage_error(e),
     };
-    parsed.with_context(|| format!("bundle {}", path.display()))
+    let out = Out::new(cli.json);
+    match run(&cli, &out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => out.failure(f),
+    }
+}
+
+fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
+    match &cli.cmd {
+        Cmd::Devnet(cmd) => devnet_cmd::run(cmd, out),
+        Cmd::Key(cmd) => local::key(cmd, out),
+        Cmd::Genesis(cmd) => local::genesis(cmd, out),
+        Cmd::Code(cmd) => local::code(cmd, out),
+        Cmd::Verify(args) => local::verify(args, out),
+
+        Cmd::Issue(a) => records::issue(a, out),
+        Cmd::Certify(a) => records::certify(a, out),
+        Cmd::Inspect(a) => records::inspect(a, out),
+        Cmd::Ship(a) => records::ship(a, out),
+        Cmd::Receive(a) => records::receive(a, out),
+        Cmd::Aggregate(a) => records::aggregate(a, out),
+        Cmd::Disaggregate(a) => records::disaggregate(a, out),
+        Cmd::Sell(a) => records::sell(a, out),
+        Cmd::Hold(a) => records::regulatory(a, veritrace_ledger::record::RegulatoryKind::Hold, out),
+        Cmd::Release(a) => records::regulatory(a, veritrace_ledger::record::RegulatoryKind::Release, out),
+        Cmd::Recall(a) => records::regulatory(a, veritrace_ledger::record::RegulatoryKind::Recall, out),
+        Cmd::Clear(a) => records::regulatory(a, veritrace_ledger::record::RegulatoryKind::CustomsClearance, out),
+        Cmd::Gov(cmd) => gov::run(cmd, out),
+
+        Cmd::Status(a) => query::status(a, out),
+        Cmd::Receipt(a) => query::receipt(a, out),
+        Cmd::Trace(a) => query::trace(a, out),
+        Cmd::RecallImpact(a) => query::recall_impact(a, out),
+        Cmd::Records(a) => query::records(a, out),
+        Cmd::Checkpoint(a) => query::checkpoint(a, out),
+        Cmd::Proof(a) => query::proof(a, out),
+        Cmd::Bundle(a) => query::bundle(a, out),
+        Cmd::Audit(a) => audit::run(a, out),
+    }
 }

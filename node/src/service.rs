@@ -248,6 +248,9 @@ impl Services {
             r.validate_form().map_err(|e| SubmitError::Malformed { index, reason: e.to_string() })?;
             let org = match store.state_value(&StateKey::Org(r.record.author.clone())) {
                 Ok(Some(StateValue::Org(o))) => o,
+                // A follower may not have applied the governance record that added the
+                // author yet: the leader (and apply, on every node) decides.
+                Ok(_) if !self.is_leader() => continue,
                 Ok(_) => {
                     return Err(SubmitError::BadSignature {
                         index,
@@ -257,6 +260,9 @@ impl Services {
                 Err(e) => return Err(SubmitError::Storage(e.to_string())),
             };
             let Some(key) = org.key(&r.record.key_id) else {
+                if !self.is_leader() {
+                    continue;
+                }
                 return Err(SubmitError::BadSignature {
                     index,
                     reason: format!("{} has no key {}", r.record.author, r.record.key_id),
