@@ -24,11 +24,10 @@ impl Out {
 
     /// Prints a result: `value` (which should carry `"ok"`) with `--json`, else `text`.
     pub fn emit(&self, value: Value, text: impl FnOnce() -> String) {
-        if self.json {
-            println!("{value}");
-        } else {
-            println!("{}", text());
-        }
+        use std::io::Write;
+        let line = if self.json { value.to_string() } else { text() };
+        // A closed stdout (`veritrace ... | head`) is the reader's choice, not an error.
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
     }
 
     /// A note for people (stderr); nothing with `--json`.

@@ -5,6 +5,7 @@
 //! fields, so a rename there shows up as a node that exits at start with the field named,
 //! and the launch error carries that line of its log.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -111,9 +112,9 @@ impl NodeConfigFile {
     }
 }
 
-/// The libp2p address of a TCP port on 127.0.0.1.
-pub fn p2p_addr(port: u16) -> String {
-    format!("/ip4/127.0.0.1/tcp/{port}")
+/// The libp2p address of a TCP port on `ip`.
+pub fn p2p_addr(ip: Ipv4Addr, port: u16) -> String {
+    format!("/ip4/{ip}/tcp/{port}")
 }
 
 #[cfg(test)]
@@ -127,10 +128,10 @@ mod tests {
             genesis: "../../genesis.json".into(),
             node_key: "node.key".into(),
             org_key: Some("../../keys/samr.key".into()),
-            p2p_listen: p2p_addr(7001),
+            p2p_listen: p2p_addr(Ipv4Addr::LOCALHOST, 7001),
             grpc_listen: "127.0.0.1:7002".into(),
             http_listen: "127.0.0.1:7003".into(),
-            peers: vec![PeerEntry { node_id: "node-2".into(), p2p_addr: p2p_addr(7004) }],
+            peers: vec![PeerEntry { node_id: "node-2".into(), p2p_addr: p2p_addr(Ipv4Addr::LOCALHOST, 7004) }],
             batch: None,
             raft: None,
         }

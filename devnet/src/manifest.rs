@@ -1,9 +1,12 @@
 //! `devnet.json`: what a later devnet process (the CLI, another test step) needs to find
 //! and control a network — its nodes, who runs them, their ports and their pids.
 //!
-//! Paths in it are relative to the network directory, so the directory can be moved.
+//! Paths in it are relative to the network directory, so the directory can be moved. In
+//! namespaces mode it also records the bridge, namespaces and veths that exist and the
+//! cuts in force, so that a later `veritrace devnet down` can remove exactly those.
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -12,11 +15,47 @@ use veritrace_ledger::org::Role;
 
 use crate::cast::NodeRole;
 use crate::config::Tuning;
+use crate::netns::{NetLayout, NodeLink};
 
 /// Current manifest format.
 pub const MANIFEST_FORMAT: u32 = 1;
 /// The manifest's file name in a network directory.
 pub const MANIFEST_FILE: &str = "devnet.json";
+
+/// How the nodes of a network reach each other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetMode {
+    /// Every node on 127.0.0.1 with ports picked at run time. Needs no privileges; nodes
+    /// cannot be cut from each other.
+    #[default]
+    Loopback,
+    /// Every node in a network namespace of its own on a bridge of the network
+    /// ([`crate::netns`]), at its own address with fixed ports. Needs root; supports
+    /// partitions.
+    Namespaces,
+}
+
+impl NetMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetMode::Loopback => "loopback",
+            NetMode::Namespaces => "namespaces",
+        }
+    }
+}
+
+/// A one-way cut: `from` cannot send to `to`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cut {
+    pub from: String,
+    pub to: String,
+}
+
+fn loopback() -> Ipv4Addr {
+    Ipv4Addr::LOCALHOST
+}
 
 /// One organisation of the network and where its key is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +78,13 @@ pub struct ManifestNode {
     pub org: String,
     /// Relative to the network directory: `nodes/node-K`.
     pub dir: PathBuf,
+    /// The address it listens on and is reached at: 127.0.0.1, or its own address on the
+    /// network's bridge in namespaces mode.
+    #[serde(default = "loopback")]
+    pub ip: Ipv4Addr,
+    /// Its namespace and veth, while they exist (namespaces mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<NodeLink>,
     pub p2p_port: u16,
     pub grpc_port: u16,
     pub http_port: u16,
@@ -51,6 +97,16 @@ pub struct ManifestNode {
 impl ManifestNode {
     pub fn ports(&self) -> [u16; 3] {
         [self.p2p_port, self.grpc_port, self.http_port]
+    }
+
+    /// Its gRPC address as clients reach it.
+    pub fn grpc_addr(&self) -> std::net::SocketAddr {
+        (self.ip, self.grpc_port).into()
+    }
+
+    /// Its HTTP address as clients reach it.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        (self.ip, self.http_port).into()
     }
 }
 
@@ -66,6 +122,14 @@ pub struct Manifest {
     /// when a node's ports change.
     #[serde(default)]
     pub tuning: Tuning,
+    #[serde(default)]
+    pub net: NetMode,
+    /// The bridge and subnet, while they exist (namespaces mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<NetLayout>,
+    /// Cuts in force (namespaces mode), in the order they were made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cuts: Vec<Cut>,
     pub orgs: Vec<ManifestOrg>,
     pub nodes: Vec<ManifestNode>,
 }
@@ -90,7 +154,8 @@ impl Manifest {
     }
 
     /// Checks what a hand-edited or damaged manifest could get wrong: a known format,
-    /// unique node ids and distinct ports.
+    /// unique node ids, distinct addresses, and namespaces, links and cuts only where the
+    /// network mode has them.
     pub fn validate(&self) -> Result<()> {
         if self.format != MANIFEST_FORMAT {
             bail!("format {} is not supported (expected {MANIFEST_FORMAT})", self.format);
@@ -99,15 +164,34 @@ impl Manifest {
             bail!("no nodes");
         }
         let mut ids = BTreeSet::new();
-        let mut ports = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
         for n in &self.nodes {
             if !ids.insert(n.node_id.as_str()) {
                 bail!("node {:?} appears twice", n.node_id);
             }
             for p in n.ports() {
-                if p == 0 || !ports.insert(p) {
-                    bail!("node {:?}: port {p} is zero or used twice", n.node_id);
+                if p == 0 || !addrs.insert((n.ip, p)) {
+                    bail!("node {:?}: port {p} is zero or used twice on {}", n.node_id, n.ip);
                 }
+            }
+            match (&self.layout, &n.link) {
+                (Some(_), Some(l)) if l.ip != n.ip => {
+                    bail!("node {:?} is at {} but its namespace has {}", n.node_id, n.ip, l.ip)
+                }
+                (Some(_), None) => bail!("node {:?} has no namespace although the network has", n.node_id),
+                (None, Some(_)) => bail!("node {:?} has a namespace although the network has none", n.node_id),
+                _ => {}
+            }
+        }
+        if self.net == NetMode::Loopback && self.layout.is_some() {
+            bail!("a loopback network has a bridge");
+        }
+        if self.layout.is_none() && !self.cuts.is_empty() {
+            bail!("cuts are recorded but the network's namespaces do not exist");
+        }
+        for c in &self.cuts {
+            if c.from == c.to || !ids.contains(c.from.as_str()) || !ids.contains(c.to.as_str()) {
+                bail!("cut from {:?} to {:?} does not name two nodes of the network", c.from, c.to);
             }
         }
         Ok(())
@@ -119,6 +203,11 @@ impl Manifest {
 
     pub fn node_mut(&mut self, id: &str) -> Option<&mut ManifestNode> {
         self.nodes.iter_mut().find(|n| n.node_id == id)
+    }
+
+    /// The namespace links of every node, in node order (empty unless they exist).
+    pub fn links(&self) -> Vec<NodeLink> {
+        self.nodes.iter().filter_map(|n| n.link.clone()).collect()
     }
 
     /// Every port handed out to any node.
@@ -137,6 +226,9 @@ mod tests {
             ledger_id: "devnet".into(),
             node_binary: "/usr/bin/veritrace-node".into(),
             tuning: Tuning::default(),
+            net: NetMode::Loopback,
+            layout: None,
+            cuts: Vec::new(),
             orgs: vec![ManifestOrg {
                 id: "samr".into(),
                 name: "State Administration for Market Regulation".into(),
@@ -149,6 +241,8 @@ mod tests {
                     role: NodeRole::Validator,
                     org: "samr".into(),
                     dir: "nodes/node-1".into(),
+                    ip: Ipv4Addr::LOCALHOST,
+                    link: None,
                     p2p_port: 7001,
                     grpc_port: 7002,
                     http_port: 7003,
@@ -160,6 +254,8 @@ mod tests {
                     role: NodeRole::Observer,
                     org: "samr".into(),
                     dir: "nodes/node-2".into(),
+                    ip: Ipv4Addr::LOCALHOST,
+                    link: None,
                     p2p_port: 7004,
                     grpc_port: 7005,
                     http_port: 7006,
@@ -194,5 +290,39 @@ mod tests {
         let mut m = sample();
         m.format = 2;
         assert!(m.validate().is_err());
+        let mut m = sample();
+        m.cuts.push(Cut { from: "node-1".into(), to: "node-2".into() });
+        assert!(m.validate().is_err(), "cuts without namespaces");
+    }
+
+    #[test]
+    fn namespaces_manifest_allows_equal_ports_on_distinct_addresses() {
+        let mut m = sample();
+        m.net = NetMode::Namespaces;
+        m.layout = Some(NetLayout {
+            subnet_index: 7,
+            bridge: "vtd7br".into(),
+            gateway: Ipv4Addr::new(10, 200, 7, 1),
+            prefix_len: 24,
+        });
+        for (k, n) in m.nodes.iter_mut().enumerate() {
+            n.ip = Ipv4Addr::new(10, 200, 7, k as u8 + 2);
+            n.link = Some(NodeLink { netns: format!("vtd7-{}", n.node_id), veth: format!("vtd7h{}", k + 1), ip: n.ip });
+            (n.p2p_port, n.grpc_port, n.http_port) = (7000, 7001, 7002);
+        }
+        m.cuts.push(Cut { from: "node-1".into(), to: "node-2".into() });
+        m.validate().expect("valid");
+        let text = serde_json::to_string(&m).expect("encode");
+        assert_eq!(serde_json::from_str::<Manifest>(&text).expect("decode"), m);
+        let mut bad = m.clone();
+        bad.nodes[1].link = None;
+        assert!(bad.validate().is_err(), "a node without its namespace");
+        let mut bad = m.clone();
+        bad.cuts.push(Cut { from: "node-1".into(), to: "node-9".into() });
+        assert!(bad.validate().is_err(), "a cut to an unknown node");
+        let mut bad = m;
+        bad.nodes[1].ip = bad.nodes[0].ip;
+        bad.nodes[1].link.as_mut().expect("link").ip = bad.nodes[0].ip;
+        assert!(bad.validate().is_err(), "two nodes on one address and port");
     }
 }

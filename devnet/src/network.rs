@@ -4,7 +4,8 @@
 //! Layout of a network directory:
 //!
 //! ```text
-//! DIR/devnet.json               manifest: nodes, roles, operators, ports, pids (manifest.rs)
+//! DIR/devnet.json               manifest: nodes, roles, operators, addresses, pids, and in
+//!                               namespaces mode the bridge, namespaces and cuts (manifest.rs)
 //! DIR/genesis.json              the genesis every node loads
 //! DIR/keys/ORG.key              each organisation's signing key (0600)
 //! DIR/nodes/node-K/config.toml  node K's config (paths relative to it)
@@ -16,22 +17,22 @@
 //! Every method blocks (polling, with bounded waits) and takes `&self`: the handle can be
 //! shared between threads, e.g. one that kills nodes while another checks the chain. A
 //! start or stop holds the handle's lock while it waits, so another thread's `status`
-//! waits for it; HTTP reads happen outside the lock. From async code, call it through
-//! `tokio::task::spawn_blocking` or `block_in_place`.
+//! waits for it; HTTP and gRPC reads happen outside the lock. From async code, call it
+//! through `tokio::task::spawn_blocking` or `block_in_place`.
 //!
 //! Dropping the handle kills (SIGKILL) and reaps every process this handle started. A
 //! command-line tool that starts nodes and exits calls [`Network::detach`] instead.
 //!
-//! Network partitions (`partition(nodes)` / `heal()`, issue 8) are not built yet. The
-//! seams are two functions: `write_configs` is the one place addresses are decided (each
-//! node listens on its own ports and dials peers only at the `p2p_addr`s of its config),
-//! and `process::spawn` the one place a node is launched. A real cut can then be one
-//! network namespace per node (spawn wraps the node in `ip netns exec`, configs get the
-//! namespace's address, and a cut takes the namespace's veth link down), or nftables
-//! rules matching each node's cgroup on loopback. Both need CAP_NET_ADMIN, which a plain
-//! test run does not have; those methods should say so rather than pretend.
+//! Networks come in two modes ([`NetMode`]). On *loopback* every node listens on
+//! 127.0.0.1 with ports picked at run time: no privileges needed, tests run side by side,
+//! but nothing can come between two nodes. In *namespaces* mode (root only) every node
+//! runs in a network namespace of its own on a bridge of the network ([`crate::netns`]),
+//! at its own address, and [`Network::partition`], [`Network::cut`] and [`Network::heal`]
+//! cut and restore the paths between nodes with routes in their namespaces. The
+//! namespaces are made when the network is created or started and removed by
+//! [`Network::down`], [`Network::destroy`], or the drop of the handle that made them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -45,8 +46,8 @@ use veritrace_ledger::org::{Genesis, LedgerId};
 use crate::cast::{Cast, NodeRole, org_key_path};
 use crate::config::{NodeConfigFile, PeerEntry, Tuning, p2p_addr};
 use crate::keyfile::write_key_file;
-use crate::manifest::{MANIFEST_FORMAT, Manifest, ManifestNode, ManifestOrg};
-use crate::process::{self, LaunchError, NodeProcess};
+use crate::manifest::{Cut, MANIFEST_FORMAT, Manifest, ManifestNode, ManifestOrg, NetMode};
+use crate::process::{self, LaunchError, Launcher, NodeProcess};
 
 /// Ledger id of a network made without naming one.
 pub const LEDGER_ID_DEFAULT: &str = "veritrace-devnet";
@@ -79,6 +80,11 @@ pub const NODE_KEY_FILE: &str = "node.key";
 pub const DATA_DIR: &str = "data";
 pub const LOG_FILE: &str = "node.log";
 
+/// Ports every node listens on at its own address in namespaces mode.
+pub const NETNS_P2P_PORT: u16 = 7000;
+pub const NETNS_GRPC_PORT: u16 = 7001;
+pub const NETNS_HTTP_PORT: u16 = 7002;
+
 /// What to create.
 #[derive(Clone, Debug)]
 pub struct NetworkSpec {
@@ -90,6 +96,8 @@ pub struct NetworkSpec {
     pub ledger_id: LedgerId,
     /// Batch and Raft settings written into every node's config.
     pub tuning: Tuning,
+    /// Loopback (the default) or one network namespace per node (root only; partitions).
+    pub net: NetMode,
     /// Whether `dir` is a temporary directory made for this network, removed on drop.
     temp: bool,
 }
@@ -104,6 +112,7 @@ impl NetworkSpec {
             node_binary: node_binary.into(),
             ledger_id: LedgerId::new(LEDGER_ID_DEFAULT).expect("the default ledger id is valid"),
             tuning: Tuning::default(),
+            net: NetMode::Loopback,
             temp: false,
         }
     }
@@ -144,15 +153,27 @@ pub struct NodeStatus {
     pub complete_checkpoint_height: u64,
     pub term: u64,
     pub is_leader: bool,
+    /// Its Raft state as it reports it (`leader`, `follower`, `candidate`, `learner`), from
+    /// the gRPC `Status` RPC; `None` if that did not answer.
+    pub raft_role: Option<String>,
+    /// The leader it knows of, if any (gRPC `Status`).
+    pub leader: Option<String>,
+    /// Root of its Merkle log and of its state map at its height, hex (gRPC `Status`).
+    pub log_root: Option<String>,
+    pub state_root: Option<String>,
+    /// Nodes it cannot send to because of a cut (namespaces mode).
+    pub cut_off_from: Vec<String>,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
-    /// Why the metrics could not be read, when the process runs but is not `up`.
+    /// Why the metrics or the gRPC status could not be read, when the process runs.
     pub error: Option<String>,
 }
 
 struct State {
     manifest: Manifest,
     procs: BTreeMap<String, NodeProcess>,
+    /// This handle made the namespaces that exist now, and removes them when dropped.
+    net_owned: bool,
 }
 
 /// A network of node processes in one directory. Dropping it kills (SIGKILL) and reaps
@@ -171,10 +192,6 @@ pub struct Network {
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
 impl Network {
@@ -197,6 +214,11 @@ impl Network {
         let Some(total) = total else {
             bail!("{} validators + {} observers is more than {NODES_MAX} nodes", spec.validators, spec.observers)
         };
+        if spec.net == NetMode::Namespaces
+            && let Err(why) = crate::netns::available()
+        {
+            bail!("cannot make a network in namespaces mode: {why}");
+        }
         let dir = process::absolute(&spec.dir)?;
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         for existing in [Manifest::path(&dir), dir.join(GENESIS_FILE)] {
@@ -218,7 +240,13 @@ impl Network {
         let keys_dir = dir.join(KEYS_DIR);
         cast.write_keys(&keys_dir)?;
 
-        let ports = crate::ports::pick_ports(3 * total as usize, &Default::default())?;
+        // Namespaces mode gives every node its own address and fixed ports (set below).
+        let ports = match spec.net {
+            NetMode::Loopback => crate::ports::pick_ports(3 * total as usize, &Default::default())?,
+            NetMode::Namespaces => {
+                (0..total).flat_map(|_| [NETNS_P2P_PORT, NETNS_GRPC_PORT, NETNS_HTTP_PORT]).collect()
+            }
+        };
         let mut manifest_nodes = Vec::with_capacity(nodes.len());
         for (i, n) in nodes.iter().enumerate() {
             let rel = Path::new(NODES_DIR).join(n.node_id.as_str());
@@ -230,6 +258,8 @@ impl Network {
                 role: n.role,
                 org: n.org.to_string(),
                 dir: rel,
+                ip: Ipv4Addr::LOCALHOST,
+                link: None,
                 p2p_port: ports[3 * i],
                 grpc_port: ports[3 * i + 1],
                 http_port: ports[3 * i + 2],
@@ -247,22 +277,37 @@ impl Network {
                 key_file: org_key_path(Path::new(KEYS_DIR), &o.id),
             })
             .collect();
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             format: MANIFEST_FORMAT,
             ledger_id: spec.ledger_id.to_string(),
             node_binary,
             tuning: spec.tuning.clone(),
+            net: spec.net,
+            layout: None,
+            cuts: Vec::new(),
             orgs,
             nodes: manifest_nodes,
         };
-        manifest.validate().context("generated manifest")?;
-        write_configs(&dir, &manifest)?;
-        manifest.save(&dir)?;
+        if spec.net == NetMode::Namespaces {
+            make_namespaces(&dir, &mut manifest)?;
+        }
+        let written = manifest
+            .validate()
+            .context("generated manifest")
+            .and_then(|()| write_configs(&dir, &manifest))
+            .and_then(|()| manifest.save(&dir));
+        if let Err(e) = written {
+            if let Some(layout) = &manifest.layout {
+                let _ = crate::netns::remove(layout, &manifest.links());
+            }
+            return Err(e);
+        }
+        let net_owned = manifest.layout.is_some();
         Ok(Network {
             dir,
             genesis,
             cast,
-            state: Mutex::new(State { manifest, procs: BTreeMap::new() }),
+            state: Mutex::new(State { manifest, procs: BTreeMap::new(), net_owned }),
             serve_timeout: SERVE_TIMEOUT_DEFAULT,
             temp: spec.temp,
             keep: false,
@@ -316,6 +361,18 @@ impl Network {
                 }
             }
         }
+        // Namespaces do not survive a reboot; the manifest does.
+        if let Some(layout) = &manifest.layout
+            && !crate::netns::exists(layout, &manifest.links())
+        {
+            eprintln!(
+                "veritrace-devnet: the namespaces of {} are gone (reboot?); they are made again at the next start",
+                dir.display()
+            );
+            let _ = crate::netns::remove(layout, &manifest.links());
+            forget_namespaces(&mut manifest);
+            changed = true;
+        }
         if changed {
             manifest.save(&dir)?;
         }
@@ -323,7 +380,7 @@ impl Network {
             dir,
             genesis,
             cast,
-            state: Mutex::new(State { manifest, procs }),
+            state: Mutex::new(State { manifest, procs, net_owned: false }),
             serve_timeout: SERVE_TIMEOUT_DEFAULT,
             temp: false,
             keep: true,
@@ -357,6 +414,7 @@ impl Network {
     /// process exits costs it nothing; its log continues through stderr.
     pub fn detach(mut self) {
         self.keep = true;
+        self.lock().net_owned = false;
         let procs = std::mem::take(&mut self.lock().procs);
         for p in procs.into_values() {
             p.release();
@@ -435,16 +493,23 @@ impl Network {
         node_entry(&self.lock().manifest, node).cloned()
     }
 
+    /// How the nodes reach each other: loopback or namespaces.
+    pub fn net_mode(&self) -> NetMode {
+        self.lock().manifest.net
+    }
+
+    /// The node's gRPC address, as clients in this (the root) namespace reach it.
     pub fn grpc_addr(&self, node: &str) -> Result<SocketAddr> {
-        Ok(local(self.node(node)?.grpc_port))
+        Ok(self.node(node)?.grpc_addr())
     }
 
     pub fn http_addr(&self, node: &str) -> Result<SocketAddr> {
-        Ok(local(self.node(node)?.http_port))
+        Ok(self.node(node)?.http_addr())
     }
 
     pub fn p2p_addr(&self, node: &str) -> Result<String> {
-        Ok(p2p_addr(self.node(node)?.p2p_port))
+        let n = self.node(node)?;
+        Ok(p2p_addr(n.ip, n.p2p_port))
     }
 
     pub fn node_dir(&self, node: &str) -> Result<PathBuf> {
@@ -482,6 +547,7 @@ impl Network {
     /// together; a node whose ports were taken meanwhile gets new ones and starts again.
     pub fn start_all(&self) -> Result<()> {
         let mut st = self.lock();
+        self.ensure_net(&mut st)?;
         let ids: Vec<String> = st.manifest.nodes.iter().map(|n| n.node_id.clone()).collect();
         let mut errors = Vec::new();
         let mut launches = Vec::new();
@@ -500,7 +566,9 @@ impl Network {
             let (proc, outcome) = launch.wait(deadline.saturating_duration_since(Instant::now()));
             let result = match outcome {
                 Ok(serving) => self.register(&mut st, &id, proc, serving),
-                Err(LaunchError::Exited { .. }) if process::log_shows_bind_failure(&log, log_from) => {
+                Err(LaunchError::Exited { .. })
+                    if st.manifest.net == NetMode::Loopback && process::log_shows_bind_failure(&log, log_from) =>
+                {
                     self.repick_ports(&mut st, &id).and_then(|()| self.start_locked(&mut st, &id, 2))
                 }
                 Err(e) => Err(self.launch_error(&id, &log, e, log_from)),
@@ -522,7 +590,25 @@ impl Network {
         if let Some(p) = running(&mut st, node) {
             bail!("{node} is already running (pid {})", p.pid());
         }
+        self.ensure_net(&mut st)?;
         self.start_locked(&mut st, node, 1)
+    }
+
+    /// In namespaces mode, makes the namespaces if they do not exist (a network brought
+    /// down, or a reboot), on the subnet it had before if that is free, and writes the
+    /// configs again if its addresses changed.
+    fn ensure_net(&self, st: &mut State) -> Result<()> {
+        if st.manifest.net != NetMode::Namespaces || st.manifest.layout.is_some() {
+            return Ok(());
+        }
+        make_namespaces(&self.dir, &mut st.manifest)?;
+        st.net_owned = true;
+        let written = write_configs(&self.dir, &st.manifest).and_then(|()| st.manifest.save(&self.dir));
+        if let Err(e) = written {
+            let _ = self.remove_namespaces(st);
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn start_locked(&self, st: &mut State, node: &str, first_attempt: u32) -> Result<()> {
@@ -533,7 +619,9 @@ impl Network {
             match outcome {
                 Ok(serving) => return self.register(st, node, proc, serving),
                 Err(LaunchError::Exited { .. })
-                    if attempt < START_ATTEMPTS_MAX && process::log_shows_bind_failure(&log, log_from) =>
+                    if attempt < START_ATTEMPTS_MAX
+                        && st.manifest.net == NetMode::Loopback
+                        && process::log_shows_bind_failure(&log, log_from) =>
                 {
                     self.repick_ports(st, node)?;
                 }
@@ -556,22 +644,29 @@ impl Network {
         );
         append(&log, &marker)?;
         let log_from = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-        let launch = process::spawn(&st.manifest.node_binary, &node_dir.join(CONFIG_FILE), &log)?;
+        let launcher = match &entry.link {
+            Some(l) => Launcher::in_netns(&st.manifest.node_binary, &l.netns),
+            None if st.manifest.net == NetMode::Namespaces => {
+                bail!("{node} has no network namespace (the network's namespaces do not exist)")
+            }
+            None => Launcher::direct(&st.manifest.node_binary),
+        };
+        let launch = process::spawn(&launcher, &node_dir.join(CONFIG_FILE), &log)?;
         Ok((launch, log, log_from))
     }
 
     /// Records a node that serves, after checking it serves where its config says.
     fn register(&self, st: &mut State, node: &str, mut proc: NodeProcess, serving: process::Serving) -> Result<()> {
         let entry = node_entry_mut(&mut st.manifest, node)?;
-        if serving.grpc != local(entry.grpc_port) || serving.http != local(entry.http_port) {
+        if serving.grpc != entry.grpc_addr() || serving.http != entry.http_addr() {
             let _ = proc.signal(Signal::SIGKILL);
             proc.wait_exit(KILL_TIMEOUT);
             bail!(
-                "{node} serves gRPC on {} and HTTP on {}, but its config says ports {} and {}; killed it",
+                "{node} serves gRPC on {} and HTTP on {}, but its config says {} and {}; killed it",
                 serving.grpc,
                 serving.http,
-                entry.grpc_port,
-                entry.http_port
+                entry.grpc_addr(),
+                entry.http_addr()
             );
         }
         entry.pid = Some(proc.pid());
@@ -592,6 +687,10 @@ impl Network {
 
     /// Gives `node` new ports if any of its ports is taken by another process right now.
     fn ensure_ports_free(&self, st: &mut State, node: &str) -> Result<()> {
+        if st.manifest.net == NetMode::Namespaces {
+            // Fixed ports on an address of the node's own, in a namespace of its own.
+            return Ok(());
+        }
         let ports = node_entry(&st.manifest, node)?.ports();
         if ports.iter().all(|p| crate::ports::is_free(*p)) {
             return Ok(());
@@ -726,49 +825,182 @@ impl Network {
         }
     }
 
-    /// Stops every node and deletes the whole network directory.
+    /// Stops every node, then removes the network's namespaces, veths and bridge (in
+    /// namespaces mode), keeping the directory: what `veritrace devnet down` does. A later
+    /// start makes the namespaces again.
+    pub fn down(&self) -> Result<()> {
+        let stopped = self.stop_all();
+        let removed = {
+            let mut st = self.lock();
+            self.remove_namespaces(&mut st)
+        };
+        match (stopped, removed) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+            (Err(a), Err(b)) => Err(anyhow!("{a:#}\n{b:#}")),
+        }
+    }
+
+    /// [`Network::down`], then deletes the whole network directory.
     pub fn destroy(mut self) -> Result<()> {
-        self.stop_all()?;
+        self.down()?;
         // Gone on purpose: Drop must neither remove it again nor report it kept.
         self.temp = false;
         std::fs::remove_dir_all(&self.dir).with_context(|| format!("remove {}", self.dir.display()))
     }
 
+    /// Removes the namespaces if they exist; the manifest then records none.
+    fn remove_namespaces(&self, st: &mut State) -> Result<()> {
+        let Some(layout) = st.manifest.layout.clone() else { return Ok(()) };
+        let removed = crate::netns::remove(&layout, &st.manifest.links());
+        forget_namespaces(&mut st.manifest);
+        st.net_owned = false;
+        let saved = if self.dir.exists() { st.manifest.save(&self.dir) } else { Ok(()) };
+        removed.and(saved)
+    }
+
+    // ---- the network between nodes (namespaces mode) ----
+
+    /// Cuts `nodes` off from every other node, both ways: none of them can send to a node
+    /// outside the group, nor such a node to them. Clients still reach every node, so
+    /// status shows both sides. Cuts add up: a second call cuts off another group too.
+    /// Returns the cuts in force. Namespaces mode only.
+    pub fn partition(&self, nodes: &[&str]) -> Result<Vec<Cut>> {
+        let mut st = self.lock();
+        check_can_cut(&st.manifest)?;
+        let mut group = BTreeSet::new();
+        for n in nodes {
+            group.insert(node_entry(&st.manifest, n)?.node_id.clone());
+        }
+        let others: Vec<String> =
+            st.manifest.nodes.iter().filter(|n| !group.contains(&n.node_id)).map(|n| n.node_id.clone()).collect();
+        if group.is_empty() || others.is_empty() {
+            bail!(
+                "a partition needs at least one node on each side (got {} of {})",
+                group.len(),
+                others.len() + group.len()
+            );
+        }
+        let mut cuts = Vec::new();
+        for a in &group {
+            for b in &others {
+                cuts.push(Cut { from: a.clone(), to: b.clone() });
+                cuts.push(Cut { from: b.clone(), to: a.clone() });
+            }
+        }
+        self.add_cuts(&mut st, cuts)
+    }
+
+    /// A one-way cut: `from` can no longer send to `to`; `to` can still send to `from`.
+    /// (TCP needs both directions, so connections between them stop working either way;
+    /// what differs is who sees its sends fail.) Returns the cuts in force.
+    pub fn cut(&self, from: &str, to: &str) -> Result<Vec<Cut>> {
+        let mut st = self.lock();
+        check_can_cut(&st.manifest)?;
+        let from = node_entry(&st.manifest, from)?.node_id.clone();
+        let to = node_entry(&st.manifest, to)?.node_id.clone();
+        if from == to {
+            bail!("cannot cut {from} from itself");
+        }
+        self.add_cuts(&mut st, vec![Cut { from, to }])
+    }
+
+    /// Removes every cut; returns the cuts removed.
+    pub fn heal(&self) -> Result<Vec<Cut>> {
+        let mut st = self.lock();
+        if st.manifest.net == NetMode::Loopback {
+            return Ok(Vec::new());
+        }
+        let cuts = std::mem::take(&mut st.manifest.cuts);
+        let mut kept = Vec::new();
+        let mut errors = Vec::new();
+        let mut healed = Vec::new();
+        for c in cuts {
+            let from = node_entry(&st.manifest, &c.from)?.link.clone();
+            let to_ip = node_entry(&st.manifest, &c.to)?.ip;
+            let removed = match &from {
+                Some(l) => crate::netns::remove_cut(l, to_ip),
+                None => Ok(()),
+            };
+            match removed {
+                Ok(()) => healed.push(c),
+                Err(e) => {
+                    errors.push(format!("{e:#}"));
+                    kept.push(c);
+                }
+            }
+        }
+        st.manifest.cuts = kept;
+        st.manifest.save(&self.dir)?;
+        if !errors.is_empty() {
+            bail!("could not remove every cut:\n{}", errors.join("\n"));
+        }
+        Ok(healed)
+    }
+
+    /// The cuts in force.
+    pub fn cuts(&self) -> Vec<Cut> {
+        self.lock().manifest.cuts.clone()
+    }
+
+    fn add_cuts(&self, st: &mut State, cuts: Vec<Cut>) -> Result<Vec<Cut>> {
+        let mut result = Ok(());
+        for c in cuts {
+            if st.manifest.cuts.contains(&c) {
+                continue;
+            }
+            let from = node_entry(&st.manifest, &c.from)?.link.clone().context("node without a namespace")?;
+            let to_ip = node_entry(&st.manifest, &c.to)?.ip;
+            if let Err(e) = crate::netns::add_cut(&from, to_ip) {
+                result = Err(e.context(format!("cut {} from {}", c.from, c.to)));
+                break;
+            }
+            st.manifest.cuts.push(c);
+        }
+        // Record what was done even if not all of it was.
+        st.manifest.save(&self.dir)?;
+        result.map(|()| st.manifest.cuts.clone())
+    }
+
     // ---- observation ----
 
-    /// The node's own account of itself from `/metrics`; `up` is false if it does not run
-    /// or does not answer within the HTTP timeouts (a paused node does not).
+    /// The node's own account of itself from `/metrics` and the gRPC `Status` RPC; `up`
+    /// is false if it does not run or its metrics do not answer within the HTTP timeouts
+    /// (a paused node does not).
     pub fn status(&self, node: &str) -> Result<NodeStatus> {
-        let (entry, pid) = {
+        let (entry, pid, cuts) = {
             let mut st = self.lock();
             let entry = node_entry(&st.manifest, node)?.clone();
             let pid = running(&mut st, node).map(|p| p.pid());
-            (entry, pid)
+            (entry, pid, st.manifest.cuts.clone())
         };
-        Ok(read_status(&entry, pid))
+        Ok(read_status(&entry, pid, &cuts))
     }
 
     /// Every node's status, read in parallel.
     pub fn statuses(&self) -> Vec<NodeStatus> {
-        let nodes: Vec<(ManifestNode, Option<u32>)> = {
+        let (nodes, cuts): (Vec<(ManifestNode, Option<u32>)>, Vec<Cut>) = {
             let mut st = self.lock();
+            let cuts = st.manifest.cuts.clone();
             let entries = st.manifest.nodes.clone();
-            entries
+            let nodes = entries
                 .into_iter()
                 .map(|n| {
                     let pid = running(&mut st, &n.node_id).map(|p| p.pid());
                     (n, pid)
                 })
-                .collect()
+                .collect();
+            (nodes, cuts)
         };
+        let cuts = &cuts;
         std::thread::scope(|s| {
-            let handles: Vec<_> = nodes.iter().map(|(n, pid)| s.spawn(move || read_status(n, *pid))).collect();
+            let handles: Vec<_> = nodes.iter().map(|(n, pid)| s.spawn(move || read_status(n, *pid, cuts))).collect();
             handles
                 .into_iter()
                 .zip(&nodes)
                 .map(|(h, (n, pid))| {
                     h.join().unwrap_or_else(|_| {
-                        let mut s = down_status(n, *pid);
+                        let mut s = down_status(n, *pid, cuts);
                         s.error = Some("status reader panicked".into());
                         s
                     })
@@ -863,6 +1095,17 @@ impl Drop for Network {
             }
             forget(st, &id);
         }
+        // Namespaces this handle made go with it, kept directory or not: processes first
+        // (above), then namespaces, veths and bridge.
+        if st.net_owned
+            && let Some(layout) = st.manifest.layout.clone()
+        {
+            if let Err(e) = crate::netns::remove(&layout, &st.manifest.links()) {
+                eprintln!("veritrace-devnet: {e:#}");
+            }
+            forget_namespaces(&mut st.manifest);
+            st.net_owned = false;
+        }
         if self.temp && !keep {
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 eprintln!("veritrace-devnet: could not remove {}: {e}", dir.display());
@@ -883,6 +1126,46 @@ impl Drop for Network {
             }
             eprintln!("{msg}");
         }
+    }
+}
+
+/// Makes the namespaces of a namespaces-mode network, on the subnet its nodes had before
+/// if that is free, and records them and the nodes' addresses in the manifest.
+fn make_namespaces(dir: &Path, m: &mut Manifest) -> Result<()> {
+    let ids: Vec<String> = m.nodes.iter().map(|n| n.node_id.clone()).collect();
+    let prefer = m.nodes.first().and_then(|n| crate::netns::index_of(n.ip));
+    let (layout, links) = crate::netns::create(dir, &ids, prefer)?;
+    for (n, l) in m.nodes.iter_mut().zip(links) {
+        n.ip = l.ip;
+        n.link = Some(l);
+    }
+    m.layout = Some(layout);
+    Ok(())
+}
+
+/// Records that the namespaces are gone (and with them every cut). The nodes keep their
+/// last addresses, to be had again if free.
+fn forget_namespaces(m: &mut Manifest) {
+    m.layout = None;
+    m.cuts.clear();
+    for n in &mut m.nodes {
+        n.link = None;
+    }
+}
+
+/// Why cuts cannot be made in this network, if they cannot.
+fn check_can_cut(m: &Manifest) -> Result<()> {
+    match (m.net, &m.layout) {
+        (NetMode::Loopback, _) => bail!(
+            "this network runs every node on 127.0.0.1, where nothing can come between two nodes, so it \
+             cannot be partitioned; partitions need a network in namespaces mode (one network namespace per \
+             node, root only): `veritrace devnet up --dir NEW_DIR --net netns`, or NetworkSpec.net = \
+             NetMode::Namespaces"
+        ),
+        (NetMode::Namespaces, None) => {
+            bail!("the network's namespaces do not exist (it is down); start it first")
+        }
+        (NetMode::Namespaces, Some(_)) => Ok(()),
     }
 }
 
@@ -941,14 +1224,14 @@ fn write_configs(dir: &Path, m: &Manifest) -> Result<()> {
             genesis: Path::new("..").join("..").join(GENESIS_FILE),
             node_key: NODE_KEY_FILE.into(),
             org_key: Some(Path::new("..").join("..").join(KEYS_DIR).join(format!("{}.key", n.org))),
-            p2p_listen: p2p_addr(n.p2p_port),
-            grpc_listen: local(n.grpc_port).to_string(),
-            http_listen: local(n.http_port).to_string(),
+            p2p_listen: p2p_addr(n.ip, n.p2p_port),
+            grpc_listen: n.grpc_addr().to_string(),
+            http_listen: n.http_addr().to_string(),
             peers: m
                 .nodes
                 .iter()
                 .filter(|p| p.node_id != n.node_id)
-                .map(|p| PeerEntry { node_id: p.node_id.clone(), p2p_addr: p2p_addr(p.p2p_port) })
+                .map(|p| PeerEntry { node_id: p.node_id.clone(), p2p_addr: p2p_addr(p.ip, p.p2p_port) })
                 .collect(),
             batch: None,
             raft: None,
@@ -960,7 +1243,7 @@ fn write_configs(dir: &Path, m: &Manifest) -> Result<()> {
     Ok(())
 }
 
-fn down_status(n: &ManifestNode, pid: Option<u32>) -> NodeStatus {
+fn down_status(n: &ManifestNode, pid: Option<u32>, cuts: &[Cut]) -> NodeStatus {
     NodeStatus {
         node_id: n.node_id.clone(),
         role: n.role,
@@ -973,14 +1256,19 @@ fn down_status(n: &ManifestNode, pid: Option<u32>) -> NodeStatus {
         complete_checkpoint_height: 0,
         term: 0,
         is_leader: false,
-        grpc: local(n.grpc_port),
-        http: local(n.http_port),
+        raft_role: None,
+        leader: None,
+        log_root: None,
+        state_root: None,
+        cut_off_from: cuts.iter().filter(|c| c.from == n.node_id).map(|c| c.to.clone()).collect(),
+        grpc: n.grpc_addr(),
+        http: n.http_addr(),
         error: None,
     }
 }
 
-fn read_status(n: &ManifestNode, pid: Option<u32>) -> NodeStatus {
-    let mut s = down_status(n, pid);
+fn read_status(n: &ManifestNode, pid: Option<u32>, cuts: &[Cut]) -> NodeStatus {
+    let mut s = down_status(n, pid, cuts);
     if pid.is_none() {
         return s;
     }
@@ -999,6 +1287,23 @@ fn read_status(n: &ManifestNode, pid: Option<u32>) -> NodeStatus {
             s.complete_checkpoint_height = gauge("veritrace_complete_checkpoint_height");
             s.term = gauge("veritrace_raft_term");
             s.is_leader = gauge("veritrace_is_leader") == 1;
+        }
+        Err(e) => {
+            s.error = Some(format!("{e:#}"));
+            return s;
+        }
+    }
+    // Roots, the leader it knows and its Raft state come from gRPC; height and log size
+    // too, so that they go with the roots.
+    match crate::client::status_blocking(s.grpc) {
+        Ok(r) => {
+            s.height = r.height;
+            s.log_size = r.log_size;
+            s.complete_checkpoint_height = r.complete_checkpoint_height;
+            s.raft_role = Some(r.role);
+            s.leader = (!r.leader.is_empty()).then_some(r.leader);
+            s.log_root = Some(hex::encode(&r.log_root));
+            s.state_root = Some(hex::encode(&r.state_root));
         }
         Err(e) => s.error = Some(format!("{e:#}")),
     }
@@ -1077,7 +1382,7 @@ mod tests {
             assert_eq!(listed.expect("in genesis").public_key.as_bytes(), &key.verifying_key().to_bytes());
             let cfg = NodeConfigFile::read(&node_dir.join(CONFIG_FILE)).expect("config parses");
             assert_eq!(cfg.node_id, n.node_id);
-            assert_eq!(cfg.p2p_listen, p2p_addr(n.p2p_port));
+            assert_eq!(cfg.p2p_listen, p2p_addr(Ipv4Addr::LOCALHOST, n.p2p_port));
             assert_eq!(cfg.grpc_listen, format!("127.0.0.1:{}", n.grpc_port));
             assert_eq!(cfg.http_listen, format!("127.0.0.1:{}", n.http_port));
             assert_eq!(cfg.raft.as_ref().and_then(|r| r.heartbeat_ms), Some(100));
@@ -1158,6 +1463,21 @@ mod tests {
     }
 
     #[test]
+    fn a_loopback_network_refuses_partitions_and_says_how_to_get_one() {
+        let dir = TestDir::new("net-no-partition");
+        let net = fake_network(&dir, 2, 0, FAKE_SERVING_NODE);
+        assert_eq!(net.net_mode(), NetMode::Loopback);
+        for err in [net.partition(&["node-1"]).expect_err("partition"), net.cut("node-1", "node-2").expect_err("cut")] {
+            let text = format!("{err:#}");
+            assert!(text.contains("127.0.0.1") && text.contains("--net netns"), "{text}");
+        }
+        assert!(net.heal().expect("heal").is_empty(), "healing a loopback network has nothing to do");
+        assert!(net.cuts().is_empty());
+        let s = net.status("node-1").expect("status");
+        assert!(s.cut_off_from.is_empty() && s.log_root.is_none());
+    }
+
+    #[test]
     fn a_node_that_never_serves_times_out_with_its_log() {
         let dir = TestDir::new("net-timeout");
         let mut net = fake_network(&dir, 1, 0, "echo 'opening stores' >&2\nexec sleep 600");
@@ -1181,7 +1501,11 @@ mod tests {
         let after = net.node("node-1").expect("node");
         assert_ne!(before.ports(), after.ports());
         let peer_cfg = NodeConfigFile::read(&net.config_path("node-2").expect("path")).expect("config");
-        assert_eq!(peer_cfg.peers[0].p2p_addr, p2p_addr(after.p2p_port), "peers learn the new address");
+        assert_eq!(
+            peer_cfg.peers[0].p2p_addr,
+            p2p_addr(Ipv4Addr::LOCALHOST, after.p2p_port),
+            "peers learn the new address"
+        );
         assert!(net.is_running("node-1").expect("known") && net.is_running("node-2").expect("known"));
     }
 

@@ -6,6 +6,7 @@
 //! devnet process). An adopted pid is trusted only while its start time in `/proc` is the
 //! one recorded, so a recycled pid is never signalled.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -137,9 +138,40 @@ pub struct Launch {
     serving: mpsc::Receiver<Serving>,
 }
 
-/// Starts `binary --config CONFIG` in the config's directory, with stderr appended to `log`
-/// and stdout read line by line into `log` by a thread that reports the serving line.
-pub fn spawn(binary: &Path, config: &Path, log: &Path) -> Result<Launch> {
+/// How a node process is started: the node binary itself, or the node binary inside a
+/// network namespace.
+#[derive(Clone, Debug)]
+pub struct Launcher {
+    program: PathBuf,
+    leading_args: Vec<OsString>,
+}
+
+impl Launcher {
+    /// `BINARY --config CONFIG`.
+    pub fn direct(binary: &Path) -> Launcher {
+        Launcher { program: binary.to_path_buf(), leading_args: Vec::new() }
+    }
+
+    /// `ip netns exec NETNS BINARY --config CONFIG`: `ip` enters the namespace and execs the
+    /// node without forking, so the pid devnet records and signals is the node's.
+    pub fn in_netns(binary: &Path, netns: &str) -> Launcher {
+        Launcher {
+            program: PathBuf::from("ip"),
+            leading_args: vec!["netns".into(), "exec".into(), netns.into(), binary.as_os_str().to_owned()],
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = vec![self.program.display().to_string()];
+        parts.extend(self.leading_args.iter().map(|a| a.to_string_lossy().into_owned()));
+        parts.join(" ")
+    }
+}
+
+/// Starts the node (`LAUNCHER --config CONFIG`) in the config's directory, with stderr
+/// appended to `log` and stdout read line by line into `log` by a thread that reports the
+/// serving line.
+pub fn spawn(launcher: &Launcher, config: &Path, log: &Path) -> Result<Launch> {
     let open_log = || {
         std::fs::OpenOptions::new()
             .create(true)
@@ -149,7 +181,8 @@ pub fn spawn(binary: &Path, config: &Path, log: &Path) -> Result<Launch> {
     };
     let stderr = open_log()?;
     let mut stdout_log = open_log()?;
-    let mut child = Command::new(binary)
+    let mut child = Command::new(&launcher.program)
+        .args(&launcher.leading_args)
         .arg("--config")
         .arg(config)
         .current_dir(config.parent().unwrap_or(Path::new(".")))
@@ -157,12 +190,12 @@ pub fn spawn(binary: &Path, config: &Path, log: &Path) -> Result<Launch> {
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
-        .with_context(|| format!("start {} --config {}", binary.display(), config.display()))?;
+        .with_context(|| format!("start {} --config {}", launcher.describe(), config.display()))?;
     let Some(stdout) = child.stdout.take() else {
         // Cannot happen with Stdio::piped(); kill rather than leave an unwatched process.
         let _ = child.kill();
         let _ = child.wait();
-        bail!("no stdout pipe for {}", binary.display());
+        bail!("no stdout pipe for {}", launcher.describe());
     };
     let (tx, rx) = mpsc::sync_channel::<Serving>(1);
     let log_name = log.to_path_buf();
@@ -331,7 +364,8 @@ mod tests {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, "").expect("write");
         let log = dir.path().join("node.log");
-        let (mut p, outcome) = spawn(&bin, &config, &log).expect("spawn").wait(Duration::from_secs(10));
+        let (mut p, outcome) =
+            spawn(&Launcher::direct(&bin), &config, &log).expect("spawn").wait(Duration::from_secs(10));
         match outcome {
             Err(LaunchError::Exited { status }) => assert!(status.contains('3'), "{status}"),
             other => panic!("expected an early exit, got {other:?}"),
@@ -347,7 +381,8 @@ mod tests {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, "grpc_listen = \"127.0.0.1:11\"\nhttp_listen = \"127.0.0.1:12\"\n").expect("write");
         let log = dir.path().join("node.log");
-        let (mut p, outcome) = spawn(&bin, &config, &log).expect("spawn").wait(Duration::from_secs(10));
+        let (mut p, outcome) =
+            spawn(&Launcher::direct(&bin), &config, &log).expect("spawn").wait(Duration::from_secs(10));
         let s = outcome.expect("serving");
         assert_eq!((s.grpc.port(), s.http.port()), (11, 12));
         assert!(p.is_alive());

@@ -117,7 +117,7 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Ok(net) = Network::open(&self.dir) {
-            let _ = net.stop_all();
+            let _ = net.down();
         }
         if self.passed {
             let _ = std::fs::remove_dir_all(&self.dir);

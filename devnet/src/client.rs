@@ -1,0 +1,52 @@
+//! gRPC clients of a node (`veritrace.v1.Ledger`) with bounded waits, and a blocking
+//! `Status` for the synchronous [`crate::Network`] handle.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tonic::transport::{Channel, Endpoint};
+use veritrace_proto::v1 as pb;
+use veritrace_proto::v1::ledger_client::LedgerClient;
+
+/// Longest wait for a gRPC connection.
+pub const GRPC_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for a quick RPC (status, receipts, queries).
+pub const GRPC_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for an RPC that waits for a commit; above the node's own commit wait.
+pub const GRPC_COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest response a client accepts (a trace bundle of a long history).
+pub const GRPC_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// A client of the node at `addr` whose calls each time out after `timeout`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<LedgerClient<Channel>> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("grpc endpoint {addr}"))?
+        .connect_timeout(GRPC_CONNECT_TIMEOUT)
+        .timeout(timeout);
+    let channel = endpoint.connect().await.with_context(|| format!("connect to grpc {addr}"))?;
+    Ok(LedgerClient::new(channel).max_decoding_message_size(GRPC_RESPONSE_BYTES_MAX))
+}
+
+/// The node's `Status` RPC.
+pub async fn status(addr: SocketAddr) -> Result<pb::StatusResponse> {
+    let mut c = connect(addr, GRPC_QUERY_TIMEOUT).await?;
+    let r = c.status(pb::StatusRequest {}).await.with_context(|| format!("Status from {addr}"))?;
+    Ok(r.into_inner())
+}
+
+/// [`status`] from synchronous code, on a runtime of its own in a thread of its own, so it
+/// works whether or not the caller runs inside a tokio runtime.
+pub fn status_blocking(addr: SocketAddr) -> Result<pb::StatusResponse> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("build a tokio runtime for a status call")?;
+            rt.block_on(status(addr))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("status call to {addr} panicked")))
+    })
+}
