@@ -4,8 +4,10 @@
 # protoc is not installed here: the build takes it from the protoc-bin-vendored crate.
 set -euo pipefail
 
+# chromium (with a font for its screenshots) and zbar-tools (zbarimg) are for the consumer
+# page tests: headless Chromium runs the page's in-browser verifier, zbarimg reads QR codes.
 need=()
-for pkg in libclang-dev build-essential pkg-config; do
+for pkg in libclang-dev build-essential pkg-config chromium fonts-dejavu-core zbar-tools; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -589,7 +589,7 @@ fn render_codes(r: &DemoReport, genesis: &Path) -> String {
         t.push_str(&format!("\n\n  {}\n    code    {}", c.label, c.code));
         let page = match c.page_status {
             Some(200) => "served".to_string(),
-            Some(s) => format!("not served yet, HTTP {s}: the consumer page comes with issue 6"),
+            Some(s) => format!("not served: HTTP {s}"),
             None => "the node's HTTP did not answer".to_string(),
         };
         t.push_str(&format!("\n    page    {}  ({page})", c.page_url));

@@ -1,11 +1,11 @@
 //! `veritrace`: the command-line client. A thin layer over the library crates: parse,
 //! validate, act. Human output by default, `--json` for scripts (one JSON object per line).
 //!
-//! Offline commands (keys, genesis, codes, bundle verification) live in [`local`]; the
-//! commands that talk to a node over gRPC in [`records`] (signing and submitting one record
-//! per kind), [`gov`] (governance), [`query`] (traces, proofs, bundles, checkpoints) and
-//! [`audit`] (the checkpoint monitor), all through [`client`]. Exit codes are in [`exit`]
-//! and docs/cli.md.
+//! Offline commands (keys, genesis, codes, bundle verification) live in [`local`], QR
+//! codes for labels in [`qr`]; the commands that talk to a node over gRPC in [`records`]
+//! (signing and submitting one record per kind), [`gov`] (governance), [`query`] (traces,
+//! proofs, bundles, checkpoints) and [`audit`] (the checkpoint monitor), all through
+//! [`client`]. Exit codes are in [`exit`] and docs/cli.md.
 
 use std::process::ExitCode;
 
@@ -18,6 +18,7 @@ mod exit;
 mod gov;
 mod local;
 mod output;
+mod qr;
 mod query;
 mod records;
 mod render;
@@ -51,6 +52,8 @@ enum Cmd {
     Code(local::CodeCmd),
     /// Verify a trace bundle offline against the validators of a genesis file.
     Verify(local::VerifyArgs),
+    /// The QR code (PNG or SVG) of a code's GS1 Digital Link URI, for labels.
+    Qr(qr::QrArgs),
 
     /// Issue codes for the items of a lot (producer).
     Issue(records::IssueArgs),
@@ -119,6 +122,7 @@ fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
         Cmd::Genesis(cmd) => local::genesis(cmd, out),
         Cmd::Code(cmd) => local::code(cmd, out),
         Cmd::Verify(args) => local::verify(args, out),
+        Cmd::Qr(args) => qr::run(args, out),
 
         Cmd::Issue(a) => records::issue(a, out),
         Cmd::Certify(a) => records::certify(a, out),

@@ -145,10 +145,9 @@ pub struct CodeReport {
     pub label: String,
     /// Canonical form: also its GS1 Digital Link path.
     pub code: String,
-    /// The node's HTTP address and the code's Digital Link path (the consumer page is
-    /// served there from issue 6 on).
+    /// The node's HTTP address and the code's Digital Link path: its consumer page.
     pub page_url: String,
-    /// The HTTP status a GET of `page_url` answered with (404 until the page exists);
+    /// The HTTP status a GET of `page_url` answered with (200 when the page is served);
     /// `None` if the node did not answer.
     pub page_status: Option<u16>,
     pub trace: Served<TraceView>,

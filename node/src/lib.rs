@@ -9,15 +9,18 @@
 //! - [`service`]: submissions (check, forward, batch, wait), checkpoint signatures,
 //!   membership;
 //! - [`grpc`] / [`serve`]: the listeners; [`query`]: the read queries of the API;
+//!   [`consumer`]: the consumer page, its JSON, bundle and QR codes ([`qr`]);
 //!   [`run`]: start and stop.
 //!
 //! Architecture invariant: the node holds no ledger logic of its own; rules live in the
 //! ledger crate and Raft in openraft.
 
 pub mod config;
+pub mod consumer;
 pub mod grpc;
 pub mod machine;
 pub mod p2p;
+pub mod qr;
 pub mod query;
 pub mod run;
 pub mod serve;

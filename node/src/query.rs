@@ -120,7 +120,7 @@ fn trace_subjects(store: &LedgerStore, code: &SubjectId) -> Result<Vec<(SubjectI
 
 /// What a consumer should be told of the code: the worst regulatory standing of it, its
 /// lot and its unit; else its own status if it moves on its own, else its lot's.
-fn effective_status(subjects: &[(SubjectId, Option<SubjectState>)]) -> String {
+pub fn effective_status(subjects: &[(SubjectId, Option<SubjectState>)]) -> String {
     let worst = subjects.iter().filter_map(|(_, s)| s.as_ref().map(|s| s.regulatory)).max();
     match worst {
         Some(Regulatory::Recalled) => return "recalled".into(),

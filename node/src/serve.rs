@@ -1,5 +1,6 @@
 //! The node's listeners: gRPC (the Ledger service, grpc.health.v1, server reflection) and
-//! HTTP (health and Prometheus metrics; the consumer page comes with issue 6).
+//! HTTP (health, Prometheus metrics, and the consumer page with its bundle, QR codes and
+//! static assets: [`crate::consumer`]).
 
 use std::sync::Arc;
 
@@ -50,9 +51,15 @@ pub async fn grpc(services: Arc<Services>, listener: TcpListener, shutdown: watc
     }
 }
 
-/// Serves HTTP on `listener` until shutdown: `/health` and `/metrics`.
+/// Serves HTTP on `listener` until shutdown: `/health`, `/metrics`, the consumer page at
+/// GS1 Digital Link paths and its static assets, and a 404 page for anything else.
 pub async fn http(services: Arc<Services>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
-    let app = Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(services);
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .merge(crate::consumer::routes())
+        .fallback(crate::consumer::not_found)
+        .with_state(services);
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped(shutdown)).await {
         tracing::error!(error = %e, "http server stopped");
     }
