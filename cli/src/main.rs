@@ -4,8 +4,8 @@
 //! Offline commands (keys, genesis, codes, bundle verification) live in [`local`], QR
 //! codes for labels in [`qr`]; the commands that talk to a node over gRPC in [`records`]
 //! (signing and submitting one record per kind), [`gov`] (governance), [`query`] (traces,
-//! proofs, bundles, checkpoints) and [`audit`] (the checkpoint monitor), all through
-//! [`client`]. Exit codes are in [`exit`] and docs/cli.md.
+//! proofs, bundles, checkpoints), [`audit`] (the checkpoint monitor) and [`epcis`] (EPCIS
+//! 2.0 export and import), all through [`client`]. Exit codes are in [`exit`] and docs/cli.md.
 
 use std::process::ExitCode;
 
@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 mod audit;
 mod client;
 mod devnet_cmd;
+mod epcis;
 mod exit;
 mod gov;
 mod local;
@@ -101,6 +102,9 @@ enum Cmd {
     Bundle(query::BundleArgs),
     /// Check that every new checkpoint is signed and consistent with the last one seen.
     Audit(audit::AuditArgs),
+    /// EPCIS 2.0: export a trace as JSON-LD events, import events as signed records.
+    #[command(subcommand)]
+    Epcis(epcis::EpcisCmd),
 }
 
 fn main() -> ExitCode {
@@ -147,5 +151,6 @@ fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
         Cmd::Proof(a) => query::proof(a, out),
         Cmd::Bundle(a) => query::bundle(a, out),
         Cmd::Audit(a) => audit::run(a, out),
+        Cmd::Epcis(cmd) => epcis::run(cmd, out),
     }
 }

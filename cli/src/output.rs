@@ -65,6 +65,20 @@ impl Out {
         bar.enable_steady_tick(SPINNER_TICK);
         bar
     }
+
+    /// A progress bar on stderr for `len` steps of work; hidden like [`Out::spinner`].
+    pub fn bar(&self, len: u64, message: impl Into<String>) -> ProgressBar {
+        if self.json {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len).with_finish(ProgressFinish::AndClear);
+        if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ({elapsed})") {
+            bar.set_style(style);
+        }
+        bar.set_message(message.into());
+        bar.enable_steady_tick(SPINNER_TICK);
+        bar
+    }
 }
 
 /// A command line clap could not parse: clap's own message (it names the offending value),

@@ -29,7 +29,7 @@ use crate::records::report_receipt;
 use crate::render::{summary, utc};
 
 /// Records asked for per page (the API's maximum).
-const PAGE_RECORDS_MAX: u32 = 1000;
+pub const PAGE_RECORDS_MAX: u32 = 1000;
 /// Most records one trace holds in memory; a longer history is refused rather than paged
 /// forever (or a node that keeps handing out tokens followed until memory runs out).
 const TRACE_RECORDS_MAX: usize = 1_000_000;
@@ -237,52 +237,66 @@ fn subject_line(s: &pb::SubjectView) -> String {
     line
 }
 
+/// The whole history of `code`, page by page (`page_size` records each), every record
+/// checked against its id and kept as `keep` makes it: the first page's answer (code,
+/// subjects, status, height) and the records in log order. A node that sends records out
+/// of order, repeats a page token or pages past [`TRACE_RECORDS_MAX`] is refused.
+pub async fn fetch_trace<T>(
+    node: &Node,
+    code: &str,
+    page_size: u32,
+    out: &Out,
+    mut keep: impl FnMut(&pb::RecordEntry) -> Result<T, Failure>,
+) -> Result<(pb::TraceResponse, Vec<(u64, T)>), Failure> {
+    let spinner = out.spinner(format!("tracing {code}"));
+    let mut first: Option<pb::TraceResponse> = None;
+    let mut records: Vec<(u64, T)> = Vec::new();
+    let mut token = String::new();
+    let mut page = 0u64;
+    loop {
+        page += 1;
+        let req = pb::TraceRequest { code: code.to_string(), page_token: token.clone(), limit: page_size };
+        let mut resp = rpc!(node, &format!("trace {code}"), trace, req)?;
+        for e in &resp.records {
+            if records.last().is_some_and(|(i, _)| *i >= e.log_index) {
+                return Err(Failure::verify_failed(anyhow!(
+                    "trace of {code}: the node sent log index {} out of order",
+                    e.log_index
+                )));
+            }
+            records.push((e.log_index, keep(e)?));
+        }
+        if records.len() > TRACE_RECORDS_MAX {
+            return Err(Failure::new(
+                EXIT_UNAVAILABLE,
+                anyhow!("trace of {code}: more than {TRACE_RECORDS_MAX} records; export a bundle or page the API"),
+            ));
+        }
+        spinner.set_message(format!("tracing {code}: {} records, page {page}", records.len()));
+        let next = std::mem::take(&mut resp.next_page_token);
+        resp.records.clear();
+        first.get_or_insert(resp);
+        if next.is_empty() {
+            spinner.finish_and_clear();
+            let first = first.ok_or_else(|| Failure::new(EXIT_UNAVAILABLE, anyhow!("trace of {code}: no answer")))?;
+            return Ok((first, records));
+        }
+        if next == token {
+            return Err(Failure::new(
+                EXIT_UNAVAILABLE,
+                anyhow!("trace of {code}: the node repeated page token {next:?}"),
+            ));
+        }
+        token = next;
+    }
+}
+
 pub fn trace(a: &TraceArgs, out: &Out) -> Result<(), Failure> {
     let code = a.code.to_string();
-    let (first, records) = runtime()?.block_on(async {
+    let (t, records) = runtime()?.block_on(async {
         let node = Node::connect(&a.node).await?;
-        let spinner = out.spinner(format!("tracing {code}"));
-        let mut first: Option<pb::TraceResponse> = None;
-        let mut records = Vec::new();
-        let mut token = String::new();
-        let mut page = 0u64;
-        loop {
-            page += 1;
-            let req = pb::TraceRequest { code: code.clone(), page_token: token.clone(), limit: a.page_size };
-            let mut resp = rpc!(node, &format!("trace {code}"), trace, req)?;
-            for e in &resp.records {
-                if records.last().is_some_and(|(i, _)| *i >= e.log_index) {
-                    return Err(Failure::verify_failed(anyhow!(
-                        "trace of {code}: the node sent log index {} out of order",
-                        e.log_index
-                    )));
-                }
-                records.push((e.log_index, entry(e)?));
-            }
-            if records.len() > TRACE_RECORDS_MAX {
-                return Err(Failure::new(
-                    EXIT_UNAVAILABLE,
-                    anyhow!("trace of {code}: more than {TRACE_RECORDS_MAX} records; export a bundle or page the API"),
-                ));
-            }
-            spinner.set_message(format!("tracing {code}: {} records, page {page}", records.len()));
-            let next = std::mem::take(&mut resp.next_page_token);
-            resp.records.clear();
-            first.get_or_insert(resp);
-            if next.is_empty() {
-                spinner.finish_and_clear();
-                return Ok((first, records));
-            }
-            if next == token {
-                return Err(Failure::new(
-                    EXIT_UNAVAILABLE,
-                    anyhow!("trace of {code}: the node repeated page token {next:?}"),
-                ));
-            }
-            token = next;
-        }
+        fetch_trace(&node, &code, a.page_size, out, entry).await
     })?;
-    let t = first.ok_or_else(|| Failure::new(EXIT_UNAVAILABLE, anyhow!("trace of {code}: no answer")))?;
     out.emit(
         json!({
             "ok": true, "code": t.code, "effective_status": t.effective_status, "height": t.height,

@@ -249,7 +249,7 @@ fn parse_sscc(s: &str) -> Result<Sscc, String> {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
@@ -380,9 +380,16 @@ pub fn submit_record(sign: &SignArgs, body: RecordBody, cosigners: Vec<Cosigner>
 /// the command's deadline. Resubmitting the same bytes is safe: a duplicate gets the
 /// original receipt, so retries after a lost answer do not make a second record.
 pub async fn submit(node: &Node, signed: &SignedRecord, out: &Out) -> Result<pb::Receipt, Failure> {
+    let spinner = out.spinner(format!("waiting for record {} to commit", signed.id()));
+    let receipt = commit(node, signed).await?;
+    spinner.finish_and_clear();
+    Ok(receipt)
+}
+
+/// [`submit`] without a spinner, for commands that show their own progress.
+pub async fn commit(node: &Node, signed: &SignedRecord) -> Result<pb::Receipt, Failure> {
     let bytes = signed.to_bytes();
     let id = signed.id();
-    let spinner = out.spinner(format!("waiting for record {id} to commit"));
     let req = pb::SubmitRequest { signed_record: bytes, wait_for_commit: true };
     let mut receipt = match try_rpc!(node, "submit", submit, req)? {
         Ok(resp) => resp.receipt.ok_or_else(|| {
@@ -405,7 +412,6 @@ pub async fn submit(node: &Node, signed: &SignedRecord, out: &Out) -> Result<pb:
             Err(f) => return Err(f),
         }
     }
-    spinner.finish_and_clear();
     if receipt.record_id != id.as_bytes() {
         return Err(Failure::verify_failed(anyhow!(
             "node {} sent the receipt of record {} for record {id}",

@@ -10,6 +10,7 @@
 //! a message naming the offending value, and changes nothing: each record works on a
 //! scratch copy of the block's overlay that is merged only on acceptance.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -20,10 +21,10 @@ use crate::codec::{self, Domain};
 use crate::hash::{Hash32, StorageError};
 use crate::ids::{Gtin, SerialRange, SubjectId};
 use crate::merkle::{self, LogNodeStore};
-use crate::org::{LedgerId, OrgId, OrgKey, Organisation, Role, ValidatorSet};
+use crate::org::{LedgerId, OrgId, OrgKey, Organisation, PublicKey, Role, ValidatorSet};
 use crate::record::{CodeSet, GovernanceAction, RecordBody, RecordId, RegulatoryKind, SignedRecord, signing_message};
 use crate::smt::{self, SmtNodeStore};
-use crate::state::{Regulatory, StateKey, StateValue, SubjectState};
+use crate::state::{Regulatory, StateKey, StateValue, StateWrite, SubjectState};
 use crate::view::{AcceptedRecord, Head, Issuance, LedgerView, Outcome, RangeBucket, RangeIssuance, Receipt, WriteSet};
 
 /// Most children one logistic unit may hold.
@@ -138,6 +139,78 @@ pub enum ApplyError {
     Log(String),
     #[error("state map: {0}")]
     StateMap(String),
+}
+
+/// The view as one block sees it: state entries read once and kept for the rest of the
+/// block, so an author's organisation (decoded with all its keys) or a subject named by
+/// several records, or read again for the holdings index, costs one read and one decode.
+/// The view does not change while a block applies, so a kept answer is still the answer;
+/// what the block itself changes lives in the [`Overlay`] above this cache, never in it.
+/// Bounded by the block: at most one entry per state key the block's records read.
+struct BlockReads<'v, V> {
+    view: &'v V,
+    states: RefCell<BTreeMap<StateKey, Option<StateValue>>>,
+}
+
+impl<'v, V: LedgerView> BlockReads<'v, V> {
+    fn new(view: &'v V) -> Self {
+        BlockReads { view, states: RefCell::new(BTreeMap::new()) }
+    }
+}
+
+impl<V: LedgerView> LogNodeStore for BlockReads<'_, V> {
+    fn log_node(&self, level: u8, index: u64) -> Result<Option<Hash32>, StorageError> {
+        self.view.log_node(level, index)
+    }
+
+    fn log_nodes(&self, nodes: &[(u8, u64)]) -> Result<Vec<Option<Hash32>>, StorageError> {
+        self.view.log_nodes(nodes)
+    }
+}
+
+impl<V: LedgerView> SmtNodeStore for BlockReads<'_, V> {
+    fn smt_node(&self, hash: &Hash32) -> Result<Option<smt::SmtNode>, StorageError> {
+        self.view.smt_node(hash)
+    }
+}
+
+impl<V: LedgerView> LedgerView for BlockReads<'_, V> {
+    fn head(&self) -> Result<Head, StorageError> {
+        self.view.head()
+    }
+
+    fn state(&self, key: &StateKey) -> Result<Option<StateValue>, StorageError> {
+        if let Some(v) = self.states.borrow().get(key) {
+            return Ok(v.clone());
+        }
+        let v = self.view.state(key)?;
+        self.states.borrow_mut().insert(key.clone(), v.clone());
+        Ok(v)
+    }
+
+    fn record_position(&self, id: &RecordId) -> Result<Option<u64>, StorageError> {
+        self.view.record_position(id)
+    }
+
+    fn record_positions(&self, ids: &[RecordId]) -> Result<Vec<Option<u64>>, StorageError> {
+        self.view.record_positions(ids)
+    }
+
+    fn listed_code(&self, code: &SubjectId) -> Result<Option<Issuance>, StorageError> {
+        self.view.listed_code(code)
+    }
+
+    fn listed_serials_with_prefix(
+        &self,
+        gtin: &Gtin,
+        encoded_serial_prefix: &str,
+    ) -> Result<Vec<SubjectId>, StorageError> {
+        self.view.listed_serials_with_prefix(gtin, encoded_serial_prefix)
+    }
+
+    fn bucket_ranges(&self, gtin: &Gtin, bucket: &RangeBucket) -> Result<Vec<RangeIssuance>, StorageError> {
+        self.view.bucket_ranges(gtin, bucket)
+    }
 }
 
 /// The block's changes so far, over the view: later records see earlier ones.
@@ -349,6 +422,7 @@ impl<'a, V: LedgerView> Scratch<'a, V> {
 
 /// Applies `block` on top of `view`. Pure: same inputs, same output, on every node.
 pub fn apply_block<V: LedgerView>(view: &V, block: &Block) -> Result<WriteSet, ApplyError> {
+    let view = &BlockReads::new(view);
     let head = view.head()?;
     if block.height != head.height + 1 {
         return Err(ApplyError::Height { got: block.height, expected: head.height + 1 });
@@ -360,8 +434,13 @@ pub fn apply_block<V: LedgerView>(view: &V, block: &Block) -> Result<WriteSet, A
         return Err(ApplyError::TooManyRecords { got: block.records.len() });
     }
 
-    let ids: Vec<RecordId> = block.records.iter().map(SignedRecord::id).collect();
-    let sig_ok = verify_signatures(view, &head.ledger_id, &block.records)?;
+    // Each record is encoded once, for its id, its size check, its signing message, the
+    // block's bytes and its row.
+    let mut encoded: Vec<Vec<u8>> = block.records.iter().map(SignedRecord::to_bytes).collect();
+    let ids: Vec<RecordId> = encoded.iter().map(|b| SignedRecord::id_of_bytes(b)).collect();
+    let block_bytes = block.to_bytes_from_records(&encoded);
+    let sig_ok = verify_signatures(view, &head.ledger_id, &block.records, &encoded)?;
+    let in_view: Vec<bool> = view.record_positions(&ids)?.iter().map(Option::is_some).collect();
 
     let mut ov = Overlay::default();
     let mut ws = WriteSet::default();
@@ -370,7 +449,8 @@ pub fn apply_block<V: LedgerView>(view: &V, block: &Block) -> Result<WriteSet, A
     for (i, rec) in block.records.iter().enumerate() {
         let id = ids[i];
         let mut scratch = Scratch { view, base: &ov, ov: Overlay::default(), touched: vec![] };
-        let result = check_and_apply(&mut scratch, &head, block, rec, &id, sig_ok[i]);
+        let meta = RecordMeta { id, encoded_len: encoded[i].len(), sig: sig_ok[i], in_view: in_view[i] };
+        let result = check_and_apply(&mut scratch, &head, block, rec, &meta);
         let outcome = match result {
             Ok(()) => {
                 let Scratch { ov: mut merged, touched, .. } = scratch;
@@ -396,7 +476,7 @@ pub fn apply_block<V: LedgerView>(view: &V, block: &Block) -> Result<WriteSet, A
                 ov.listed.extend(merged.listed);
                 ov.ranges.extend(merged.ranges);
                 ov.accepted_ids.insert(id);
-                ws.accepted.push(AcceptedRecord { id, log_index, record: rec.clone(), subjects });
+                ws.accepted.push(AcceptedRecord { id, log_index, bytes: std::mem::take(&mut encoded[i]), subjects });
                 Outcome::Accepted { log_index }
             }
             Err(RuleError::Reject(r)) => Outcome::Rejected { code: r.code, message: r.message },
@@ -425,7 +505,8 @@ pub fn apply_block<V: LedgerView>(view: &V, block: &Block) -> Result<WriteSet, A
     }
 
     let log = merkle::append(view, head.log_size, &leaves).map_err(|e| ApplyError::Log(e.to_string()))?;
-    let changes: Vec<(Hash32, Hash32)> = ov.states.iter().map(|(k, v)| (k.map_key(), v.value_hash())).collect();
+    let states: Vec<StateWrite> = ov.states.into_iter().map(|(k, v)| StateWrite::new(k, v)).collect();
+    let changes: Vec<(Hash32, Hash32)> = states.iter().map(|s| (s.map_key, s.value_hash)).collect();
     let smt = smt::update(view, head.state_root, &changes).map_err(|e| ApplyError::StateMap(e.to_string()))?;
 
     let header = BlockHeader {
@@ -449,11 +530,11 @@ pub fn apply_block<V: LedgerView>(view: &V, block: &Block) -> Result<WriteSet, A
         state_root: smt.new_root,
         ..head
     });
-    ws.states = ov.states.into_iter().collect();
+    ws.states = states;
     ws.log_nodes = log.nodes;
     ws.smt_nodes = smt.nodes;
     ws.header = Some(header);
-    ws.block = Some(block.clone());
+    ws.block_bytes = Some(block_bytes);
     Ok(ws)
 }
 
@@ -475,6 +556,7 @@ fn verify_signatures<V: LedgerView>(
     view: &V,
     ledger: &LedgerId,
     records: &[SignedRecord],
+    encoded: &[Vec<u8>],
 ) -> Result<Vec<SigCheck>, StorageError> {
     let mut out = vec![SigCheck::Later; records.len()];
     let mut idx = Vec::new();
@@ -482,23 +564,23 @@ fn verify_signatures<V: LedgerView>(
     let mut sigs = Vec::new();
     let mut keys = Vec::new();
     let mut orgs: HashMap<OrgId, Option<Organisation>> = HashMap::new();
+    // Decompressing a key costs about as much as a quarter of a verification; most blocks
+    // carry many records of few keys.
+    let mut points: HashMap<PublicKey, VerifyingKey> = HashMap::new();
     for (i, r) in records.iter().enumerate() {
-        let org = match orgs.get(&r.record.author) {
-            Some(o) => o.clone(),
-            None => {
-                let o = match view.state(&StateKey::Org(r.record.author.clone()))? {
-                    Some(StateValue::Org(o)) => Some(o),
-                    _ => None,
-                };
-                orgs.insert(r.record.author.clone(), o.clone());
-                o
-            }
-        };
-        if let Some(k) = org.as_ref().and_then(|o| o.key(&r.record.key_id)) {
+        if !orgs.contains_key(&r.record.author) {
+            let o = match view.state(&StateKey::Org(r.record.author.clone()))? {
+                Some(StateValue::Org(o)) => Some(o),
+                _ => None,
+            };
+            orgs.insert(r.record.author.clone(), o);
+        }
+        let org = orgs.get(&r.record.author).and_then(Option::as_ref);
+        if let Some(k) = org.and_then(|o| o.key(&r.record.key_id)) {
             idx.push(i);
-            msgs.push(signing_message(ledger, &r.record));
+            msgs.push(r.signing_message_from(ledger, &encoded[i]));
             sigs.push(r.signature.to_dalek());
-            keys.push(k.public_key.verifying_key());
+            keys.push(*points.entry(k.public_key).or_insert_with(|| k.public_key.verifying_key()));
         }
     }
     let msg_refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
@@ -516,6 +598,16 @@ fn verify_signatures<V: LedgerView>(
 
 fn verify_one(key: &VerifyingKey, msg: &[u8], sig: &Signature) -> bool {
     key.verify_strict(msg, sig).is_ok()
+}
+
+/// What apply knows of a record before its rules run, from block-wide passes.
+struct RecordMeta {
+    id: RecordId,
+    /// Length of its canonical bytes.
+    encoded_len: usize,
+    sig: SigCheck,
+    /// Whether the view holds it already (an earlier block applied it).
+    in_view: bool,
 }
 
 /// The batch check's verdict on one record's author signature.
@@ -553,13 +645,13 @@ fn check_and_apply<V: LedgerView>(
     head: &Head,
     block: &Block,
     rec: &SignedRecord,
-    id: &RecordId,
-    sig: SigCheck,
+    meta: &RecordMeta,
 ) -> Result<(), RuleError> {
-    if let Err(e) = rec.validate_form() {
+    let id = &meta.id;
+    if let Err(e) = rec.validate_form_sized(meta.encoded_len) {
         return reject(RejectCode::Malformed, e.to_string());
     }
-    if s.base.accepted_ids.contains(id) || s.view.record_position(id)?.is_some() {
+    if meta.in_view || s.base.accepted_ids.contains(id) {
         return reject(RejectCode::Duplicate, format!("record {id} was applied before"));
     }
     let r = &rec.record;
@@ -571,7 +663,7 @@ fn check_and_apply<V: LedgerView>(
         );
     }
     let (author, key) = author_key(s, rec)?;
-    let sig_good = match sig {
+    let sig_good = match meta.sig {
         SigCheck::Good => true,
         SigCheck::Bad => false,
         SigCheck::Later => rec.verify_author(&head.ledger_id, &key.public_key),
@@ -649,6 +741,7 @@ fn check_and_apply<V: LedgerView>(
                     format!("{} may not certify lot {lot_id}: it was issued by {}", r.author, lot.origin),
                 );
             }
+            s.put(&lot_id, lot);
             s.touch(&lot_id)?;
         }
         RecordBody::Inspection(rep) => {
@@ -660,7 +753,9 @@ fn check_and_apply<V: LedgerView>(
                 );
             }
             for sid in &rep.subjects {
-                s.subject(sid)?;
+                // Into the scratch overlay now, as `touch` would, without reading it again.
+                let st = s.subject(sid)?;
+                s.put(sid, st);
                 s.touch(sid)?;
             }
         }
@@ -1051,10 +1146,13 @@ pub fn genesis_writes<S: LogNodeStore + SmtNodeStore>(
     store: &S,
     genesis: &crate::org::Genesis,
 ) -> Result<WriteSet, ApplyError> {
-    let mut states: Vec<(StateKey, StateValue)> =
-        genesis.organisations.iter().map(|o| (StateKey::Org(o.id.clone()), StateValue::Org(o.clone()))).collect();
-    states.push((StateKey::Validators, StateValue::Validators(genesis.validator_set())));
-    let changes: Vec<(Hash32, Hash32)> = states.iter().map(|(k, v)| (k.map_key(), v.value_hash())).collect();
+    let mut states: Vec<StateWrite> = genesis
+        .organisations
+        .iter()
+        .map(|o| StateWrite::new(StateKey::Org(o.id.clone()), StateValue::Org(o.clone())))
+        .collect();
+    states.push(StateWrite::new(StateKey::Validators, StateValue::Validators(genesis.validator_set())));
+    let changes: Vec<(Hash32, Hash32)> = states.iter().map(|s| (s.map_key, s.value_hash)).collect();
     let smt = smt::update(store, Hash32::ZERO, &changes).map_err(|e| ApplyError::StateMap(e.to_string()))?;
     Ok(WriteSet {
         head: Some(Head {

@@ -36,6 +36,19 @@ impl Block {
         codec::encode(self)
     }
 
+    /// [`Block::to_bytes`] from the canonical bytes of its records, in order, which apply
+    /// holds already (it hashed them for the record ids): no record is encoded again.
+    pub(crate) fn to_bytes_from_records(&self, records: &[Vec<u8>]) -> Vec<u8> {
+        assert_eq!(records.len(), self.records.len(), "one encoding per record of the block");
+        let mut out = codec::encode(&(self.height, self.time_ms, &self.proposer));
+        out.reserve(8 + records.iter().map(Vec::len).sum::<usize>());
+        codec::append_seq_len(&mut out, records.len());
+        for r in records {
+            codec::append_field(&mut out, r);
+        }
+        out
+    }
+
     pub fn from_bytes(bytes: &[u8]) -> Result<Block, codec::DecodeError> {
         if bytes.len() > BLOCK_BYTES_MAX {
             return Err(codec::DecodeError::Malformed {

@@ -10,6 +10,8 @@
 //! as another.
 
 use bincode::config::{BigEndian, Configuration, Fixint, Limit};
+use bincode::enc::write::{SizeWriter, Writer};
+use bincode::error::EncodeError;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::hash::Hash32;
@@ -40,11 +42,47 @@ pub enum DecodeError {
 
 /// Canonical bytes of `value`: the version byte, then bincode with the fixed config.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    let mut out = vec![CODEC_VERSION];
-    let body = bincode::serde::encode_to_vec(value, config())
-        .expect("canonical encoding of ledger types cannot fail (no maps, no unsized seqs)");
-    out.extend_from_slice(&body);
+    const INFALLIBLE: &str = "canonical encoding of ledger types cannot fail (no maps, no unsized seqs)";
+    // A counting pass first, so the bytes are written once into a buffer of the right size
+    // instead of growing one and copying it behind the version byte.
+    let mut size = SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config()).expect(INFALLIBLE);
+    let mut out = Vec::with_capacity(1 + size.bytes_written);
+    out.push(CODEC_VERSION);
+    bincode::serde::encode_into_writer(value, Append(&mut out), config()).expect(INFALLIBLE);
     out
+}
+
+/// Appends `field` (canonical bytes, version byte first) to `out` (canonical bytes of the
+/// fields before it) as the next field of a struct or tuple. bincode writes a struct's fields
+/// one after another, so this is `field` without its version byte. With it, a caller that
+/// already holds a record's bytes (encoded once, for its id) builds the bytes of a row or a
+/// block that contains the record without encoding it again; tests check the result
+/// against [`encode`] of the whole.
+pub(crate) fn append_field(out: &mut Vec<u8>, field: &[u8]) {
+    out.extend_from_slice(as_field(field));
+}
+
+/// The bytes [`append_field`] appends: `field` without its version byte.
+pub(crate) fn as_field(field: &[u8]) -> &[u8] {
+    assert_eq!(field.first(), Some(&CODEC_VERSION), "a field is given as canonical bytes");
+    &field[1..]
+}
+
+/// Appends the length of a sequence that the next `len` [`append_field`]s fill: bincode's
+/// fixed-width big-endian u64.
+pub(crate) fn append_seq_len(out: &mut Vec<u8>, len: usize) {
+    out.extend_from_slice(&(len as u64).to_be_bytes());
+}
+
+/// A bincode writer appending to a vector.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Writer for Append<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
 }
 
 /// Decodes canonical bytes, refusing a wrong version, malformed data and trailing bytes,

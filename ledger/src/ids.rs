@@ -421,8 +421,8 @@ impl CustomCode {
 ///
 /// The derived `Ord` orders by variant, then fields; it is a stable order for
 /// maps, not the order of the canonical strings.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub enum SubjectId {
     /// One serialised instance of a trade item (SGTIN).
     Item {
@@ -572,6 +572,15 @@ impl TryFrom<String> for SubjectId {
 impl From<SubjectId> for String {
     fn from(id: SubjectId) -> String {
         id.to_string()
+    }
+}
+
+/// Serialised as its canonical string, like `#[serde(into = "String")]` would, but written
+/// straight from `Display` without cloning the id first: subject ids are in every state key,
+/// most states and most records, so this runs several times per record applied.
+impl Serialize for SubjectId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

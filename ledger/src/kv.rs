@@ -96,24 +96,83 @@ impl Cf {
 /// Key-value pairs returned by a scan, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// One atomic group of writes.
+/// One atomic group of writes, applied in the order added. Keys and values are copied into
+/// one buffer, and a key can be given in parts (the ledger prefix, then the rest), so a
+/// block's ten thousand rows cost a few allocations instead of several each.
 #[derive(Default, Debug)]
 pub struct Batch {
-    pub ops: Vec<(Cf, Vec<u8>, Option<Vec<u8>>)>,
+    data: Vec<u8>,
+    ops: Vec<Op>,
+}
+
+/// One write: where its key and value (none for a delete) sit in the batch's buffer.
+#[derive(Clone, Copy, Debug)]
+struct Op {
+    cf: Cf,
+    key: (usize, usize),
+    value: Option<(usize, usize)>,
 }
 
 impl Batch {
     pub fn put(&mut self, cf: Cf, key: Vec<u8>, value: Vec<u8>) {
-        self.ops.push((cf, key, Some(value)));
+        self.put_parts(cf, &[&key], &[&value]);
     }
+
     pub fn delete(&mut self, cf: Cf, key: Vec<u8>) {
-        self.ops.push((cf, key, None));
+        self.delete_parts(cf, &[&key]);
+    }
+
+    /// Puts the key made of `key` and the value made of `value`, each concatenated in order.
+    pub fn put_parts(&mut self, cf: Cf, key: &[&[u8]], value: &[&[u8]]) {
+        let key = self.append(key);
+        let value = Some(self.append(value));
+        self.ops.push(Op { cf, key, value });
+    }
+
+    /// Deletes the key made of `key` concatenated in order.
+    pub fn delete_parts(&mut self, cf: Cf, key: &[&[u8]]) {
+        let key = self.append(key);
+        self.ops.push(Op { cf, key, value: None });
+    }
+
+    fn append(&mut self, parts: &[&[u8]]) -> (usize, usize) {
+        let start = self.data.len();
+        for p in parts {
+            self.data.extend_from_slice(p);
+        }
+        (start, self.data.len() - start)
+    }
+
+    fn slice(&self, (start, len): (usize, usize)) -> &[u8] {
+        &self.data[start..start + len]
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The writes in the order added: column family, key, and the value (`None` deletes).
+    pub fn iter(&self) -> impl Iterator<Item = (Cf, &[u8], Option<&[u8]>)> {
+        self.ops.iter().map(|op| (op.cf, self.slice(op.key), op.value.map(|v| self.slice(v))))
+    }
+
+    /// Bytes of all keys and values.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
     }
 }
 
 /// A sorted key-value store with column families and atomic batches.
 pub trait Backend: Send + Sync {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Several keys of one column family, answered in the order asked.
+    fn multi_get(&self, cf: Cf, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        keys.iter().map(|k| self.get(cf, k)).collect()
+    }
     /// Entries whose key starts with `prefix`, in key order, starting at `start` (which
     /// must itself start with `prefix`), at most `limit` of them.
     fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError>;
@@ -144,10 +203,10 @@ impl Backend for MemBackend {
 
     fn write(&self, batch: Batch) -> Result<(), StorageError> {
         let mut m = self.cfs.write().map_err(|_| StorageError("memory backend lock poisoned".into()))?;
-        for (cf, k, v) in batch.ops {
+        for (cf, k, v) in batch.iter() {
             match v {
-                Some(v) => m.insert((cf, k), v),
-                None => m.remove(&(cf, k)),
+                Some(v) => m.insert((cf, k.to_vec()), v.to_vec()),
+                None => m.remove(&(cf, k.to_vec())),
             };
         }
         Ok(())
@@ -169,10 +228,28 @@ impl RocksBackend {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs = Cf::ALL.iter().map(|c| rocksdb::ColumnFamilyDescriptor::new(c.name(), rocksdb::Options::default()));
+        let cfs = Cf::ALL.iter().map(|c| rocksdb::ColumnFamilyDescriptor::new(c.name(), Self::cf_options(*c)));
         let db = rocksdb::DB::open_cf_descriptors(&opts, path, cfs)
             .map_err(|e| StorageError(format!("rocksdb open {}: {e}", path.display())))?;
         Ok(RocksBackend { db })
+    }
+
+    /// Options of a column family. Bloom filters let a lookup of an absent key skip the
+    /// search: in every table file, and in the memtable of the records, where apply looks up
+    /// every record id of a block (the duplicate check) and almost all are absent. Elsewhere
+    /// a memtable filter would cost each insert more than it saves. Filters change how files
+    /// are read, not what they hold: a store written without them opens with them and the
+    /// other way round.
+    fn cf_options(cf: Cf) -> rocksdb::Options {
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        let mut opts = rocksdb::Options::default();
+        opts.set_block_based_table_factory(&table);
+        if cf == Cf::Records {
+            opts.set_memtable_prefix_bloom_ratio(0.02);
+            opts.set_memtable_whole_key_filtering(true);
+        }
+        opts
     }
 
     fn cf(&self, cf: Cf) -> Result<&rocksdb::ColumnFamily, StorageError> {
@@ -183,6 +260,16 @@ impl RocksBackend {
 impl Backend for RocksBackend {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.db.get_cf(self.cf(cf)?, key).map_err(|e| rerr("get", e))
+    }
+
+    /// One batched lookup: RocksDB takes its references to the memtables and files once and
+    /// reads each data block once for all the keys in it.
+    fn multi_get(&self, cf: Cf, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        self.db
+            .batched_multi_get_cf(self.cf(cf)?, keys, false)
+            .into_iter()
+            .map(|r| r.map(|v| v.map(|v| v.to_vec())).map_err(|e| rerr("multi get", e)))
+            .collect()
     }
 
     fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError> {
@@ -199,12 +286,26 @@ impl Backend for RocksBackend {
     }
 
     fn write(&self, batch: Batch) -> Result<(), StorageError> {
-        let mut wb = rocksdb::WriteBatch::default();
-        for (cf, k, v) in batch.ops {
-            let h = self.cf(cf)?;
-            match v {
-                Some(v) => wb.put_cf(h, k, v),
-                None => wb.delete_cf(h, k),
+        // In key order within each column family, the memtable's skip list inserts each key
+        // near the one before instead of searching for it from its top level: a block's rows
+        // go in about a third faster, which is more than the sort costs. The sort is stable,
+        // so ops on one key keep their order and the batch means the same.
+        let mut order: Vec<Op> = batch.ops.clone();
+        order.sort_by(|a, b| a.cf.cmp(&b.cf).then_with(|| batch.slice(a.key).cmp(batch.slice(b.key))));
+        let mut wb = rocksdb::WriteBatch::with_capacity_bytes(batch.bytes() + 16 * batch.len());
+        let mut handle: Option<(Cf, &rocksdb::ColumnFamily)> = None;
+        for op in &order {
+            let h = match handle {
+                Some((c, h)) if c == op.cf => h,
+                _ => {
+                    let h = self.cf(op.cf)?;
+                    handle = Some((op.cf, h));
+                    h
+                }
+            };
+            match op.value {
+                Some(v) => wb.put_cf(h, batch.slice(op.key), batch.slice(v)),
+                None => wb.delete_cf(h, batch.slice(op.key)),
             }
         }
         let mut wo = rocksdb::WriteOptions::default();

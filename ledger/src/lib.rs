@@ -13,7 +13,9 @@
 pub mod apply;
 pub mod block;
 pub mod bundle;
+mod cache;
 pub mod codec;
+pub mod epcis;
 pub mod hash;
 pub mod ids;
 pub mod keyfile;

@@ -45,6 +45,10 @@
 //!   read once, then kept in memory, so appending `b` leaves costs `popcount(size)` reads
 //!   and about `2b` hashes, not `b·log n` reads.
 //!
+//! Each root, proof and append works out every node it needs before reading any, then asks
+//! the store for all of them in one call ([`LogNodeStore::log_nodes`]), which a store can
+//! answer from a cache and one batched read.
+//!
 //! # Size-0 convention for consistency
 //!
 //! RFC 9162 defines `PROOF(m, D[n])` only for `0 < m <= n`. We treat the empty tree as a
@@ -92,6 +96,14 @@ pub trait LogNodeStore {
     /// The hash of node `(level, index)`, covering leaves `[index·2^level, (index+1)·2^level)`,
     /// or `None` if it has not been written.
     fn log_node(&self, level: u8, index: u64) -> Result<Option<Hash32>, StorageError>;
+
+    /// Several nodes, answered in the order asked. Roots, proofs and appends know every node
+    /// they need before they read any, and ask for them in one call; a store that can fetch
+    /// many keys faster than one at a time (RocksDB's batched multi-get, a cache) overrides
+    /// this.
+    fn log_nodes(&self, nodes: &[(u8, u64)]) -> Result<Vec<Option<Hash32>>, StorageError> {
+        nodes.iter().map(|&(level, index)| self.log_node(level, index)).collect()
+    }
 }
 
 /// A `HashMap`-backed [`LogNodeStore`] for tests and small tools.
@@ -176,44 +188,87 @@ pub struct LogAppend {
     pub new_root: Hash32,
 }
 
-fn read_node(store: &impl LogNodeStore, level: u8, index: u64) -> Result<Hash32, MerkleError> {
-    store.log_node(level, index)?.ok_or(MerkleError::MissingNode { level, index })
-}
-
 /// Largest power of two strictly below `n`, for `n >= 2`: the RFC's split point `k`.
 fn split_point(n: u64) -> u64 {
     debug_assert!(n >= 2);
     1 << (63 - (n - 1).leading_zeros())
 }
 
-/// The perfect subtree `[start, start + width)`; `width` is a power of two and `start` a
-/// multiple of it, which the RFC recursion guarantees for every left half it produces.
-fn perfect_node(store: &impl LogNodeStore, start: u64, width: u64) -> Result<Hash32, MerkleError> {
-    let level = width.trailing_zeros() as u8;
-    read_node(store, level, start >> level)
+/// The stored nodes a root, proof or append is made of, listed before anything is read so
+/// that the store can fetch them in one call ([`LogNodeStore::log_nodes`]). Each part of
+/// the result is one perfect subtree or the hash of a ragged range, folded from the
+/// perfect subtrees of the range's binary decomposition.
+struct Plan {
+    nodes: Vec<(u8, u64)>,
+    /// Where each part's nodes end in `nodes`; a part starts where the one before ended.
+    ends: Vec<usize>,
 }
 
-/// MTH of leaves `[start, end)`, `start < end`, for a range the RFC recursion can produce
-/// (`start` aligned to the power of two at or above the width). Such a range splits into the
-/// perfect subtrees of its width's binary decomposition, largest first; MTH nests the
-/// remainder on the right, hence the right-to-left fold.
-fn range_hash(store: &impl LogNodeStore, start: u64, end: u64) -> Result<Hash32, MerkleError> {
-    debug_assert!(start < end);
-    let width = end - start;
-    let mut parts = Vec::with_capacity(width.count_ones() as usize);
-    let mut pos = start;
-    for level in (0..MAX_LEVELS as u8).rev() {
-        if width >> level & 1 == 1 {
-            parts.push(read_node(store, level, pos >> level)?);
-            pos += 1 << level;
+impl Plan {
+    /// An empty plan, with room for the nodes of any proof: at most one ragged range (up to
+    /// 64 nodes) plus one node per level.
+    fn new() -> Plan {
+        Plan { nodes: Vec::with_capacity(2 * MAX_LEVELS), ends: Vec::with_capacity(MAX_LEVELS) }
+    }
+
+    /// The perfect subtree `[start, start + width)`; `width` is a power of two and `start`
+    /// a multiple of it, which the RFC recursion guarantees for every left half it produces.
+    fn perfect(&mut self, start: u64, width: u64) {
+        let level = width.trailing_zeros() as u8;
+        self.nodes.push((level, start >> level));
+        self.ends.push(self.nodes.len());
+    }
+
+    /// MTH of leaves `[start, end)`, `start < end`, for a range the RFC recursion can produce
+    /// (`start` aligned to the power of two at or above the width). Such a range splits into
+    /// the perfect subtrees of its width's binary decomposition, largest first.
+    fn range(&mut self, start: u64, end: u64) {
+        debug_assert!(start < end);
+        let width = end - start;
+        let mut pos = start;
+        for level in (0..MAX_LEVELS as u8).rev() {
+            if width >> level & 1 == 1 {
+                self.nodes.push((level, pos >> level));
+                pos += 1 << level;
+            }
         }
+        self.ends.push(self.nodes.len());
     }
-    let mut folded = parts.pop();
-    while let Some(left) = parts.pop() {
-        folded = folded.map(|right| node_hash(&left, &right));
+
+    /// Reads every planned node in one call and returns the parts, in plan order. The first
+    /// missing node, in plan order, is the error.
+    fn read(self, store: &impl LogNodeStore) -> Result<Vec<Hash32>, MerkleError> {
+        let got = store.log_nodes(&self.nodes)?;
+        if got.len() != self.nodes.len() {
+            return Err(MerkleError::Storage(StorageError(format!(
+                "asked the store for {} log nodes, got {}",
+                self.nodes.len(),
+                got.len()
+            ))));
+        }
+        let hashes = self
+            .nodes
+            .iter()
+            .zip(got)
+            .map(|(&(level, index), h)| h.ok_or(MerkleError::MissingNode { level, index }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut start = 0;
+        Ok(self
+            .ends
+            .iter()
+            .map(|&end| {
+                let part = fold_right(&hashes[start..end]);
+                start = end;
+                part
+            })
+            .collect())
     }
-    // width > 0 guarantees at least one part; fall back to the empty root rather than panic.
-    Ok(folded.unwrap_or_else(empty_root))
+}
+
+/// MTH nests the smaller (rightmost) subtrees on the right, hence the right-to-left fold.
+/// Every planned part has at least one node; the empty root is only a fallback.
+fn fold_right(parts: &[Hash32]) -> Hash32 {
+    parts.iter().rev().copied().reduce(|right, left| node_hash(&left, &right)).unwrap_or_else(empty_root)
 }
 
 /// Computes the nodes completed by appending `leaves` (leaf hashes, see [`leaf_hash`]) to a
@@ -227,10 +282,13 @@ pub fn append(store: &impl LogNodeStore, size: u64, leaves: &[Hash32]) -> Result
     // rightmost complete subtree at that level that has no parent yet. Appending a leaf is
     // then a binary increment, each carry hashing a frontier entry with the new right child.
     let mut frontier: [Option<Hash32>; MAX_LEVELS] = [None; MAX_LEVELS];
-    for (level, slot) in frontier.iter_mut().enumerate() {
-        if size >> level & 1 == 1 {
-            *slot = Some(read_node(store, level as u8, (size >> level) - 1)?);
-        }
+    let mut plan = Plan::new();
+    let levels: Vec<usize> = (0..MAX_LEVELS).filter(|level| size >> level & 1 == 1).collect();
+    for &level in &levels {
+        plan.perfect(((size >> level) - 1) << level, 1 << level);
+    }
+    for (level, hash) in levels.into_iter().zip(plan.read(store)?) {
+        frontier[level] = Some(hash);
     }
 
     let mut nodes = Vec::with_capacity(leaves.len().saturating_mul(2));
@@ -261,7 +319,9 @@ pub fn root_at(store: &impl LogNodeStore, size: u64) -> Result<Hash32, MerkleErr
     if size == 0 {
         return Ok(empty_root());
     }
-    range_hash(store, 0, size)
+    let mut plan = Plan::new();
+    plan.range(0, size);
+    Ok(plan.read(store)?.pop().unwrap_or_else(empty_root))
 }
 
 /// RFC 9162 §2.1.3.1 `PATH(index, D[size])`: sibling hashes ordered leaf to root.
@@ -271,18 +331,19 @@ pub fn inclusion_proof(store: &impl LogNodeStore, index: u64, size: u64) -> Resu
     }
     // Walk the recursion top-down (root to leaf) and reverse at the end, since
     // PATH(m, D[n]) = PATH(m', child) : sibling puts the outermost sibling last.
-    let mut path = Vec::with_capacity(MAX_LEVELS);
+    let mut plan = Plan::new();
     let (mut lo, mut hi) = (0u64, size);
     while hi - lo > 1 {
         let mid = lo + split_point(hi - lo);
         if index < mid {
-            path.push(range_hash(store, mid, hi)?);
+            plan.range(mid, hi);
             hi = mid;
         } else {
-            path.push(perfect_node(store, lo, mid - lo)?);
+            plan.perfect(lo, mid - lo);
             lo = mid;
         }
     }
+    let mut path = plan.read(store)?;
     path.reverse();
     Ok(path)
 }
@@ -299,25 +360,26 @@ pub fn consistency_proof(store: &impl LogNodeStore, old_size: u64, new_size: u64
     // Iterative SUBPROOF(m, D[lo:hi], whole): `whole` is the RFC's flag b, true while the
     // old tree is still the entire left edge of the current subtree, in which case the
     // verifier already knows its hash and it is omitted.
-    let mut path = Vec::with_capacity(MAX_LEVELS);
+    let mut plan = Plan::new();
     let (mut lo, mut hi, mut whole) = (0u64, new_size, true);
     loop {
         if old_size == hi {
             if !whole {
-                path.push(range_hash(store, lo, hi)?);
+                plan.range(lo, hi);
             }
             break;
         }
         let mid = lo + split_point(hi - lo);
         if old_size <= mid {
-            path.push(range_hash(store, mid, hi)?);
+            plan.range(mid, hi);
             hi = mid;
         } else {
-            path.push(perfect_node(store, lo, mid - lo)?);
+            plan.perfect(lo, mid - lo);
             lo = mid;
             whole = false;
         }
     }
+    let mut path = plan.read(store)?;
     path.reverse();
     Ok(path)
 }

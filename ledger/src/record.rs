@@ -525,7 +525,11 @@ impl Record {
 /// The message the author (and each approver) signs: context, ledger id, kind, then the
 /// record's canonical bytes.
 pub fn signing_message(ledger: &LedgerId, record: &Record) -> Vec<u8> {
-    let body = codec::encode(record);
+    signing_message_with(ledger, record, &codec::encode(record))
+}
+
+/// [`signing_message`] with the record's canonical bytes given.
+fn signing_message_with(ledger: &LedgerId, record: &Record, body: &[u8]) -> Vec<u8> {
     let ctx = Domain::RecordSignature.context().as_bytes();
     let mut m = Vec::with_capacity(ctx.len() + 2 + ledger.as_str().len() + 1 + body.len() + 8);
     m.extend_from_slice(ctx);
@@ -533,7 +537,7 @@ pub fn signing_message(ledger: &LedgerId, record: &Record) -> Vec<u8> {
     m.push(ledger.as_str().len() as u8);
     m.extend_from_slice(ledger.as_str().as_bytes());
     m.push(record.body.kind() as u8);
-    m.extend_from_slice(&body);
+    m.extend_from_slice(body);
     m
 }
 
@@ -564,12 +568,32 @@ impl SignedRecord {
 
     /// The record id: hash of the signed canonical bytes.
     pub fn id(&self) -> RecordId {
-        codec::domain_hash(Domain::RecordId, &self.to_bytes())
+        Self::id_of_bytes(&self.to_bytes())
+    }
+
+    /// [`signing_message`] of this record, whose canonical bytes as a signed record are
+    /// `signed_bytes`. bincode writes a struct's fields in order, so the record's own
+    /// canonical bytes are those minus the signature and approvals at the end: apply, which
+    /// encoded every record once already, takes them from there instead of encoding again.
+    pub(crate) fn signing_message_from(&self, ledger: &LedgerId, signed_bytes: &[u8]) -> Vec<u8> {
+        let approvals = if self.approvals.is_empty() { 8 } else { codec::encode(&self.approvals).len() - 1 };
+        let end = signed_bytes.len() - self.signature.0.len() - approvals;
+        signing_message_with(ledger, &self.record, &signed_bytes[..end])
+    }
+
+    /// The id of the signed record whose canonical bytes are `bytes`.
+    pub(crate) fn id_of_bytes(bytes: &[u8]) -> RecordId {
+        codec::domain_hash(Domain::RecordId, bytes)
     }
 
     /// Form checks plus the size bound; what a node checks before accepting a submission.
     pub fn validate_form(&self) -> Result<(), FormError> {
-        let len = self.to_bytes().len();
+        self.validate_form_sized(self.to_bytes().len())
+    }
+
+    /// [`SignedRecord::validate_form`] for a record whose canonical bytes are known to be
+    /// `len` long (apply encodes each record once, for its id, and passes the length on).
+    pub(crate) fn validate_form_sized(&self, len: usize) -> Result<(), FormError> {
         if len > RECORD_BYTES_MAX {
             return Err(FormError::TooLarge { got: len });
         }

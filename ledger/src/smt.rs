@@ -94,12 +94,17 @@ impl SmtNode {
 
     /// `0x01 || tag || 64 bytes`, see the module doc.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_array().to_vec()
+    }
+
+    /// [`SmtNode::encode`] without allocating.
+    pub fn encode_array(&self) -> [u8; ENCODED_LEN] {
         let (tag, a, b) = self.parts();
-        let mut out = Vec::with_capacity(ENCODED_LEN);
-        out.push(ENCODING_VERSION);
-        out.push(tag);
-        out.extend_from_slice(a.as_bytes());
-        out.extend_from_slice(b.as_bytes());
+        let mut out = [0u8; ENCODED_LEN];
+        out[0] = ENCODING_VERSION;
+        out[1] = tag;
+        out[2..34].copy_from_slice(a.as_bytes());
+        out[34..].copy_from_slice(b.as_bytes());
         out
     }
 

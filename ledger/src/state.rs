@@ -102,7 +102,7 @@ pub fn chain_link(prev: &Hash32, id: &RecordId) -> Hash32 {
 }
 
 /// What the state map holds an entry for.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum StateKey {
     Subject(SubjectId),
     Org(OrgId),
@@ -115,7 +115,12 @@ pub enum StateKey {
 impl StateKey {
     /// The 32-byte key in the state map.
     pub fn map_key(&self) -> Hash32 {
-        codec::domain_hash(Domain::StateKey, &codec::encode(self))
+        Self::map_key_of(&codec::encode(self))
+    }
+
+    /// [`StateKey::map_key`] of a key whose canonical bytes are `encoded`.
+    pub(crate) fn map_key_of(encoded: &[u8]) -> Hash32 {
+        codec::domain_hash(Domain::StateKey, encoded)
     }
 }
 
@@ -130,6 +135,37 @@ pub enum StateValue {
 
 impl StateValue {
     pub fn value_hash(&self) -> Hash32 {
-        codec::domain_hash(Domain::StateValue, &codec::encode(self))
+        Self::value_hash_of(&codec::encode(self))
+    }
+
+    /// [`StateValue::value_hash`] of a value whose canonical bytes are `encoded`.
+    pub(crate) fn value_hash_of(encoded: &[u8]) -> Hash32 {
+        codec::domain_hash(Domain::StateValue, encoded)
+    }
+}
+
+/// A state entry a block wrote: its final value, with the canonical bytes and hashes apply
+/// computed for the state map, so the store writes its rows without encoding it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateWrite {
+    pub key: StateKey,
+    pub value: StateValue,
+    /// Canonical bytes of `key`: its row key in the states column family.
+    pub key_bytes: Vec<u8>,
+    /// Canonical bytes of `value`.
+    pub value_bytes: Vec<u8>,
+    /// `key.map_key()`.
+    pub map_key: Hash32,
+    /// `value.value_hash()`.
+    pub value_hash: Hash32,
+}
+
+impl StateWrite {
+    pub fn new(key: StateKey, value: StateValue) -> StateWrite {
+        let key_bytes = codec::encode(&key);
+        let value_bytes = codec::encode(&value);
+        let map_key = StateKey::map_key_of(&key_bytes);
+        let value_hash = StateValue::value_hash_of(&value_bytes);
+        StateWrite { key, value, key_bytes, value_bytes, map_key, value_hash }
     }
 }

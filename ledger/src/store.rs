@@ -4,10 +4,13 @@
 //! Every key starts with the ledger id (length byte, then the id), so one database can
 //! hold several ledgers (DESIGN.md §9). One block is one atomic, synced batch: the block,
 //! its header, receipts, records, log and state-map nodes, state values and every index
-//! move together or not at all.
+//! move together or not at all. Bounded in-memory copies (module `cache`) of the upper
+//! log levels and of what the last blocks wrote serve apply and proofs; the integrity check
+//! reads past them.
 
 use crate::apply::{self, ApplyError};
 use crate::block::{Block, BlockHeader, Checkpoint, CheckpointSignature};
+use crate::cache::{LogTop, RecentSmtNodes, RecentStates};
 use crate::codec;
 use crate::hash::{Hash32, StorageError};
 use crate::ids::{Gtin, SubjectId};
@@ -29,6 +32,7 @@ type SnapshotEntry = (u8, Vec<u8>, Vec<u8>);
 const REPLICATION_META_KEY: &[u8] = b"replication";
 /// Largest page a paged query returns.
 pub const PAGE_MAX: u32 = 1_000;
+pub use crate::cache::{LOG_CACHE_NODES_MAX, SMT_CACHE_NODES_MAX, STATE_CACHE_ENTRIES_MAX};
 
 /// Store failures: the backend, corrupt data, or a ledger that does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,6 +93,9 @@ pub struct Store<B: Backend> {
     backend: B,
     prefix: Vec<u8>,
     head: Head,
+    log_top: LogTop,
+    smt_recent: RecentSmtNodes,
+    states_recent: RecentStates,
 }
 
 fn ledger_prefix(id: &LedgerId) -> Vec<u8> {
@@ -99,9 +106,14 @@ fn ledger_prefix(id: &LedgerId) -> Vec<u8> {
 
 /// A length-prefixed string, so prefixes of one name never match another name.
 fn lenpref(s: &str) -> Vec<u8> {
-    let mut v = (s.len() as u16).to_be_bytes().to_vec();
+    let mut v = len16(s).to_vec();
     v.extend_from_slice(s.as_bytes());
     v
+}
+
+/// The length prefix of [`lenpref`].
+fn len16(s: &str) -> [u8; 2] {
+    (s.len() as u16).to_be_bytes()
 }
 
 impl<B: Backend> Store<B> {
@@ -125,12 +137,25 @@ impl<B: Backend> Store<B> {
         let mem = NoNodes;
         let ws = apply::genesis_writes(&mem, genesis)?;
         let head = ws.head.clone().expect("genesis writes set the head");
-        let store = Store { backend, prefix, head };
+        let mut store = Store::with_caches_empty(backend, prefix, head);
         let mut batch = store.batch_for(&ws);
         batch.put(Cf::Meta, store.k(b"genesis"), codec::encode(genesis));
         batch.put(Cf::Meta, store.k(b"format"), STORE_FORMAT.to_be_bytes().to_vec());
         store.backend.write(batch)?;
+        store.states_recent.extend(ws.states);
+        store.smt_recent.extend(ws.smt_nodes);
         Ok(store)
+    }
+
+    fn with_caches_empty(backend: B, prefix: Vec<u8>, head: Head) -> Store<B> {
+        Store {
+            backend,
+            prefix,
+            head,
+            log_top: LogTop::default(),
+            smt_recent: RecentSmtNodes::default(),
+            states_recent: RecentStates::default(),
+        }
     }
 
     /// Opens an existing ledger and checks it verifies; refuses it with the reason if not.
@@ -138,15 +163,56 @@ impl<B: Backend> Store<B> {
         let prefix = ledger_prefix(ledger);
         let head_bytes = backend.get(Cf::Meta, &[prefix.as_slice(), b"head"].concat())?.ok_or(StoreError::Empty)?;
         let head: Head = codec::decode("head", &head_bytes).map_err(|e| corrupt("head", e))?;
-        let store = Store { backend, prefix, head };
+        let mut store = Store::with_caches_empty(backend, prefix, head);
         store.verify(opts.verification)?;
+        store.load_caches()?;
         Ok(store)
+    }
+
+    /// Fills the in-memory caches ([`crate::cache`]) once the backend has verified: the upper
+    /// levels of the log. The state-map and state caches start empty and fill as blocks
+    /// commit.
+    fn load_caches(&mut self) -> Result<(), StoreError> {
+        self.smt_recent = RecentSmtNodes::default();
+        self.states_recent = RecentStates::default();
+        let size = self.head.log_size;
+        let max_nodes = self.log_top.max_nodes();
+        let min_level = LogTop::min_level_for(size, max_nodes);
+        let mut levels = Vec::new();
+        for level in min_level..64 {
+            let count = size >> level;
+            if count == 0 {
+                break;
+            }
+            let p = self.k(&[level]);
+            let mut nodes: Vec<Hash32> = Vec::with_capacity(count as usize);
+            let mut start = p.clone();
+            'scan: loop {
+                let page = self.backend.scan(Cf::LogNodes, &p, &start, 4096)?;
+                let Some((last, _)) = page.last().cloned() else { break };
+                for (k, v) in page {
+                    // Keep the prefix of the level that has no gap; reads past it go to the
+                    // backend, which reports a missing node as before.
+                    let index = k[p.len()..].try_into().ok().map(u64::from_be_bytes);
+                    if index != Some(nodes.len() as u64) || nodes.len() as u64 >= count {
+                        break 'scan;
+                    }
+                    nodes.push(hash_from(&v, "log node")?);
+                }
+                start = [last.as_slice(), &[0u8]].concat();
+            }
+            levels.push(nodes);
+        }
+        self.log_top = LogTop::new(max_nodes, min_level, levels);
+        Ok(())
     }
 
     pub fn head(&self) -> &Head {
         &self.head
     }
 
+    /// The backend, for reading. Writing to it directly would bypass the store's caches
+    /// (module `cache`): the store must be reopened after such a write.
     pub fn backend(&self) -> &B {
         &self.backend
     }
@@ -197,16 +263,19 @@ impl<B: Backend> Store<B> {
         replication_meta: Option<&[u8]>,
     ) -> Result<(BlockHeader, Vec<Receipt>), StoreError> {
         let ws = apply::apply_block(self, block)?;
-        let header = ws.header.clone().expect("apply sets the header");
-        let receipts = ws.receipts.clone();
-        let head = ws.head.clone().expect("apply sets the head");
         let mut batch = self.batch_for(&ws);
         if let Some(m) = replication_meta {
             batch.put(Cf::Meta, self.k(REPLICATION_META_KEY), m.to_vec());
         }
         self.backend.write(batch)?;
+        // Committed: the caches take what the block wrote, by move.
+        let WriteSet { header, head, receipts, states, log_nodes, smt_nodes, .. } = ws;
+        let head = head.expect("apply sets the head");
+        self.log_top.extend(&log_nodes, head.log_size);
+        self.smt_recent.extend(smt_nodes);
+        self.states_recent.extend(states);
         self.head = head;
-        Ok((header, receipts))
+        Ok((header.expect("apply sets the header"), receipts))
     }
 
     /// Stores the replication layer's opaque metadata on its own.
@@ -267,10 +336,14 @@ impl<B: Backend> Store<B> {
     /// data and must not serve: the caller stops or installs another snapshot.
     pub fn install_snapshot(&mut self, snapshot: &[u8], replication_meta: &[u8]) -> Result<(), StoreError> {
         let ledger = self.head.ledger_id.clone();
+        self.log_top = LogTop::empty(self.log_top.max_nodes());
+        self.smt_recent = RecentSmtNodes::default();
+        self.states_recent = RecentStates::default();
         write_snapshot(&self.backend, &ledger, snapshot, replication_meta)?;
         let head_bytes = self.backend.get(Cf::Meta, &self.k(b"head"))?.ok_or(StoreError::Empty)?;
         self.head = codec::decode("head", &head_bytes).map_err(|e| corrupt("head", e))?;
-        self.verify(Verification::Full)
+        self.verify(Verification::Full)?;
+        self.load_caches()
     }
 
     /// Checks that this ledger extends `checkpoint`: the checkpoint has a quorum of
@@ -308,69 +381,74 @@ impl<B: Backend> Store<B> {
         Ok(())
     }
 
-    /// Turns a write set into one batch (the on-disk layout is in docs/ledger.md).
+    /// Turns a write set into one batch (the on-disk layout is in docs/ledger.md). Keys go in
+    /// as parts (the ledger prefix, then the rest) so that nothing is concatenated twice.
     fn batch_for(&self, ws: &WriteSet) -> Batch {
+        let p = self.prefix.as_slice();
         let mut b = Batch::default();
         if let Some(h) = &ws.head {
-            b.put(Cf::Meta, self.k(b"head"), codec::encode(h));
+            b.put_parts(Cf::Meta, &[p, b"head"], &[&codec::encode(h)]);
         }
         if let Some(h) = &ws.header {
-            b.put(Cf::Headers, self.k(&h.height.to_be_bytes()), codec::encode(h));
+            b.put_parts(Cf::Headers, &[p, &h.height.to_be_bytes()], &[&codec::encode(h)]);
         }
-        if let Some(bl) = &ws.block {
-            b.put(Cf::Blocks, self.k(&bl.height.to_be_bytes()), bl.to_bytes());
+        if let (Some(h), Some(bytes)) = (&ws.header, &ws.block_bytes) {
+            b.put_parts(Cf::Blocks, &[p, &h.height.to_be_bytes()], &[bytes]);
         }
         for a in &ws.accepted {
-            b.put(Cf::Records, self.k(a.id.as_bytes()), codec::encode(&(a.log_index, &a.record)));
-            b.put(Cf::Positions, self.k(&a.log_index.to_be_bytes()), a.id.as_bytes().to_vec());
+            // Canonical (log index, signed record): the record's own bytes after its version
+            // byte, behind the version byte and the index.
+            let index = codec::encode(&a.log_index);
+            b.put_parts(Cf::Records, &[p, a.id.as_bytes()], &[&index, codec::as_field(&a.bytes)]);
+            b.put_parts(Cf::Positions, &[p, &a.log_index.to_be_bytes()], &[a.id.as_bytes()]);
         }
         for r in &ws.receipts {
             // A duplicate's rejection never replaces the receipt of the original.
             if matches!(r.outcome, crate::view::Outcome::Rejected { code: apply::RejectCode::Duplicate, .. }) {
                 continue;
             }
-            b.put(Cf::Receipts, self.k(r.record_id.as_bytes()), codec::encode(r));
+            b.put_parts(Cf::Receipts, &[p, r.record_id.as_bytes()], &[&codec::encode(r)]);
         }
         for (level, index, h) in &ws.log_nodes {
-            b.put(Cf::LogNodes, self.k(&log_key(*level, *index)), h.as_bytes().to_vec());
+            b.put_parts(Cf::LogNodes, &[p, &[*level], &index.to_be_bytes()], &[h.as_bytes()]);
         }
         for (h, node) in &ws.smt_nodes {
-            b.put(Cf::SmtNodes, self.k(h.as_bytes()), node.encode());
+            b.put_parts(Cf::SmtNodes, &[p, h.as_bytes()], &[&node.encode_array()]);
         }
-        for (key, value) in &ws.states {
-            let bytes = codec::encode(value);
-            b.put(Cf::States, self.k(&codec::encode(key)), bytes.clone());
-            b.put(Cf::StateValues, self.k(value.value_hash().as_bytes()), bytes);
+        for s in &ws.states {
+            b.put_parts(Cf::States, &[p, &s.key_bytes], &[&s.value_bytes]);
+            b.put_parts(Cf::StateValues, &[p, s.value_hash.as_bytes()], &[&s.value_bytes]);
         }
         for (subject, seq, id) in &ws.subject_records {
-            b.put(
+            let subject = subject.to_string();
+            b.put_parts(
                 Cf::SubjectRecords,
-                self.k(&[lenpref(&subject.to_string()), seq.to_be_bytes().to_vec()].concat()),
-                id.as_bytes().to_vec(),
+                &[p, &len16(&subject), subject.as_bytes(), &seq.to_be_bytes()],
+                &[id.as_bytes()],
             );
         }
         for (org, index, id) in &ws.org_records {
-            b.put(
-                Cf::OrgRecords,
-                self.k(&[lenpref(org.as_str()), index.to_be_bytes().to_vec()].concat()),
-                id.as_bytes().to_vec(),
-            );
+            let org = org.as_str();
+            b.put_parts(Cf::OrgRecords, &[p, &len16(org), org.as_bytes(), &index.to_be_bytes()], &[id.as_bytes()]);
         }
         for (code, iss) in &ws.listed_codes {
-            b.put(Cf::ListedCodes, self.k(code.to_string().as_bytes()), codec::encode(iss));
+            b.put_parts(Cf::ListedCodes, &[p, code.to_string().as_bytes()], &[&codec::encode(iss)]);
         }
         for r in &ws.ranges {
             let bucket = range_bucket_key(&r.gtin, &RangeBucket::of_range(&r.range));
-            b.put(Cf::Ranges, self.k(&[bucket, codec::encode(&r.range)].concat()), codec::encode(r));
+            b.put_parts(Cf::Ranges, &[p, &bucket, &codec::encode(&r.range)], &[&codec::encode(r)]);
         }
         for (lot, item) in &ws.lot_items {
-            b.put(Cf::LotItems, self.k(&[lenpref(&lot.to_string()), item.to_string().into_bytes()].concat()), vec![]);
+            let lot = lot.to_string();
+            b.put_parts(Cf::LotItems, &[p, &len16(&lot), lot.as_bytes(), item.to_string().as_bytes()], &[]);
         }
         for (org, s) in &ws.holdings_remove {
-            b.delete(Cf::Holdings, self.k(&[lenpref(org.as_str()), s.to_string().into_bytes()].concat()));
+            let org = org.as_str();
+            b.delete_parts(Cf::Holdings, &[p, &len16(org), org.as_bytes(), s.to_string().as_bytes()]);
         }
         for (org, s) in &ws.holdings_add {
-            b.put(Cf::Holdings, self.k(&[lenpref(org.as_str()), s.to_string().into_bytes()].concat()), vec![]);
+            let org = org.as_str();
+            b.put_parts(Cf::Holdings, &[p, &len16(org), org.as_bytes(), s.to_string().as_bytes()], &[]);
         }
         b
     }
@@ -405,6 +483,9 @@ impl<B: Backend> Store<B> {
     }
 
     pub fn state_value(&self, key: &StateKey) -> Result<Option<StateValue>, StoreError> {
+        if let Some(v) = self.states_recent.get(key) {
+            return Ok(Some(v.clone()));
+        }
         self.get_decoded(Cf::States, &codec::encode(key), "state")
     }
 
@@ -579,7 +660,8 @@ impl<B: Backend> Store<B> {
 
     // ---- integrity -----------------------------------------------------------------
 
-    /// Checks the stored ledger against its own head; see [`Verification`].
+    /// Checks the stored ledger against its own head; see [`Verification`]. Reads the
+    /// database itself, never the in-memory caches.
     pub fn verify(&self, level: Verification) -> Result<(), StoreError> {
         let head = &self.head;
         let fail = |m: String| Err(StoreError::Integrity(m));
@@ -595,13 +677,13 @@ impl<B: Backend> Store<B> {
                 return fail(format!("header {} does not match the head", head.height));
             }
         }
-        let root =
-            merkle::root_at(self, head.log_size).map_err(|e| StoreError::Integrity(format!("merkle log: {e}")))?;
+        let root = merkle::root_at(&OnDisk(self), head.log_size)
+            .map_err(|e| StoreError::Integrity(format!("merkle log: {e}")))?;
         if root != head.log_root {
             return fail(format!("log root from stored nodes is {root}, head says {}", head.log_root));
         }
         if head.state_root != Hash32::ZERO {
-            match self.smt_node(&head.state_root)? {
+            match OnDisk(self).smt_node(&head.state_root)? {
                 Some(n) if n.hash() == head.state_root => {}
                 Some(_) => return fail(format!("state-map root node {} does not hash to its key", head.state_root)),
                 None => return fail(format!("state-map root node {} is missing", head.state_root)),
@@ -666,7 +748,8 @@ impl<B: Backend> Store<B> {
                     codec::decode("state key", &k[p.len()..]).map_err(|e| StoreError::Integrity(e.to_string()))?;
                 let value: StateValue =
                     codec::decode("state value", &v).map_err(|e| StoreError::Integrity(format!("{key:?}: {e}")))?;
-                let in_map = smt::get(self, root, &key.map_key()).map_err(|e| StoreError::Integrity(e.to_string()))?;
+                let in_map =
+                    smt::get(&OnDisk(self), root, &key.map_key()).map_err(|e| StoreError::Integrity(e.to_string()))?;
                 if in_map != Some(value.value_hash()) {
                     return Err(StoreError::Integrity(format!(
                         "state entry {key:?} does not match the state root {root}"
@@ -676,7 +759,7 @@ impl<B: Backend> Store<B> {
             }
             start = [last.as_slice(), &[0u8]].concat();
         }
-        let leaves = smt::count_leaves(self, root).map_err(|e| StoreError::Integrity(e.to_string()))?;
+        let leaves = smt::count_leaves(&OnDisk(self), root).map_err(|e| StoreError::Integrity(e.to_string()))?;
         if leaves != count {
             return Err(StoreError::Integrity(format!("state map holds {leaves} entries, the store {count}")));
         }
@@ -729,6 +812,17 @@ fn range_bucket_key(gtin: &Gtin, bucket: &RangeBucket) -> Vec<u8> {
     k
 }
 
+/// The log index in a row of the records column family. The row is canonical `(log index,
+/// record)`: the version byte, then the index. Reading just that avoids decoding the record on
+/// the hot duplicate check.
+fn position_in_row(id: &RecordId, row: &[u8]) -> Result<u64, StorageError> {
+    let index: [u8; 8] = row
+        .get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StorageError(format!("record {id}: value of {} bytes is too short", row.len())))?;
+    Ok(u64::from_be_bytes(index))
+}
+
 fn log_key(level: u8, index: u64) -> Vec<u8> {
     let mut k = vec![level];
     k.extend_from_slice(&index.to_be_bytes());
@@ -755,20 +849,68 @@ impl SmtNodeStore for NoNodes {
     }
 }
 
-impl<B: Backend> LogNodeStore for Store<B> {
+/// The store's nodes as the backend holds them, past the caches: what the integrity check
+/// reads, so that it checks the database itself.
+struct OnDisk<'a, B: Backend>(&'a Store<B>);
+
+impl<B: Backend> LogNodeStore for OnDisk<'_, B> {
     fn log_node(&self, level: u8, index: u64) -> Result<Option<Hash32>, StorageError> {
-        match self.backend.get(Cf::LogNodes, &self.k(&log_key(level, index)))? {
+        let s = self.0;
+        match s.backend.get(Cf::LogNodes, &s.k(&log_key(level, index)))? {
             None => Ok(None),
             Some(b) => hash_from(&b, "log node").map(Some).map_err(|e| StorageError(e.to_string())),
         }
     }
 }
 
-impl<B: Backend> SmtNodeStore for Store<B> {
+impl<B: Backend> SmtNodeStore for OnDisk<'_, B> {
     fn smt_node(&self, hash: &Hash32) -> Result<Option<SmtNode>, StorageError> {
-        match self.backend.get(Cf::SmtNodes, &self.k(hash.as_bytes()))? {
+        let s = self.0;
+        match s.backend.get(Cf::SmtNodes, &s.k(hash.as_bytes()))? {
             None => Ok(None),
             Some(b) => SmtNode::decode(&b).map(Some).map_err(|e| StorageError(format!("state-map node {hash}: {e}"))),
+        }
+    }
+}
+
+impl<B: Backend> LogNodeStore for Store<B> {
+    fn log_node(&self, level: u8, index: u64) -> Result<Option<Hash32>, StorageError> {
+        match self.log_top.get(level, index) {
+            Some(h) => Ok(Some(h)),
+            None => OnDisk(self).log_node(level, index),
+        }
+    }
+
+    /// The cached upper levels from memory, the rest in one batched read.
+    fn log_nodes(&self, nodes: &[(u8, u64)]) -> Result<Vec<Option<Hash32>>, StorageError> {
+        let mut out: Vec<Option<Hash32>> = nodes.iter().map(|&(level, index)| self.log_top.get(level, index)).collect();
+        let (at, keys): (Vec<usize>, Vec<Vec<u8>>) = nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| out[*i].is_none())
+            .map(|(i, &(level, index))| (i, self.k(&log_key(level, index))))
+            .unzip();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let got = self.backend.multi_get(Cf::LogNodes, &keys)?;
+        if got.len() != keys.len() {
+            return Err(StorageError(format!("asked the backend for {} log nodes, got {}", keys.len(), got.len())));
+        }
+        for (i, v) in at.into_iter().zip(got) {
+            if let Some(b) = v {
+                out[i] = Some(hash_from(&b, "log node").map_err(|e| StorageError(e.to_string()))?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl<B: Backend> SmtNodeStore for Store<B> {
+    fn smt_node(&self, hash: &Hash32) -> Result<Option<SmtNode>, StorageError> {
+        match self.smt_recent.get(hash) {
+            Some(node) => Ok(Some(node.clone())),
+            None => OnDisk(self).smt_node(hash),
         }
     }
 }
@@ -783,14 +925,19 @@ impl<B: Backend> LedgerView for Store<B> {
     }
 
     fn record_position(&self, id: &RecordId) -> Result<Option<u64>, StorageError> {
-        // The value is canonical (log index, record): the version byte, then the index.
-        // Reading just that avoids decoding the record on the hot duplicate check.
-        let Some(v) = self.backend.get(Cf::Records, &self.k(id.as_bytes()))? else { return Ok(None) };
-        let index: [u8; 8] = v
-            .get(1..9)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| StorageError(format!("record {id}: value of {} bytes is too short", v.len())))?;
-        Ok(Some(u64::from_be_bytes(index)))
+        let v = self.backend.get(Cf::Records, &self.k(id.as_bytes()))?;
+        v.map(|v| position_in_row(id, &v)).transpose()
+    }
+
+    /// One batched read. The rows read back are those of records that are in the asking
+    /// block too (same bytes), so together they are no larger than the block.
+    fn record_positions(&self, ids: &[RecordId]) -> Result<Vec<Option<u64>>, StorageError> {
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| self.k(id.as_bytes())).collect();
+        let rows = self.backend.multi_get(Cf::Records, &keys)?;
+        if rows.len() != ids.len() {
+            return Err(StorageError(format!("asked the backend for {} records, got {}", ids.len(), rows.len())));
+        }
+        ids.iter().zip(rows).map(|(id, v)| v.map(|v| position_in_row(id, &v)).transpose()).collect()
     }
 
     fn listed_code(&self, code: &SubjectId) -> Result<Option<Issuance>, StorageError> {
@@ -826,5 +973,132 @@ impl<B: Backend> LedgerView for Store<B> {
             .into_iter()
             .map(|(_, v)| codec::decode("range issuance", &v).map_err(|e| StorageError(e.to_string())))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merkle::MemLogStore;
+    use crate::testkit::{Fixture, T0_MS};
+
+    /// A store on memory with `blocks` more blocks of `per_block` issuances each.
+    fn grow(fx: &Fixture, store: &mut Store<crate::kv::MemBackend>, blocks: u64, per_block: u64) {
+        for _ in 0..blocks {
+            let h = store.head().height + 1;
+            let t = T0_MS + 1_000 * h;
+            let recs = (0..per_block).map(|i| fx.sign("nutri", t, fx.issue_range(&format!("B{h}X{i}"), 10))).collect();
+            let (_, receipts) = store.apply_block(&fx.block(h, t, recs)).unwrap();
+            assert!(receipts.iter().all(|r| matches!(r.outcome, crate::view::Outcome::Accepted { .. })));
+        }
+    }
+
+    /// The log as the stored records say it is, built without any cache.
+    fn reference(store: &Store<crate::kv::MemBackend>) -> MemLogStore {
+        let size = store.head().log_size;
+        let leaves: Vec<Hash32> =
+            (0..size).map(|i| merkle::leaf_hash(store.record_id_at(i).unwrap().unwrap().as_bytes())).collect();
+        let mut mem = MemLogStore::new();
+        mem.apply(&merkle::append(&mem, 0, &leaves).unwrap());
+        mem
+    }
+
+    fn assert_serves_the_log(store: &Store<crate::kv::MemBackend>, sizes: &[u64]) {
+        let mem = reference(store);
+        let size = store.head().log_size;
+        for level in 0..10u8 {
+            for index in 0..=(size >> level) {
+                assert_eq!(store.log_node(level, index).unwrap(), mem.log_node(level, index).unwrap());
+            }
+        }
+        for &n in sizes {
+            assert_eq!(merkle::root_at(store, n).unwrap(), merkle::root_at(&mem, n).unwrap(), "root at {n}");
+            for i in 0..n {
+                assert_eq!(store.inclusion_proof(i, n).unwrap(), merkle::inclusion_proof(&mem, i, n).unwrap());
+            }
+            for old in 0..=n {
+                assert_eq!(store.consistency_proof(old, n).unwrap(), merkle::consistency_proof(&mem, old, n).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn the_log_cache_serves_what_the_stored_nodes_say() {
+        let fx = Fixture::new();
+        let mut store = fx.mem_store();
+        // A bound of 40 hashes: at 300 leaves the cache holds levels 4 and up, and reads
+        // below go to the backend, one batch per proof.
+        store.log_top = LogTop::empty(40);
+        grow(&fx, &mut store, 12, 25);
+        assert_serves_the_log(&store, &[1, 2, 3, 16, 17, 100, 255, 256, 257, 299, 300]);
+        // Loaded from the backend, as on open.
+        store.load_caches().unwrap();
+        assert_serves_the_log(&store, &[5, 64, 200, 300]);
+        // Grown past what the bound allowed for the old size: lower levels are dropped.
+        grow(&fx, &mut store, 9, 25);
+        assert_eq!(store.head().log_size, 525);
+        assert_serves_the_log(&store, &[300, 511, 512, 513, 525]);
+        // The default bound holds everything of so small a log.
+        let mut whole = fx.mem_store();
+        grow(&fx, &mut whole, 3, 30);
+        assert_eq!(
+            whole.log_top.get(0, 89),
+            whole.backend.get(Cf::LogNodes, &whole.k(&log_key(0, 89))).unwrap().map(|b| hash_from(&b, "t").unwrap())
+        );
+        assert_serves_the_log(&whole, &[1, 45, 90]);
+    }
+
+    #[test]
+    fn the_integrity_check_reads_the_database_not_the_caches() {
+        let fx = Fixture::new();
+        let mut store = fx.mem_store();
+        grow(&fx, &mut store, 2, 4);
+        store.verify(Verification::Full).unwrap();
+        // Behind the store's back: the level-3 node over leaves 0..8, which the root is folded
+        // from and which the log cache holds.
+        let key = store.k(&log_key(3, 0));
+        let good = store.log_top.get(3, 0).expect("cached");
+        let mut b = Batch::default();
+        b.put(Cf::LogNodes, key.clone(), vec![7; 32]);
+        store.backend.write(b).unwrap();
+        let e = store.verify(Verification::Quick).unwrap_err();
+        assert!(e.to_string().contains("log root"), "{e}");
+        let mut b = Batch::default();
+        b.put(Cf::LogNodes, key, good.as_bytes().to_vec());
+        store.backend.write(b).unwrap();
+        store.verify(Verification::Quick).unwrap();
+        // Likewise the state-map root, which the state-map cache holds.
+        let root = store.head().state_root;
+        assert!(store.smt_recent.get(&root).is_some());
+        let mut b = Batch::default();
+        b.delete(Cf::SmtNodes, store.k(root.as_bytes()));
+        store.backend.write(b).unwrap();
+        let e = store.verify(Verification::Quick).unwrap_err();
+        assert!(e.to_string().contains("state-map root node") && e.to_string().contains("missing"), "{e}");
+    }
+
+    #[test]
+    fn rows_built_from_record_bytes_are_the_canonical_encodings() {
+        let fx = Fixture::new();
+        let t = T0_MS + 1_000;
+        let mut gov = fx.sign("samr", t, fx.issue_range("G", 1));
+        let reg = fx.member("customs-pingtan");
+        gov.approve(fx.ledger(), reg.id.clone(), reg.key_id.clone(), &reg.key);
+        let plain = fx.sign("nutri", t, fx.issue_range("P", 3));
+        for rec in [&plain, &gov] {
+            let bytes = rec.to_bytes();
+            assert_eq!(
+                rec.signing_message_from(fx.ledger(), &bytes),
+                crate::record::signing_message(fx.ledger(), &rec.record)
+            );
+            let mut row = codec::encode(&7u64);
+            codec::append_field(&mut row, &bytes);
+            assert_eq!(row, codec::encode(&(7u64, rec)));
+        }
+        let block = fx.block(3, t, vec![plain.clone(), gov.clone(), plain]);
+        let encoded: Vec<Vec<u8>> = block.records.iter().map(SignedRecord::to_bytes).collect();
+        assert_eq!(block.to_bytes_from_records(&encoded), block.to_bytes());
+        let empty = fx.block(4, t, vec![]);
+        assert_eq!(empty.to_bytes_from_records(&[]), empty.to_bytes());
     }
 }

@@ -1,19 +1,21 @@
 //! What apply reads, and what it writes: the boundary between the pure core and storage.
 //!
-//! [`LedgerView`] is the read side of a ledger at one height; the RocksDB store and the
-//! in-memory [`crate::mem::MemLedger`] implement it. [`WriteSet`] is everything one block
-//! changes, produced by [`crate::apply::apply_block`] and written atomically by the store.
+//! [`LedgerView`] is the read side of a ledger at one height; [`crate::store::Store`]
+//! implements it over RocksDB or memory. [`WriteSet`] is everything one block changes,
+//! produced by [`crate::apply::apply_block`] and written atomically by the store; it carries
+//! the canonical bytes apply computed (records, block, states), so the store encodes
+//! nothing again.
 
 use serde::{Deserialize, Serialize};
 
-use crate::block::{Block, BlockHeader};
+use crate::block::BlockHeader;
 use crate::hash::{Hash32, StorageError};
 use crate::ids::{Gtin, SerialRange, SubjectId};
 use crate::merkle::LogNodeStore;
 use crate::org::{LedgerId, OrgId};
-use crate::record::{RecordId, SignedRecord};
+use crate::record::RecordId;
 use crate::smt::{SmtNode, SmtNodeStore};
-use crate::state::{StateKey, StateValue};
+use crate::state::{StateKey, StateValue, StateWrite};
 
 /// The latest applied block, as a store remembers it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +84,11 @@ pub trait LedgerView: LogNodeStore + SmtNodeStore {
     fn state(&self, key: &StateKey) -> Result<Option<StateValue>, StorageError>;
     /// Log index of an accepted record.
     fn record_position(&self, id: &RecordId) -> Result<Option<u64>, StorageError>;
+    /// [`LedgerView::record_position`] of several records, in the order asked: apply asks
+    /// for every record of a block at once, and a store may answer faster in one call.
+    fn record_positions(&self, ids: &[RecordId]) -> Result<Vec<Option<u64>>, StorageError> {
+        ids.iter().map(|id| self.record_position(id)).collect()
+    }
     /// A code issued by a list (GS1 serial list or another scheme), by canonical subject.
     fn listed_code(&self, code: &SubjectId) -> Result<Option<Issuance>, StorageError>;
     /// Listed GS1 serials of `gtin` whose canonical subject string starts with
@@ -117,7 +124,8 @@ pub struct Receipt {
 pub struct AcceptedRecord {
     pub id: RecordId,
     pub log_index: u64,
-    pub record: SignedRecord,
+    /// The signed record's canonical bytes (what `id` hashes), as the store keeps them.
+    pub bytes: Vec<u8>,
     /// Subjects whose chains the record joined, in order.
     pub subjects: Vec<SubjectId>,
 }
@@ -126,12 +134,13 @@ pub struct AcceptedRecord {
 #[derive(Clone, Debug, Default)]
 pub struct WriteSet {
     pub header: Option<BlockHeader>,
-    pub block: Option<Block>,
+    /// The block's canonical bytes ([`crate::block::Block::to_bytes`]).
+    pub block_bytes: Option<Vec<u8>>,
     pub head: Option<Head>,
     pub accepted: Vec<AcceptedRecord>,
     pub receipts: Vec<Receipt>,
-    /// Final values of every state entry the block changed.
-    pub states: Vec<(StateKey, StateValue)>,
+    /// Final values of every state entry the block changed, in key order.
+    pub states: Vec<StateWrite>,
     pub log_nodes: Vec<(u8, u64, Hash32)>,
     pub smt_nodes: Vec<(Hash32, SmtNode)>,
     /// (subject, sequence number in its chain, record).

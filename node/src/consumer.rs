@@ -8,7 +8,9 @@
 //! ([`verify_bundle`] against the genesis validators) and the browser's own (`verify.js`
 //! checks the same bundle with vendored blake3 and ed25519, against validator keys the
 //! page carries from the genesis file). `Accept: application/json` gets the same view as
-//! JSON; `…/bundle` the trace bundle; `…/qr.png` and `…/qr.svg` the code's QR code.
+//! JSON; `…/bundle` the trace bundle; `…/epcis` (or `Accept: application/ld+json`) the
+//! trace as an EPCIS 2.0 document ([`veritrace_ledger::epcis`], docs/epcis.md); `…/qr.png`
+//! and `…/qr.svg` the code's QR code.
 //!
 //! Everything shown comes from the trace bundle at the latest complete checkpoint, so the
 //! page says nothing the proofs do not cover. The bundle and the trace come from
@@ -31,9 +33,10 @@ use axum::routing::get;
 use serde::Serialize;
 use tonic::{Code, Status};
 use veritrace_ledger::bundle::{BundleError, BundleVerdict, TraceBundle, verify_bundle};
+use veritrace_ledger::epcis;
 use veritrace_ledger::ids::{DigitalLink, SubjectId, parse_digital_link};
 use veritrace_ledger::org::{Genesis, OrgId, ValidatorSet};
-use veritrace_ledger::record::{CodeSet, IssueCodes, RecordBody, RegulatoryKind, Verdict};
+use veritrace_ledger::record::{CodeSet, IssueCodes, RecordBody, RegulatoryKind, SignedRecord, Verdict};
 use veritrace_proto::v1 as pb;
 
 use crate::qr;
@@ -42,6 +45,10 @@ use crate::service::Services;
 
 /// Path suffix of the trace bundle of a code.
 pub const BUNDLE_SUFFIX: &str = "bundle";
+/// Path suffix of the trace of a code as an EPCIS 2.0 JSON-LD document.
+pub const EPCIS_SUFFIX: &str = "epcis";
+/// Media type of an EPCIS 2.0 document in JSON-LD.
+pub const EPCIS_MEDIA_TYPE: &str = "application/ld+json";
 /// Path suffix of the PNG QR code of a code.
 pub const QR_PNG_SUFFIX: &str = "qr.png";
 /// Path suffix of the SVG QR code of a code.
@@ -93,7 +100,7 @@ pub async fn not_found(headers: HeaderMap, uri: Uri) -> Response {
         title: "Page not found",
         message: format!("{} is not a page of this node; product pages are at /01/{{gtin}}/21/{{serial}}", uri.path()),
     }
-    .respond(wants_json(&headers))
+    .respond(wants(&headers) != Wants::Html)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -104,6 +111,7 @@ pub async fn not_found(headers: HeaderMap, uri: Uri) -> Response {
 enum Resource {
     Page,
     Bundle,
+    Epcis,
     QrPng,
     QrSvg,
 }
@@ -126,6 +134,7 @@ impl Target {
         };
         let (base, resource) = match path.rsplit_once('/') {
             Some((base, BUNDLE_SUFFIX)) => (base, Resource::Bundle),
+            Some((base, EPCIS_SUFFIX)) => (base, Resource::Epcis),
             Some((base, QR_PNG_SUFFIX)) => (base, Resource::QrPng),
             Some((base, QR_SVG_SUFFIX)) => (base, Resource::QrSvg),
             _ => return Err(whole),
@@ -158,10 +167,18 @@ impl Target {
     }
 }
 
-/// Whether the client prefers JSON to HTML (`Accept`, with q-values); browsers get HTML.
-fn wants_json(headers: &HeaderMap) -> bool {
-    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else { return false };
-    let (mut json, mut html) = (0u32, 0u32);
+/// What a client asks a page for (`Accept`, with q-values): HTML, unless it ranks JSON or
+/// an EPCIS document (`application/ld+json`) above it. Browsers get HTML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wants {
+    Html,
+    Json,
+    Epcis,
+}
+
+fn wants(headers: &HeaderMap) -> Wants {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else { return Wants::Html };
+    let (mut json, mut html, mut ld) = (0u32, 0u32, 0u32);
     for range in accept.split(',') {
         let mut parts = range.split(';');
         let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
@@ -179,14 +196,22 @@ fn wants_json(headers: &HeaderMap) -> bool {
         match media.as_str() {
             "application/json" => json = json.max(q),
             "text/html" => html = html.max(q),
+            EPCIS_MEDIA_TYPE => ld = ld.max(q),
             _ => {}
         }
     }
-    json > html
+    if ld > html && ld > json {
+        Wants::Epcis
+    } else if json > html {
+        Wants::Json
+    } else {
+        Wants::Html
+    }
 }
 
 async fn digital_link(State(s): State<Arc<Services>>, headers: HeaderMap, uri: Uri) -> Response {
-    let json = wants_json(&headers);
+    let wants = wants(&headers);
+    let json = wants != Wants::Html;
     let target = match Target::parse(uri.path()) {
         Ok(t) => t,
         Err(message) => {
@@ -197,10 +222,16 @@ async fn digital_link(State(s): State<Arc<Services>>, headers: HeaderMap, uri: U
     let Ok(_permit) = IN_FLIGHT.try_acquire() else {
         return Failure::unavailable("this node is serving too many pages at once; retry shortly").respond(json);
     };
-    let result = match target.resource {
-        Resource::Page => page(&s, &target, json).await,
-        Resource::Bundle => bundle(&s, &target, uri.query()).await,
-        Resource::QrPng | Resource::QrSvg => qr_code(&s, &target, &headers).await,
+    let result = match (target.resource, wants) {
+        // The page's query holds Digital Link attributes (`?17=281120`), not a height.
+        (Resource::Page, Wants::Epcis) => epcis_document(&s, &target, None).await,
+        (Resource::Page, _) => page(&s, &target, json).await,
+        (Resource::Epcis, _) => match bundle_height(uri.query()) {
+            Ok(height) => epcis_document(&s, &target, height).await,
+            Err(f) => Err(f),
+        },
+        (Resource::Bundle, _) => bundle(&s, &target, uri.query()).await,
+        (Resource::QrPng | Resource::QrSvg, _) => qr_code(&s, &target, &headers).await,
     };
     result.unwrap_or_else(|f| f.respond(json))
 }
@@ -232,7 +263,29 @@ async fn bundle(s: &Arc<Services>, target: &Target, query: Option<&str>) -> Resu
     Ok(resp)
 }
 
-/// `height=H` from the query string of a bundle request; nothing else is accepted.
+/// The trace as an EPCIS 2.0 document, made from the bundle at the complete checkpoint at
+/// `height` (the latest if `None`), so it holds what the page shows: every record of the
+/// code, its lot and its logistic unit that the checkpoint covers. Its `creationDate` is
+/// the checkpoint's time: every node serves the same bytes for the same checkpoint.
+async fn epcis_document(s: &Arc<Services>, target: &Target, height: Option<u64>) -> Result<Response, Failure> {
+    let bundle = fetch_bundle(s, target, height).await?;
+    let records: Vec<(u64, &SignedRecord)> = bundle.records.iter().map(|r| (r.log_index, &r.record)).collect();
+    let h = &bundle.checkpoint.header;
+    let info = epcis::DocumentInfo {
+        ledger_id: &s.genesis.ledger_id,
+        code: &bundle.code,
+        height: h.height,
+        created_ms: h.time_ms,
+    };
+    let body = serde_json::to_string_pretty(&epcis::export_document(&info, &records)).map_err(Failure::internal_of)?;
+    let mut resp = respond(StatusCode::OK, EPCIS_MEDIA_TYPE, body);
+    let cache = if height.is_some() { "public, max-age=31536000, immutable" } else { "no-store" };
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    resp.headers_mut().insert(header::VARY, HeaderValue::from_static("accept"));
+    Ok(resp)
+}
+
+/// `height=H` from the query string of a bundle or EPCIS request; nothing else is accepted.
 fn bundle_height(query: Option<&str>) -> Result<Option<u64>, Failure> {
     let mut height = None;
     for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
@@ -593,6 +646,8 @@ pub struct TrustedValidator {
 pub struct Links {
     pub page: String,
     pub bundle: String,
+    /// The same records as an EPCIS 2.0 document (docs/epcis.md).
+    pub epcis: String,
     pub qr_png: String,
     pub qr_svg: String,
 }
@@ -814,6 +869,7 @@ impl ConsumerView {
             links: Links {
                 page: format!("/{path}"),
                 bundle: format!("/{path}/{BUNDLE_SUFFIX}?height={}", h.height),
+                epcis: format!("/{path}/{EPCIS_SUFFIX}?height={}", h.height),
                 qr_png: format!("/{path}/{QR_PNG_SUFFIX}"),
                 qr_svg: format!("/{path}/{QR_SVG_SUFFIX}"),
             },
@@ -976,7 +1032,8 @@ impl ConsumerView {
             "<footer class=\"card small\"><p>As of checkpoint at height <b data-vt=\"checkpoint.height\">{}</b>, {} \
              ({} records in the ledger's log).</p>\
              <p>Ledger <code>{}</code>, genesis <code title=\"{}\">{}…</code>; validators: {}.</p>\
-             <p><a href=\"{}\">trace bundle (JSON)</a> · <a href=\"{}\">QR code (PNG)</a> · <a href=\"{}\">QR code (SVG)</a> · \
+             <p><a href=\"{}\">trace bundle (JSON)</a> · <a href=\"{}\">EPCIS 2.0 events</a> · \
+             <a href=\"{}\">QR code (PNG)</a> · <a href=\"{}\">QR code (SVG)</a> · \
              the same page as JSON with <code>Accept: application/json</code></p></footer>",
             c.height,
             esc(&c.time),
@@ -986,6 +1043,7 @@ impl ConsumerView {
             esc(&self.trust.genesis_hash[..16]),
             esc(&validators.join(", ")),
             esc(&self.links.bundle),
+            esc(&self.links.epcis),
             esc(&self.links.qr_png),
             esc(&self.links.qr_svg),
         );
@@ -1230,14 +1288,18 @@ mod tests {
     }
 
     #[test]
-    fn json_only_when_preferred_to_html() {
-        assert!(wants_json(&accept("application/json")));
-        assert!(wants_json(&accept("application/json, text/html;q=0.9")));
-        assert!(wants_json(&accept("text/html;q=0.5, application/json;q=0.8")));
-        assert!(!wants_json(&accept("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")));
-        assert!(!wants_json(&accept("*/*")));
-        assert!(!wants_json(&accept("text/html, application/json")));
-        assert!(!wants_json(&HeaderMap::new()));
+    fn json_or_epcis_only_when_preferred_to_html() {
+        assert_eq!(wants(&accept("application/json")), Wants::Json);
+        assert_eq!(wants(&accept("application/json, text/html;q=0.9")), Wants::Json);
+        assert_eq!(wants(&accept("text/html;q=0.5, application/json;q=0.8")), Wants::Json);
+        assert_eq!(wants(&accept("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")), Wants::Html);
+        assert_eq!(wants(&accept("*/*")), Wants::Html);
+        assert_eq!(wants(&accept("text/html, application/json")), Wants::Html);
+        assert_eq!(wants(&HeaderMap::new()), Wants::Html);
+        assert_eq!(wants(&accept("application/ld+json")), Wants::Epcis);
+        assert_eq!(wants(&accept("application/ld+json, application/json;q=0.9")), Wants::Epcis);
+        assert_eq!(wants(&accept("application/ld+json, application/json")), Wants::Json);
+        assert_eq!(wants(&accept("text/html, application/ld+json;q=0.5")), Wants::Html);
     }
 
     #[test]
@@ -1248,6 +1310,8 @@ mod tests {
         assert_eq!(t.resource, Resource::QrPng);
         assert_eq!(t.path(), "01/09312345000012/10/L%2F1/21/S1");
         assert_eq!(Target::parse("/01/09312345000012/21/S1/bundle").unwrap().resource, Resource::Bundle);
+        assert_eq!(Target::parse("/01/09312345000012/21/S1/epcis").unwrap().resource, Resource::Epcis);
+        assert_eq!(Target::parse("/00/093123450000000012/epcis/").unwrap().resource, Resource::Epcis);
         assert_eq!(Target::parse("/01/09312345000012/21/S1/qr.svg/").unwrap().resource, Resource::QrSvg);
         // A serial may be called "bundle": the whole path wins.
         let t = Target::parse("/01/09312345000012/21/bundle").unwrap();

@@ -1,6 +1,6 @@
 //! The node's listeners: gRPC (the Ledger service, grpc.health.v1, server reflection) and
-//! HTTP (health, Prometheus metrics, and the consumer page with its bundle, QR codes and
-//! static assets: [`crate::consumer`]).
+//! HTTP (health, Prometheus metrics, and the consumer page with its bundle, EPCIS document,
+//! QR codes and static assets: [`crate::consumer`]).
 
 use std::sync::Arc;
 

@@ -109,7 +109,8 @@ mod tests {
     fn checkpoint_round_trips_and_refuses_disagreeing_fields() {
         let fx = Fixture::new();
         let mut store = fx.mem_store();
-        let block = fx.block(1, 1_000, vec![fx.sign("nutri", 1_000, fx.issue_range("L1", 10))]);
+        let t = fx.genesis.genesis_time_ms + 1_000;
+        let block = fx.block(1, t, vec![fx.sign("nutri", t, fx.issue_range("L1", 10))]);
         let (header, _) = store.apply_block(&block).expect("apply");
         let cp = fx.checkpoint(&header);
         let mut m = checkpoint_pb(&cp, true);
