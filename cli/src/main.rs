@@ -5,13 +5,14 @@
 //! codes for labels in [`qr`]; the commands that talk to a node over gRPC in [`records`]
 //! (signing and submitting one record per kind), [`gov`] (governance), [`query`] (traces,
 //! proofs, bundles, checkpoints), [`audit`] (the checkpoint monitor) and [`epcis`] (EPCIS
-//! 2.0 export and import), all through [`client`]. Exit codes are in [`exit`] and docs/cli.md.
+//! 2.0 export and import), all through [`client`]; [`bench`] measures a network (and etcd). Exit codes are in [`exit`] and docs/cli.md.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod audit;
+mod bench;
 mod client;
 mod devnet_cmd;
 mod epcis;
@@ -105,6 +106,11 @@ enum Cmd {
     /// EPCIS 2.0: export a trace as JSON-LD events, import events as signed records.
     #[command(subcommand)]
     Epcis(epcis::EpcisCmd),
+
+    /// Committed records/s and commit latency of a network under N concurrent clients.
+    Bench(bench::BenchArgs),
+    /// The same measure of an etcd cluster's puts, for comparison (docs/performance.md).
+    BenchEtcd(bench::BenchEtcdArgs),
 }
 
 fn main() -> ExitCode {
@@ -152,5 +158,7 @@ fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
         Cmd::Bundle(a) => query::bundle(a, out),
         Cmd::Audit(a) => audit::run(a, out),
         Cmd::Epcis(cmd) => epcis::run(cmd, out),
+        Cmd::Bench(a) => bench::run(a, out),
+        Cmd::BenchEtcd(a) => bench::run_etcd(a, out),
     }
 }

@@ -17,6 +17,10 @@ pub const BATCH_DEADLINE_MS_DEFAULT: u64 = 10;
 pub const BATCH_IN_FLIGHT_MAX_DEFAULT: u32 = 4;
 /// Default submissions queued at the leader before new ones are refused as busy.
 pub const SUBMIT_QUEUE_MAX_DEFAULT: u32 = 20_000;
+/// Most blocks in one Raft append. openraft times an append out after one heartbeat, and a
+/// far-behind follower is sent full appends back to back: a few full blocks must travel
+/// and be synced well inside it, or the follower never catches up.
+pub const APPEND_ENTRIES_BLOCKS_MAX: u64 = 8;
 /// Default Raft log entries between snapshots.
 pub const SNAPSHOT_INTERVAL_DEFAULT: u64 = 5_000;
 
@@ -163,6 +167,7 @@ impl Config {
                 .raft
                 .snapshot_interval
                 .min(veritrace_consensus::ConsensusConfig::default().snapshot_logs_to_keep),
+            payload_entries_max: APPEND_ENTRIES_BLOCKS_MAX,
             ..Default::default()
         }
     }

@@ -44,7 +44,10 @@ pub async fn grpc(services: Arc<Services>, listener: TcpListener, shutdown: watc
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ledger)
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stopped(shutdown))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            stopped(shutdown),
+        )
         .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "grpc server stopped");
