@@ -210,10 +210,16 @@ pub fn records_by_org(store: &LedgerStore, req: &pb::RecordsByOrgRequest) -> Res
     if store.state_value(&StateKey::Org(org.clone())).map_err(store_status)?.is_none() {
         return Err(Status::not_found(format!("no organisation {org}")));
     }
-    let ids = store.org_record_ids(&org, req.from, limit + 1).map_err(store_status)?;
-    let next_from = if ids.len() > limit as usize { ids[limit as usize].0 } else { 0 };
-    let records =
-        ids.iter().take(limit as usize).map(|(_, id)| record_by_id(store, id)).collect::<Result<Vec<_>, _>>()?;
+    let ids = store.org_record_ids(&org, req.from, limit).map_err(store_status)?;
+    // Whether a next page exists is asked separately: the store caps one scan at PAGE_MAX,
+    // so asking for `limit + 1` at the maximum page would never see the next record.
+    let next_from = match ids.last() {
+        Some((last, _)) if ids.len() == limit as usize => {
+            store.org_record_ids(&org, last + 1, 1).map_err(store_status)?.first().map_or(0, |(i, _)| *i)
+        }
+        _ => 0,
+    };
+    let records = ids.iter().map(|(_, id)| record_by_id(store, id)).collect::<Result<Vec<_>, _>>()?;
     Ok(pb::RecordsByOrgResponse { records, next_from })
 }
 
@@ -320,4 +326,31 @@ pub fn bundle(store: &LedgerStore, code: &SubjectId, checkpoint: Checkpoint) -> 
         StoreError::NotFound(what) => Status::not_found(format!("{what} not found at this checkpoint")),
         other => Status::internal(other.to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veritrace_ledger::store::OpenOptions;
+    use veritrace_ledger::testkit::Fixture;
+
+    #[test]
+    fn records_by_org_pages_past_a_full_maximum_page() {
+        let fx = Fixture::new();
+        let dir = tempfile::tempdir().unwrap();
+        let backend = RocksBackend::open(dir.path()).unwrap();
+        let mut store = Store::create(backend, &fx.genesis, OpenOptions::default()).unwrap();
+        let t = fx.genesis.genesis_time_ms + 1_000;
+        let records = (0..PAGE_MAX as u64 + 1)
+            .map(|i| fx.sign_nonce("nutri", t, i, fx.issue_range(&format!("P{i}"), 1)))
+            .collect();
+        store.apply_block(&fx.block(1, t, records)).unwrap();
+        let page = |from| {
+            records_by_org(&store, &pb::RecordsByOrgRequest { org: "nutri".into(), from, limit: PAGE_MAX }).unwrap()
+        };
+        let first = page(0);
+        assert_eq!((first.records.len(), first.next_from), (PAGE_MAX as usize, u64::from(PAGE_MAX)));
+        let second = page(first.next_from);
+        assert_eq!((second.records.len(), second.next_from), (1, 0));
+    }
 }

@@ -3,6 +3,8 @@
 //! organisations, and the waits multi-process tests need. Everything it starts is
 //! stopped when the [`Network`] handle drops.
 
+pub mod faults;
+
 use std::time::{Duration, Instant};
 
 use veritrace_devnet::config::{RaftSettings, Tuning};
