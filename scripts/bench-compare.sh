@@ -33,7 +33,10 @@ while [ $# -gt 0 ]; do
 done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+# The same set-up as the tests and the demo: packages, and the shared target directory
+# (building into ./target instead would compile RocksDB again).
+source "$ROOT/scripts/setup.sh"
+TARGET=$CARGO_TARGET_DIR
 VT="$TARGET/debug/veritrace"
 
 echo "== building (cargo build --workspace --bins)"

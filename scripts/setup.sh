@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building veritrace needs and is missing on this machine (Debian), and
-# exports the shared target directory. Sourced by scripts/test.sh and scripts/run.sh.
+# exports the shared target directory. Sourced by scripts/test.sh, scripts/demo.sh and
+# scripts/bench-compare.sh.
 # protoc is not installed here: the build takes it from the protoc-bin-vendored crate.
 set -euo pipefail
 
