@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 use veritrace_devnet::Network;
 use veritrace_devnet::cast::{CAST_KEY_ID, CCIC_AU, IMPORTER, NUTRI, NUTRI_GS1_PREFIX, SHOP};
+use veritrace_devnet::demo::base36;
 use veritrace_ledger::bundle::{TraceBundle, verify_bundle};
 use veritrace_ledger::hash::Hash32;
 use veritrace_ledger::ids::{Gtin, Lot, Serial, SerialRange, SubjectId};
@@ -542,7 +543,9 @@ async fn bench_veritrace(
 
     // Before the clock: one lot per record of a request, per client, issued by nutri.
     let tag = run_tag();
-    let gtin: Gtin = veritrace_ledger::testkit::gtin(NUTRI_GS1_PREFIX, 7);
+    let gtin = Gtin::under_company_prefix(NUTRI_GS1_PREFIX, 7)
+        .map_err(|e| anyhow!("benchmark product GTIN: {e}"))
+        .or_bad_input()?;
     let setup = Setup { signers: signers.clone(), product: product(&gtin), tag: tag.clone() };
     let mut lots: Vec<Vec<LotState>> = Vec::with_capacity(a.clients as usize);
     let mut issues = Vec::new();
@@ -721,17 +724,6 @@ async fn wait_for_checkpoint(conns: &[LedgerClient<Channel>], height: u64) -> Re
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// `n` in base 36 (digits and capitals), as lot numbers take it.
-fn base36(mut n: u64) -> String {
-    let mut out = Vec::new();
-    while n > 0 || out.is_empty() {
-        out.push(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[(n % 36) as usize]);
-        n /= 36;
-    }
-    out.reverse();
-    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Issues new lots, `batch` per request, until the clock runs out.

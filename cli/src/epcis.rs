@@ -252,7 +252,7 @@ fn import(a: &ImportArgs, out: &Out) -> Result<(), Failure> {
             }
             done.push(json!({
                 "index": p.event.index, "event_id": p.event.event_id,
-                "event_time": epcis::format_time(p.event.event_time_ms),
+                "event_time": veritrace_ledger::time::format_time(p.event.event_time_ms),
                 "source_record": p.event.source_record.map(|h| h.to_hex()),
                 "kind": p.record.body.kind().as_str(), "author": p.record.author, "record_id": signed.id().to_hex(),
                 "log_index": receipt.log_index, "height": receipt.height, "dropped": p.event.dropped,
@@ -302,7 +302,7 @@ fn import(a: &ImportArgs, out: &Out) -> Result<(), Failure> {
                     json!({
                             "ok": false, "exit_code": EXIT_REFUSED, "status": "rejected", "error": error,
                             "index": p.event.index, "event_id": p.event.event_id,
-                    "event_time": epcis::format_time(p.event.event_time_ms), "record_id": hex::encode(&r.record_id),
+                    "event_time": veritrace_ledger::time::format_time(p.event.event_time_ms), "record_id": hex::encode(&r.record_id),
                             "reject_code": r.reject_code, "reject_reason": r.reject_reason, "message": r.message,
                             "records": done,
                         }),

@@ -19,6 +19,7 @@ use veritrace_ledger::hash::Hash32;
 use veritrace_ledger::ids::SubjectId;
 use veritrace_ledger::merkle;
 use veritrace_ledger::org::{Genesis, OrgId};
+use veritrace_ledger::time::format_time;
 use veritrace_proto::v1 as pb;
 
 use crate::client::{Node, NodeArgs, decode_entry, node_hash, parse_record_id, rpc, runtime};
@@ -26,7 +27,7 @@ use crate::exit::{EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_VERIFY_FAILED, Failure,
 use crate::local::{parse_bundle, read_genesis, write_atomically};
 use crate::output::Out;
 use crate::records::report_receipt;
-use crate::render::{summary, utc};
+use crate::render::summary;
 
 /// Records asked for per page (the API's maximum).
 pub const PAGE_RECORDS_MAX: u32 = 1000;
@@ -200,7 +201,7 @@ fn entry(e: &pb::RecordEntry) -> Result<Entry, Failure> {
     let line = format!(
         "{:>8}  {}  {:<18} {:<16} {}",
         e.log_index,
-        utc(r.time_ms),
+        format_time(r.time_ms),
         r.body.kind().as_str(),
         r.author.as_str(),
         summary(&record)
@@ -442,7 +443,7 @@ pub fn checkpoint(a: &CheckpointArgs, out: &Out) -> Result<(), Failure> {
              proposer {}, signatures from {}\n{verdict}",
             h.height,
             h.ledger_id,
-            utc(h.time_ms),
+            format_time(h.time_ms),
             h.hash(),
             h.log_size,
             h.log_root,

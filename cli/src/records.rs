@@ -486,7 +486,7 @@ mod tests {
     #[test]
     fn sscc_accepts_digits_and_digital_link_forms() {
         let body = "09312345000000001";
-        let digits = format!("{body}{}", veritrace_ledger::testkit::gs1_check_digit(body));
+        let digits = format!("{body}{}", veritrace_ledger::ids::gs1_check_digit(body).unwrap());
         let want = Sscc::parse(&digits).unwrap();
         assert_eq!(parse_sscc(&digits).unwrap(), want);
         assert_eq!(parse_sscc(&format!("00/{digits}")).unwrap(), want);

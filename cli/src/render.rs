@@ -1,32 +1,10 @@
-//! How records and times read for people: one line per record, UTC timestamps.
+//! How records read for people: one line per record.
 
 use veritrace_ledger::ids::SubjectId;
 use veritrace_ledger::record::{CodeSet, GovernanceAction, RecordBody, RegulatoryKind, SignedRecord, Verdict};
 
 /// Subjects listed in full in a one-line summary; beyond that only the count is shown.
 const SUBJECTS_SHOWN_MAX: usize = 3;
-
-/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic Gregorian, UTC).
-pub fn utc(time_ms: u64) -> String {
-    let secs = time_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60, time_ms % 1000)
-}
-
-/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (year, month, day).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
 
 fn subjects(list: &[SubjectId]) -> String {
     if list.len() <= SUBJECTS_SHOWN_MAX {
@@ -103,18 +81,5 @@ pub fn summary(r: &SignedRecord) -> String {
             let approvers: Vec<&str> = r.approvals.iter().map(|a| a.org.as_str()).collect();
             if approvers.is_empty() { what } else { format!("{what}, approved by {}", approvers.join(", ")) }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_matches_known_instants() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(utc(1_767_225_600_000), "2026-01-01T00:00:00.000Z");
-        assert_eq!(utc(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(utc(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
     }
 }

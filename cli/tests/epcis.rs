@@ -12,57 +12,16 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
 use common::{Net, item, json_of, lot, nutri_gtin, sscc, text};
 use serde_json::Value;
+use veritrace_ledger::testkit::{assert_valid_epcis, shared_epcis_dir};
 
 /// Organisations that make the history, each with its key on the network.
 const MAKERS: [&str; 6] = ["nutri", "ccic-au", "importer", "shop", "samr", "customs-pingtan"];
-
-/// GS1's EPCIS files: `shared/epcis` beside the clone.
-fn shared_epcis() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/epcis");
-    assert!(
-        dir.join("EPCIS-JSON-Schema.json").is_file(),
-        "GS1's EPCIS 2.0 schema and examples are missing: expected {}/EPCIS-JSON-Schema.json and \
-         Example_9.6.*.jsonld (the shared/ folder beside the clone)",
-        dir.display()
-    );
-    dir
-}
-
-/// A Python with jsonschema: `$VERITRACE_PYTHON`, else `python3`, else `/usr/bin/python3`.
-fn python() -> String {
-    let candidates: Vec<String> = match std::env::var("VERITRACE_PYTHON") {
-        Ok(p) => vec![p],
-        Err(_) => vec!["python3".into(), "/usr/bin/python3".into()],
-    };
-    for p in &candidates {
-        let ok = Command::new(p).args(["-c", "import jsonschema"]).output().is_ok_and(|o| o.status.success());
-        if ok {
-            return p.clone();
-        }
-    }
-    panic!(
-        "no Python with the jsonschema module among {candidates:?}: install the Debian package python3-jsonschema \
-         (scripts/setup.sh does), or name a Python in VERITRACE_PYTHON"
-    )
-}
-
-/// Asserts that the document in `path` is valid against GS1's EPCIS 2.0 JSON schema.
-fn assert_valid_epcis(path: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/epcis_validate.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(shared_epcis().join("EPCIS-JSON-Schema.json"))
-        .arg(path)
-        .output()
-        .expect("run scripts/epcis_validate.py");
-    assert!(out.status.success(), "{} is not valid EPCIS 2.0:\n{}", path.display(), text(&out));
-}
 
 fn read_json(path: &Path) -> Value {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -325,7 +284,7 @@ fn epcis_round_trip_between_two_networks() {
         "Example_9.6.2-ObjectEvent.jsonld",
         "Example_9.6.3-AggregationEvent.jsonld",
     ] {
-        let out = import(&net, "node-1", &shared_epcis().join(example), &["nutri"]);
+        let out = import(&net, "node-1", &shared_epcis_dir().join(example), &["nutri"]);
         assert_eq!(out.status.code(), Some(2), "{example}: {}", text(&out));
         let v = json_of(&out);
         assert!(v["error"].as_str().unwrap().contains("nothing was submitted"), "{v}");

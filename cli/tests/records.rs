@@ -293,21 +293,24 @@ fn governance_with_co_signing_regulators(net: &Net) {
     ]));
     // The new organisation can act with its new key...
     let gtin = nutri_gtin(1);
-    let o = veritrace(&[
-        "ship",
-        "--to",
-        "shop",
-        &lot(&gtin, "A2"),
-        "--node",
-        &net.addr("node-1"),
-        "--key",
-        k2.to_str().unwrap(),
-        "--as",
-        "newco",
-        "--key-id",
-        "k2",
-        "--json",
-    ]);
+    let ship_as_newco = || {
+        veritrace(&[
+            "ship",
+            "--to",
+            "shop",
+            &lot(&gtin, "A2"),
+            "--node",
+            &net.addr("node-1"),
+            "--key",
+            k2.to_str().unwrap(),
+            "--as",
+            "newco",
+            "--key-id",
+            "k2",
+            "--json",
+        ])
+    };
+    let o = ship_as_newco();
     // ...and is refused on the rules (it holds nothing), not on its key.
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let reason = json_of(&o)["reject_reason"].as_str().map(str::to_string);
@@ -317,21 +320,7 @@ fn governance_with_co_signing_regulators(net: &Net) {
         text(&o)
     );
     run(with(&["gov", "revoke-key", "newco", "k2"]));
-    let o = veritrace(&[
-        "ship",
-        "--to",
-        "shop",
-        &lot(&gtin, "A2"),
-        "--node",
-        &net.addr("node-1"),
-        "--key",
-        k2.to_str().unwrap(),
-        "--as",
-        "newco",
-        "--key-id",
-        "k2",
-        "--json",
-    ]);
+    let o = ship_as_newco();
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("key"), "{}", text(&o));
 }

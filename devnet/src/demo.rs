@@ -22,7 +22,7 @@
 //! demo can be played again on the same network.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
@@ -36,6 +36,7 @@ use veritrace_ledger::record::{
     CertifyConformity, CodeSet, InspectionReport, IssueCodes, Product, Receive, Record, RecordBody, RegulatoryAction,
     RegulatoryKind, Sell, Ship, SignedRecord, TestItem, Verdict,
 };
+use veritrace_ledger::time::{DAY_MS, format_date};
 use veritrace_proto::v1 as pb;
 use veritrace_proto::v1::ledger_client::LedgerClient;
 
@@ -44,7 +45,7 @@ use crate::cast::{
     NUTRI_GS1_PREFIX, SAMR, SHOP,
 };
 use crate::client::{GRPC_COMMIT_TIMEOUT, GRPC_QUERY_TIMEOUT, connect};
-use crate::network::Network;
+use crate::network::{Network, now_ms};
 
 /// Records the demo submits (its steps).
 pub const STEP_COUNT: u64 = 15;
@@ -64,8 +65,6 @@ const TRACE_PAGES_MAX: u32 = 20;
 const RETRY_INTERVAL: Duration = Duration::from_millis(300);
 /// Digits of a serial's counter.
 const SERIAL_WIDTH: u8 = 4;
-/// Milliseconds in a day.
-const DAY_MS: u64 = 86_400_000;
 
 /// What a step should end with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -252,13 +251,14 @@ pub fn run(target: &DemoTarget<'_>, on_step: &mut (dyn FnMut(&Step) + Send)) -> 
     rt.block_on(play(target, on_step))
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// A tag unique to this run: the time in seconds, base 36.
 fn run_tag(now_ms: u64) -> String {
-    let mut n = now_ms / 1000;
+    base36(now_ms / 1000)
+}
+
+/// `n` in base 36 (digits and capitals), as GS1 lot numbers take it: short tags that make
+/// lot numbers unique to a run.
+pub fn base36(mut n: u64) -> String {
     let mut out = Vec::new();
     while n > 0 || out.is_empty() {
         out.push(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[(n % 36) as usize]);
@@ -268,33 +268,9 @@ fn run_tag(now_ms: u64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// `YYYY-MM-DD` of a unix time in ms (proleptic Gregorian, UTC).
-fn date_of(ms: u64) -> String {
-    // Howard Hinnant's days-to-civil.
-    let z = (ms / DAY_MS) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 /// The GTIN-14 of item reference `item_ref` under a GS1 company prefix (indicator 0).
 fn gtin(company_prefix: &str, item_ref: u32) -> Result<Gtin> {
-    let width = 12usize.saturating_sub(company_prefix.len());
-    let body = format!("0{company_prefix}{item_ref:0width$}");
-    let sum: u32 = body
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| u32::from(b.wrapping_sub(b'0')) * if i % 2 == 0 { 3 } else { 1 })
-        .sum();
-    let check = (10 - sum % 10) % 10;
-    Gtin::parse(&format!("{body}{check}")).with_context(|| format!("GTIN of prefix {company_prefix}"))
+    Gtin::under_company_prefix(company_prefix, item_ref).with_context(|| format!("GTIN of prefix {company_prefix}"))
 }
 
 /// The lots and products of one run.
@@ -455,7 +431,7 @@ pub async fn play(target: &DemoTarget<'_>, on_step: &mut (dyn FnMut(&Step) + Sen
     let mut p = Player { target, client, steps: Vec::new(), on_step };
     let now = now_ms();
     let plan = Plan::new(&run_tag(now))?;
-    let produced = date_of(now.saturating_sub(20 * DAY_MS));
+    let produced = format_date(now.saturating_sub(20 * DAY_MS));
     let tag = &plan.tag;
 
     // 1. Infant formula, Melbourne to Pingtan.
@@ -469,7 +445,7 @@ pub async fn play(target: &DemoTarget<'_>, on_step: &mut (dyn FnMut(&Step) + Sen
             product: f.clone(),
             lot: plan.formula_lot.clone(),
             production_date: produced.clone(),
-            expiry_date: Some(date_of(now + 730 * DAY_MS)),
+            expiry_date: Some(format_date(now + 730 * DAY_MS)),
             codes: CodeSet::Range(Plan::range(&plan.formula_lot, LOT_ITEMS)),
             factory: "Southern Cross Nutrition, Dandenong VIC, Australia".into(),
         }),
@@ -640,7 +616,7 @@ pub async fn play(target: &DemoTarget<'_>, on_step: &mut (dyn FnMut(&Step) + Sen
             product: f.clone(),
             lot: plan.recalled_lot.clone(),
             production_date: produced.clone(),
-            expiry_date: Some(date_of(now + 730 * DAY_MS)),
+            expiry_date: Some(format_date(now + 730 * DAY_MS)),
             codes: CodeSet::Range(Plan::range(&plan.recalled_lot, RECALLED_LOT_ITEMS)),
             factory: "Southern Cross Nutrition, Dandenong VIC, Australia".into(),
         }),
@@ -846,15 +822,12 @@ mod tests {
 
     #[test]
     fn dates_tags_and_gtins() {
-        assert_eq!(date_of(0), "1970-01-01");
-        assert_eq!(date_of(1_767_225_600_000), "2026-01-01");
-        assert_eq!(date_of(1_709_164_800_000), "2024-02-29");
         assert_eq!(run_tag(0), "0");
         assert_eq!(run_tag(36_999), "10");
         assert_eq!(run_tag(46_655_000), "ZZZ");
         // The fixture's formula GTIN under nutri's prefix.
         assert_eq!(gtin(NUTRI_GS1_PREFIX, 1).expect("gtin").to_string(), "09312345000012");
-        assert_eq!(gtin(BOARDS_GS1_PREFIX, 1).expect("gtin"), veritrace_ledger::testkit::gtin(BOARDS_GS1_PREFIX, 1));
+        assert_eq!(gtin(BOARDS_GS1_PREFIX, 1).expect("gtin").to_string(), "06901234000016");
     }
 
     #[test]

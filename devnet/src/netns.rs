@@ -87,6 +87,23 @@ const CAP_NET_ADMIN_BIT: u32 = 12;
 /// Bit of CAP_SYS_ADMIN (`ip netns add` and `exec` mount and unshare).
 const CAP_SYS_ADMIN_BIT: u32 = 21;
 
+/// Set on a machine that cannot run namespaces at all, to let tests that need them skip.
+pub const SKIP_ENV: &str = "VERITRACE_DEVNET_SKIP_NETNS";
+
+/// For a test that needs namespaces (`what` names it): `true` when they are available;
+/// `false`, after saying so, when they are not and [`SKIP_ENV`] is set; otherwise it panics
+/// with the reason and both ways out. Never a silent skip.
+pub fn available_for_test(what: &str) -> bool {
+    match available() {
+        Ok(()) => true,
+        Err(_) if std::env::var_os(SKIP_ENV).is_some() => {
+            eprintln!("skipped {what}: {SKIP_ENV} is set and network namespaces are not available");
+            false
+        }
+        Err(why) => panic!("{why}; run the tests as root, or set {SKIP_ENV}=1 to skip {what}"),
+    }
+}
+
 /// `Ok` if this process can create namespaces, else why not.
 pub fn available() -> Result<(), String> {
     let status = std::fs::read_to_string("/proc/self/status").map_err(|e| format!("read /proc/self/status: {e}"))?;

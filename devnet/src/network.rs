@@ -190,7 +190,8 @@ pub struct Network {
     failed: bool,
 }
 
-fn now_ms() -> u64 {
+/// The wall clock in unix ms (records, genesis times, run tags).
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 

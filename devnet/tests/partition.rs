@@ -18,19 +18,6 @@ use veritrace_devnet::{NetMode, Network, NetworkSpec, netns};
 
 const ELECTION_TIMEOUT: Duration = Duration::from_secs(30);
 const AGREEMENT_TIMEOUT: Duration = Duration::from_secs(60);
-const SKIP_ENV: &str = "VERITRACE_DEVNET_SKIP_NETNS";
-
-/// Whether to run: namespaces are available, or the run says to skip them.
-fn netns_or_skip() -> bool {
-    match netns::available() {
-        Ok(()) => true,
-        Err(_) if std::env::var_os(SKIP_ENV).is_some() => {
-            eprintln!("skipped: {SKIP_ENV} is set and network namespaces are not available");
-            false
-        }
-        Err(why) => panic!("{why}; run the tests as root, or set {SKIP_ENV}=1 to skip the partition tests"),
-    }
-}
 
 fn netns_network(validators: u32, observers: u32) -> Result<Network> {
     let mut spec = NetworkSpec::temp(validators, observers, node_binary_for_tests()?)?;
@@ -77,7 +64,7 @@ fn same_roots(net: &Network) -> Result<bool> {
 
 #[test]
 fn a_partitioned_minority_leader_is_replaced_and_rejoins_after_heal() -> Result<()> {
-    if !netns_or_skip() {
+    if !netns::available_for_test("the partition tests") {
         return Ok(());
     }
     let net = netns_network(3, 0)?;
@@ -125,7 +112,7 @@ fn a_partitioned_minority_leader_is_replaced_and_rejoins_after_heal() -> Result<
 
 #[test]
 fn a_partitioned_follower_falls_behind_and_catches_up_one_way_cuts_and_restarts_keep_cuts() -> Result<()> {
-    if !netns_or_skip() {
+    if !netns::available_for_test("the partition tests") {
         return Ok(());
     }
     netns_network(3, 1)?.keep_on_failure(|net| {
@@ -168,7 +155,7 @@ fn a_partitioned_follower_falls_behind_and_catches_up_one_way_cuts_and_restarts_
 
 #[test]
 fn a_failed_test_keeps_its_directory_but_not_its_namespaces() -> Result<()> {
-    if !netns_or_skip() {
+    if !netns::available_for_test("the partition tests") {
         return Ok(());
     }
     let net = netns_network(2, 0)?;
@@ -186,7 +173,7 @@ fn a_failed_test_keeps_its_directory_but_not_its_namespaces() -> Result<()> {
 
 #[test]
 fn down_removes_the_namespaces_and_up_again_makes_them_on_the_same_addresses() -> Result<()> {
-    if !netns_or_skip() {
+    if !netns::available_for_test("the partition tests") {
         return Ok(());
     }
     let dir = std::env::temp_dir().join(format!("veritrace-devnet-netns-reopen-{}", std::process::id()));

@@ -128,16 +128,29 @@ fn check_digits(value: &str) -> Result<(), Reason> {
     }
 }
 
+/// The GS1 mod-10 check value of ASCII digits. Weights 3 and 1 alternate from the
+/// right so that zero-padding on the left (GTIN-8 to GTIN-14) leaves it unchanged.
+fn gs1_check_value(body: &[u8]) -> u8 {
+    let sum: u32 =
+        body.iter().rev().enumerate().map(|(i, &d)| u32::from(d - b'0') * if i % 2 == 0 { 3 } else { 1 }).sum();
+    ((10 - sum % 10) % 10) as u8
+}
+
+/// The GS1 check digit that completes `body` (GTIN, SSCC and other GS1 keys without their
+/// last digit); `None` if `body` is empty or holds anything but ASCII digits.
+pub fn gs1_check_digit(body: &str) -> Option<char> {
+    if body.is_empty() || !body.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(char::from(b'0' + gs1_check_value(body.as_bytes())))
+}
+
 /// GS1 mod-10 check over ASCII digits, the last of which is the check digit.
-/// Weights 3 and 1 alternate from the right so that zero-padding on the left
-/// (GTIN-8 to GTIN-14) leaves the check digit unchanged.
 fn check_gs1_check_digit(digits: &str) -> Result<(), Reason> {
     let Some((&last, body)) = digits.as_bytes().split_last() else {
         return Err(Reason::Empty);
     };
-    let sum: u32 =
-        body.iter().rev().enumerate().map(|(i, &d)| u32::from(d - b'0') * if i % 2 == 0 { 3 } else { 1 }).sum();
-    let expected = ((10 - sum % 10) % 10) as u8;
+    let expected = gs1_check_value(body);
     let found = last - b'0';
     if found == expected { Ok(()) } else { Err(Reason::CheckDigit { found, expected }) }
 }
@@ -233,6 +246,19 @@ impl Gtin {
         }
         check_gs1_check_digit(value).map_err(err)?;
         Ok(Gtin(format!("{value:0>14}")))
+    }
+
+    /// The GTIN-14 of item reference `item_ref` under a GS1 company prefix, indicator 0:
+    /// `0`, the prefix, the item reference zero-padded to fill 12 digits, the check digit.
+    /// An item reference too wide for the prefix, or a prefix that is not digits, is refused
+    /// with the GTIN it would have made.
+    pub fn under_company_prefix(company_prefix: &str, item_ref: u32) -> Result<Self, IdError> {
+        let width = 12usize.saturating_sub(company_prefix.len());
+        let body = format!("0{company_prefix}{item_ref:0width$}");
+        match gs1_check_digit(&body) {
+            Some(check) => Gtin::parse(&format!("{body}{check}")),
+            None => Gtin::parse(&body),
+        }
     }
 
     /// Whether this GTIN starts with the given GS1 company prefix.
@@ -891,9 +917,7 @@ mod tests {
     }
 
     fn with_check_digit(body: &str) -> String {
-        let sum: u32 =
-            body.bytes().rev().enumerate().map(|(i, d)| u32::from(d - b'0') * if i % 2 == 0 { 3 } else { 1 }).sum();
-        format!("{body}{}", (10 - sum % 10) % 10)
+        format!("{body}{}", gs1_check_digit(body).expect("digits"))
     }
 
     #[test]
@@ -902,6 +926,18 @@ mod tests {
         assert_eq!(gtin("6901234567892").as_str(), "06901234567892");
         assert_eq!(gtin("614141000036").as_str(), "00614141000036");
         assert_eq!(gtin("96385074").as_str(), "00000096385074");
+    }
+
+    #[test]
+    fn check_digits_and_gtins_under_a_company_prefix() {
+        assert_eq!(gs1_check_digit("0931234500001"), Some('2'));
+        assert_eq!(gs1_check_digit("0690123400001"), Some('6'));
+        assert_eq!(gs1_check_digit("09312x"), None);
+        assert_eq!(gs1_check_digit(""), None);
+        assert_eq!(Gtin::under_company_prefix("9312345", 1).unwrap().as_str(), "09312345000012");
+        let err = Gtin::under_company_prefix("9312345", 1_000_000).unwrap_err().to_string();
+        assert!(err.contains("093123451000000"), "{err}");
+        assert!(Gtin::under_company_prefix("93x", 1).is_err());
     }
 
     #[test]

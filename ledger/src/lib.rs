@@ -4,7 +4,8 @@
 //! ([`record`]) in one canonical encoding ([`codec`]), the rules and the deterministic
 //! apply of a block ([`apply`]), the Merkle log ([`merkle`]) and the subject state map
 //! ([`smt`]), blocks and checkpoints ([`block`]), trace bundles and their offline
-//! verification ([`bundle`]), and the store ([`store`]) over RocksDB or memory ([`kv`]).
+//! verification ([`bundle`]), the store ([`store`]) over RocksDB or memory ([`kv`]),
+//! EPCIS 2.0 documents ([`epcis`]) and calendar times ([`time`]).
 //!
 //! Architecture invariant: this crate knows nothing of tokio, libp2p, Raft or protobuf.
 //! Apply is a pure function of (stored state, block); the network, consensus and wire
@@ -27,4 +28,5 @@ pub mod smt;
 pub mod state;
 pub mod store;
 pub mod testkit;
+pub mod time;
 pub mod view;

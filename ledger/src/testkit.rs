@@ -15,6 +15,57 @@ use crate::org::{
 use crate::record::{CodeSet, IssueCodes, Product, Record, RecordBody, SignedRecord};
 use crate::store::{OpenOptions, Store};
 
+/// GS1's EPCIS 2.0 schema and example documents: `shared/epcis` beside the clone (never
+/// copied into the project). Panics, naming the path, if they are missing.
+pub fn shared_epcis_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/epcis");
+    assert!(
+        dir.join("EPCIS-JSON-Schema.json").is_file(),
+        "GS1's EPCIS 2.0 schema and examples are missing: expected {}/EPCIS-JSON-Schema.json and \
+         Example_9.6.*.jsonld (the shared/ folder beside the clone)",
+        dir.display()
+    );
+    dir
+}
+
+/// A Python with jsonschema: `$VERITRACE_PYTHON`, else `python3`, else `/usr/bin/python3`.
+fn python_with_jsonschema() -> String {
+    let candidates: Vec<String> = match std::env::var("VERITRACE_PYTHON") {
+        Ok(p) => vec![p],
+        Err(_) => vec!["python3".into(), "/usr/bin/python3".into()],
+    };
+    for p in &candidates {
+        let ok =
+            std::process::Command::new(p).args(["-c", "import jsonschema"]).output().is_ok_and(|o| o.status.success());
+        if ok {
+            return p.clone();
+        }
+    }
+    panic!(
+        "no Python with the jsonschema module among {candidates:?}: install the Debian package python3-jsonschema \
+         (scripts/setup.sh does), or name a Python in VERITRACE_PYTHON"
+    )
+}
+
+/// Asserts that the EPCIS document in `path` is valid against GS1's EPCIS 2.0 JSON schema
+/// (`scripts/epcis_validate.py`, which also checks the `uri` and `date-time` formats).
+pub fn assert_valid_epcis(path: &std::path::Path) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/epcis_validate.py");
+    let out = std::process::Command::new(python_with_jsonschema())
+        .arg(&script)
+        .arg(shared_epcis_dir().join("EPCIS-JSON-Schema.json"))
+        .arg(path)
+        .output()
+        .expect("run scripts/epcis_validate.py");
+    assert!(
+        out.status.success(),
+        "{} is not valid EPCIS 2.0:\n{}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Genesis time of the fixture ledger: 2026-01-01T00:00:00Z.
 pub const T0_MS: u64 = 1_767_225_600_000;
 
@@ -23,18 +74,9 @@ pub fn key(seed: &str) -> SigningKey {
     SigningKey::from_bytes(blake3::hash(seed.as_bytes()).as_bytes())
 }
 
-/// GS1 mod-10 check digit of the digits in `body`.
-pub fn gs1_check_digit(body: &str) -> char {
-    let sum: u32 =
-        body.bytes().rev().enumerate().map(|(i, b)| u32::from(b - b'0') * if i % 2 == 0 { 3 } else { 1 }).sum();
-    char::from(b'0' + ((10 - sum % 10) % 10) as u8)
-}
-
 /// A GTIN-14 under `company_prefix` (indicator 0) with the given item reference.
 pub fn gtin(company_prefix: &str, item_ref: u32) -> Gtin {
-    let width = 12 - company_prefix.len();
-    let body = format!("0{company_prefix}{item_ref:0width$}");
-    Gtin::parse(&format!("{body}{}", gs1_check_digit(&body))).expect("fixture gtin is valid")
+    Gtin::under_company_prefix(company_prefix, item_ref).expect("fixture gtin is valid")
 }
 
 /// One organisation of the cast with its signing key.

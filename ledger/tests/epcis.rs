@@ -7,9 +7,6 @@
 //! GS1's files are read from `shared/epcis/` beside the clone; the schema is checked with
 //! Python's jsonschema through `scripts/epcis_validate.py`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use serde_json::{Value, json};
 use veritrace_ledger::block::BlockHeader;
 use veritrace_ledger::bundle::TraceBundle;
@@ -20,57 +17,15 @@ use veritrace_ledger::kv::MemBackend;
 use veritrace_ledger::org::{KeyId, OrgId};
 use veritrace_ledger::record::*;
 use veritrace_ledger::store::Store;
-use veritrace_ledger::testkit::{Fixture, NUTRI_PREFIX, T0_MS, gtin};
+use veritrace_ledger::testkit::{Fixture, NUTRI_PREFIX, T0_MS, assert_valid_epcis, gtin, shared_epcis_dir};
 use veritrace_ledger::view::Outcome;
 
-/// GS1's EPCIS files: `shared/epcis` beside the clone.
-fn shared_epcis() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/epcis");
-    assert!(
-        dir.join("EPCIS-JSON-Schema.json").is_file(),
-        "GS1's EPCIS 2.0 schema and examples are missing: expected {}/EPCIS-JSON-Schema.json and \
-         Example_9.6.*.jsonld (the shared/ folder beside the clone)",
-        dir.display()
-    );
-    dir
-}
-
-/// A Python with jsonschema: `$VERITRACE_PYTHON`, else `python3`, else `/usr/bin/python3`.
-fn python() -> String {
-    let candidates: Vec<String> = match std::env::var("VERITRACE_PYTHON") {
-        Ok(p) => vec![p],
-        Err(_) => vec!["python3".into(), "/usr/bin/python3".into()],
-    };
-    for p in &candidates {
-        let ok = Command::new(p).args(["-c", "import jsonschema"]).output().is_ok_and(|o| o.status.success());
-        if ok {
-            return p.clone();
-        }
-    }
-    panic!(
-        "no Python with the jsonschema module among {candidates:?}: install the Debian package python3-jsonschema \
-         (scripts/setup.sh does), or name a Python in VERITRACE_PYTHON"
-    )
-}
-
 /// Asserts that `doc` is valid against GS1's EPCIS 2.0 JSON schema.
-fn assert_valid_epcis(name: &str, doc: &Value) {
+fn assert_valid_document(name: &str, doc: &Value) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("{name}.jsonld"));
     std::fs::write(&path, serde_json::to_vec_pretty(doc).unwrap()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/epcis_validate.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(shared_epcis().join("EPCIS-JSON-Schema.json"))
-        .arg(&path)
-        .output()
-        .expect("run scripts/epcis_validate.py");
-    assert!(
-        out.status.success(),
-        "{name} is not valid EPCIS 2.0:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_valid_epcis(&path);
 }
 
 fn sscc() -> Sscc {
@@ -205,11 +160,11 @@ fn a_trace_exports_valid_epcis_and_round_trips_through_a_fresh_ledger() {
     let bundle = ledger_with(&fx, signed.clone(), t);
     assert_eq!(bundle.records.len(), signed.len(), "the tin's trace holds the whole chain");
     let first = export(&fx, &bundle);
-    assert_valid_epcis("trace", &first);
+    assert_valid_document("trace", &first);
     let events = first["epcisBody"]["eventList"].as_array().unwrap();
     for (e, r) in events.iter().zip(&signed) {
         assert_eq!(e["eventID"], format!("urn:veritrace:record:{}", r.id()));
-        assert_eq!(e["eventTime"], epcis::format_time(r.record.time_ms));
+        assert_eq!(e["eventTime"], veritrace_ledger::time::format_time(r.record.time_ms));
     }
 
     // Import into a fresh ledger: each event signed by its author an hour later.
@@ -230,7 +185,7 @@ fn a_trace_exports_valid_epcis_and_round_trips_through_a_fresh_ledger() {
         })
         .collect();
     let second = export(&fx, &ledger_with(&fx, again, later));
-    assert_valid_epcis("trace-again", &second);
+    assert_valid_document("trace-again", &second);
     assert_eq!(comparable(&first), comparable(&second));
     assert_ne!(first["epcisBody"]["eventList"][0]["eventID"], second["epcisBody"]["eventList"][0]["eventID"]);
 }
@@ -272,14 +227,14 @@ fn issuances_of_listed_serials_and_other_schemes_export_valid_epcis() {
         json!(["https://id.gs1.org/01/09312345000012/21/A%2F1", "https://id.gs1.org/01/09312345000012/21/A%222"])
     );
     assert_eq!(doc["epcisBody"]["eventList"][1]["epcList"][0], "urn:veritrace:subject:custom:acme-trace:X%25%3C1%3E");
-    assert_valid_epcis("issuances", &doc);
+    assert_valid_document("issuances", &doc);
     for (ev, r) in epcis::import_document(&doc).unwrap().into_iter().zip(&records) {
         assert_eq!(ev.unwrap().body, r.record.body);
     }
 }
 
 fn gs1_example(name: &str) -> Value {
-    let path = shared_epcis().join(name);
+    let path = shared_epcis_dir().join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

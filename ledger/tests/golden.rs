@@ -16,7 +16,7 @@ use veritrace_ledger::testkit::{self, Fixture, T0_MS};
 
 fn sscc() -> Sscc {
     let body = format!("0{}000000001", testkit::NUTRI_PREFIX);
-    Sscc::parse(&format!("{body}{}", testkit::gs1_check_digit(&body))).unwrap()
+    Sscc::parse(&format!("{body}{}", veritrace_ledger::ids::gs1_check_digit(&body).unwrap())).unwrap()
 }
 
 fn records(fx: &Fixture) -> Vec<(&'static str, SignedRecord)> {

@@ -295,7 +295,7 @@ fn logistic_units_carry_their_children() {
     let mut c = Chain::new();
     c.issue("L1", 10);
     let body = format!("0{}000000001", testkit::NUTRI_PREFIX);
-    let sscc = Sscc::parse(&format!("{body}{}", testkit::gs1_check_digit(&body))).unwrap();
+    let sscc = Sscc::parse(&format!("{body}{}", veritrace_ledger::ids::gs1_check_digit(&body).unwrap())).unwrap();
     let unit = SubjectId::LogisticUnit { sscc: sscc.clone() };
     let items: Vec<SubjectId> = (0..3).map(|i| c.fx.item("L1", i)).collect();
     let pack = RecordBody::Aggregate(Aggregation { parent: sscc.clone(), children: items.clone() });

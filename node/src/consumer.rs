@@ -681,12 +681,10 @@ pub struct ConsumerView {
     pub trust: TrustView,
 }
 
+/// `YYYY-MM-DD HH:MM UTC`, to the minute, for people.
 fn utc(time_ms: u64) -> String {
-    i64::try_from(time_ms)
-        .ok()
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|| format!("{time_ms} ms"))
+    let t = veritrace_ledger::time::format_time(time_ms);
+    format!("{} {} UTC", &t[..10], &t[11..16])
 }
 
 fn kind_name(s: &SubjectId) -> &'static str {

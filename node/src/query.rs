@@ -3,6 +3,8 @@
 //! blocking pool) and answers with a wire message or a `tonic::Status` naming the
 //! offending value. Nothing here writes.
 
+use std::collections::BTreeMap;
+
 use tonic::Status;
 use veritrace_ledger::block::Checkpoint;
 use veritrace_ledger::bundle::TraceBundle;
@@ -11,7 +13,7 @@ use veritrace_ledger::ids::SubjectId;
 use veritrace_ledger::kv::RocksBackend;
 use veritrace_ledger::merkle;
 use veritrace_ledger::org::{LedgerId, OrgId, ValidatorSet};
-use veritrace_ledger::record::RecordId;
+use veritrace_ledger::record::{RecordId, SignedRecord};
 use veritrace_ledger::state::{Regulatory, StateKey, SubjectState};
 use veritrace_ledger::store::{Store, StoreError};
 use veritrace_proto::convert::{checkpoint_pb, hash_from_pb, record_entry_pb, subject_view_pb};
@@ -53,8 +55,13 @@ pub fn parse_code(what: &str, code: &str) -> Result<SubjectId, Status> {
 pub fn record_by_id(store: &LedgerStore, id: &RecordId) -> Result<pb::RecordEntry, Status> {
     let (log_index, record) =
         store.record(id).map_err(store_status)?.ok_or_else(|| Status::not_found(format!("no record {id}")))?;
+    entry(store, id, log_index, &record)
+}
+
+/// A record already read, with the height of the block that accepted it.
+fn entry(store: &LedgerStore, id: &RecordId, log_index: u64, record: &SignedRecord) -> Result<pb::RecordEntry, Status> {
     let height = store.receipt(id).map_err(store_status)?.map(|r| r.height).unwrap_or_default();
-    Ok(record_entry_pb(id, log_index, height, &record))
+    Ok(record_entry_pb(id, log_index, height, record))
 }
 
 pub fn get_record(store: &LedgerStore, req: &pb::GetRecordRequest) -> Result<pb::RecordEntry, Status> {
@@ -142,16 +149,27 @@ pub fn trace(store: &LedgerStore, req: &pb::TraceRequest) -> Result<pb::TraceRes
 
     // One page of each subject's chain (ascending log index), merged; a record naming
     // several traced subjects appears once.
+    // Each record is read once, whichever chains name it.
+    let mut loaded: BTreeMap<u64, (RecordId, SignedRecord)> = BTreeMap::new();
+    let mut position: BTreeMap<RecordId, u64> = BTreeMap::new();
     let mut fetched: Vec<Vec<(u64, RecordId)>> = Vec::with_capacity(subjects.len());
     for ((sid, state), from) in subjects.iter().zip(&pos) {
         let count = state.as_ref().map_or(0, |s| s.record_count);
         let mut page = Vec::new();
         if *from < count {
             for id in store.subject_record_ids(sid, *from, limit).map_err(store_status)? {
-                let (idx, _) = store
-                    .record(&id)
-                    .map_err(store_status)?
-                    .ok_or_else(|| Status::internal(format!("chain of {sid} names unknown record {id}")))?;
+                let idx = match position.get(&id) {
+                    Some(idx) => *idx,
+                    None => {
+                        let (idx, rec) = store
+                            .record(&id)
+                            .map_err(store_status)?
+                            .ok_or_else(|| Status::internal(format!("chain of {sid} names unknown record {id}")))?;
+                        position.insert(id, idx);
+                        loaded.insert(idx, (id, rec));
+                        idx
+                    }
+                };
                 page.push((idx, id));
             }
         }
@@ -168,7 +186,13 @@ pub fn trace(store: &LedgerStore, req: &pb::TraceRequest) -> Result<pb::TraceRes
         }
     }
     let more = subjects.iter().zip(&pos).any(|((_, s), p)| *p < s.as_ref().map_or(0, |s| s.record_count));
-    let records = merged.iter().map(|(_, id)| record_by_id(store, id)).collect::<Result<Vec<_>, _>>()?;
+    let records = merged
+        .iter()
+        .map(|(idx, _)| {
+            let (id, rec) = &loaded[idx];
+            entry(store, id, *idx, rec)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(pb::TraceResponse {
         code: code.to_string(),
         effective_status: effective_status(&subjects),

@@ -16,7 +16,7 @@ use veritrace_consensus::{ConsensusRaft, NodeId as RaftId, Payload, PeerInfo};
 use veritrace_ledger::apply::RejectCode;
 use veritrace_ledger::block::{BlockHeader, CheckpointSignature};
 use veritrace_ledger::codec;
-use veritrace_ledger::org::{Genesis, NodeId, PublicKey, ValidatorSet};
+use veritrace_ledger::org::{Genesis, NodeId, OrgId, Organisation, PublicKey, ValidatorSet};
 use veritrace_ledger::record::{RecordId, SignedRecord};
 use veritrace_ledger::state::{StateKey, StateValue};
 use veritrace_ledger::view::{Outcome, Receipt};
@@ -228,10 +228,10 @@ impl Services {
         &self,
         records: Vec<SignedRecord>,
     ) -> Result<(Vec<Option<SubmitOutcome>>, Vec<(usize, SignedRecord)>), SubmitError> {
-        self.precheck(&records)?;
+        let store = self.store.read().map_err(|_| SubmitError::Storage("lock poisoned".into()))?;
+        self.precheck(&store, &records)?;
         let mut out: Vec<Option<SubmitOutcome>> = vec![None; records.len()];
         let mut fresh = Vec::new();
-        let store = self.store.read().map_err(|_| SubmitError::Storage("lock poisoned".into()))?;
         for (i, r) in records.into_iter().enumerate() {
             match store.receipt(&r.id()).map_err(|e| SubmitError::Storage(e.to_string()))? {
                 Some(rc) if matches!(rc.outcome, Outcome::Accepted { .. }) => out[i] = Some(SubmitOutcome::Decided(rc)),
@@ -241,23 +241,32 @@ impl Services {
         Ok((out, fresh))
     }
 
-    fn precheck(&self, records: &[SignedRecord]) -> Result<(), SubmitError> {
-        let store = self.store.read().map_err(|_| SubmitError::Storage("lock poisoned".into()))?;
+    fn precheck(&self, store: &crate::query::LedgerStore, records: &[SignedRecord]) -> Result<(), SubmitError> {
         let ledger = &self.genesis.ledger_id;
+        // A batch is mostly a few authors: read and decode each one's organisation once.
+        let mut orgs: BTreeMap<&OrgId, Option<Organisation>> = BTreeMap::new();
         for (index, r) in records.iter().enumerate() {
             r.validate_form().map_err(|e| SubmitError::Malformed { index, reason: e.to_string() })?;
-            let org = match store.state_value(&StateKey::Org(r.record.author.clone())) {
-                Ok(Some(StateValue::Org(o))) => o,
+            let author = &r.record.author;
+            if !orgs.contains_key(author) {
+                let org = match store.state_value(&StateKey::Org(author.clone())) {
+                    Ok(Some(StateValue::Org(o))) => Some(o),
+                    Ok(_) => None,
+                    Err(e) => return Err(SubmitError::Storage(e.to_string())),
+                };
+                orgs.insert(author, org);
+            }
+            let org = match &orgs[author] {
+                Some(o) => o,
                 // A follower may not have applied the governance record that added the
                 // author yet: the leader (and apply, on every node) decides.
-                Ok(_) if !self.is_leader() => continue,
-                Ok(_) => {
+                None if !self.is_leader() => continue,
+                None => {
                     return Err(SubmitError::BadSignature {
                         index,
-                        reason: format!("author {} is not a known organisation", r.record.author),
+                        reason: format!("author {author} is not a known organisation"),
                     });
                 }
-                Err(e) => return Err(SubmitError::Storage(e.to_string())),
             };
             let Some(key) = org.key(&r.record.key_id) else {
                 if !self.is_leader() {

@@ -11,9 +11,7 @@
 //! `VERITRACE_CHROMIUM` to a browser binary).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -27,9 +25,7 @@ use veritrace_ledger::record::*;
 use veritrace_ledger::testkit::{Fixture, T0_MS};
 use veritrace_ledger::view::Outcome;
 use veritrace_node::consumer::{ConsumerView, static_asset};
-
-/// Longest a browser run may take.
-const BROWSER_TIMEOUT: Duration = Duration::from_secs(90);
+use veritrace_tests::browser::{dump_dom, verdict};
 
 /// Two lots: L1 issued, certified, inspected (pass), shipped, received, cleared, one tin
 /// sold; L2 issued, inspected (fail), recalled. Returns the fixture and the bundles of
@@ -151,55 +147,6 @@ async fn serve(pages: BTreeMap<String, (&'static str, String)>) -> String {
     let app = Router::new().fallback(any).with_state(Arc::new(pages));
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}")
-}
-
-fn chromium() -> PathBuf {
-    if let Some(p) = std::env::var_os("VERITRACE_CHROMIUM") {
-        return PathBuf::from(p);
-    }
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        if let Some(dir) =
-            std::env::var_os("PATH").iter().flat_map(std::env::split_paths).find(|d| d.join(name).is_file())
-        {
-            return dir.join(name);
-        }
-    }
-    panic!(
-        "no chromium found: run scripts/setup.sh (it installs the Debian package chromium) or set VERITRACE_CHROMIUM"
-    );
-}
-
-/// The DOM of `url` once its scripts are done (virtual time lets the verifier finish).
-async fn dump_dom(url: &str, profile: &Path) -> String {
-    let out = tokio::time::timeout(
-        BROWSER_TIMEOUT,
-        tokio::process::Command::new(chromium())
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--virtual-time-budget=20000"])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .args(["--dump-dom", url])
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("chromium finished in time")
-    .expect("chromium runs");
-    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8 dom")
-}
-
-/// The browser verdict box of a dumped page: its state and its text.
-fn browser_verdict(dom: &str) -> (String, String) {
-    let at = dom.find("id=\"vt-browser-verdict\"").expect("a browser verdict");
-    let tail = &dom[at..];
-    let state = tail.split("data-state=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or_default();
-    let text = tail
-        .split("id=\"vt-browser-text\">")
-        .nth(1)
-        .and_then(|s| s.split("</span>").next())
-        .unwrap_or_default()
-        .replace("&quot;", "\"")
-        .replace("&amp;", "&");
-    (state.to_string(), text)
 }
 
 fn edit(bundle: &TraceBundle, f: impl FnOnce(&mut Value)) -> String {
@@ -332,7 +279,7 @@ async fn the_browser_verifies_honest_pages_and_names_every_lie() {
         pages.insert(format!("{path}/bundle"), ("application/json", bundle));
         let base = serve(pages).await;
         let dom = dump_dom(&format!("{base}{path}"), profile.path()).await;
-        let (got_state, text) = browser_verdict(&dom);
+        let (got_state, text) = verdict(&dom, "browser");
         assert_eq!(got_state, state, "{name}: {text}");
         assert!(text.contains(&words), "{name}: verdict {text:?} does not say {words:?}");
         // The node's own verdict is in the page as served: a page with a forged bundle

@@ -3,6 +3,7 @@
 //! organisations, and the waits multi-process tests need. Everything it starts is
 //! stopped when the [`Network`] handle drops.
 
+pub mod browser;
 pub mod faults;
 
 use std::time::{Duration, Instant};
@@ -36,16 +37,9 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_millis() as u64
 }
 
-/// A GTIN-14 body (13 digits) with its check digit appended.
-pub fn gtin(body13: &str) -> Gtin {
-    let sum: u32 =
-        body13.bytes().rev().enumerate().map(|(i, b)| u32::from(b - b'0') * if i % 2 == 0 { 3 } else { 1 }).sum();
-    Gtin::parse(&format!("{body13}{}", (10 - sum % 10) % 10)).expect("valid gtin")
-}
-
-/// Infant formula under nutri's GS1 company prefix 9312345.
+/// Infant formula under nutri's GS1 company prefix.
 pub fn formula_gtin() -> Gtin {
-    gtin("0931234500001")
+    Gtin::under_company_prefix(veritrace_devnet::cast::NUTRI_GS1_PREFIX, 1).expect("valid gtin")
 }
 
 /// `record` signed by the cast organisation `org` with its key `k1`.

@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,12 +24,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use veritrace_devnet::Network;
 use veritrace_devnet::demo::{CodeReport, DemoReport, DemoTarget, play};
 use veritrace_ledger::bundle::{TraceBundle, verify_bundle};
+use veritrace_tests::browser::{dump_dom, screenshot, tool, verdict};
 use veritrace_tests::*;
 
 /// Longest wait for one HTTP exchange with a node.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(20);
-/// Longest a browser run may take.
-const BROWSER_TIMEOUT: Duration = Duration::from_secs(90);
 
 // ---- a small HTTP/1.1 client and server --------------------------------------------------
 
@@ -142,69 +140,6 @@ async fn serve(pages: BTreeMap<String, (&'static str, Vec<u8>)>, upstream: Socke
 }
 
 // ---- tools -------------------------------------------------------------------------------
-
-fn tool(env: &str, names: &[&str], package: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(env) {
-        return PathBuf::from(p);
-    }
-    for name in names {
-        if let Some(dir) =
-            std::env::var_os("PATH").iter().flat_map(std::env::split_paths).find(|d| d.join(name).is_file())
-        {
-            return dir.join(name);
-        }
-    }
-    panic!("{} not found: run scripts/setup.sh (it installs the Debian package {package}) or set {env}", names[0]);
-}
-
-fn chromium() -> PathBuf {
-    tool("VERITRACE_CHROMIUM", &["chromium", "chromium-browser", "google-chrome"], "chromium")
-}
-
-async fn run_chromium(args: &[String], profile: &Path) -> Vec<u8> {
-    let out = tokio::time::timeout(
-        BROWSER_TIMEOUT,
-        tokio::process::Command::new(chromium())
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars"])
-            // Virtual time runs until the page is idle: the verifier's fetch and checks end.
-            .arg("--virtual-time-budget=20000")
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .args(args)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("chromium finished in time")
-    .expect("chromium runs");
-    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
-    out.stdout
-}
-
-/// The DOM of `url` once its scripts are done.
-async fn dump_dom(url: &str, profile: &Path) -> String {
-    String::from_utf8(run_chromium(&["--dump-dom".into(), url.into()], profile).await).expect("utf-8 dom")
-}
-
-/// A phone-sized screenshot of `url` (412 px wide, the whole page's height) to `file`.
-async fn screenshot(url: &str, file: &Path, profile: &Path) {
-    let args = ["--window-size=412,3200".to_string(), format!("--screenshot={}", file.display()), url.to_string()];
-    run_chromium(&args, profile).await;
-    assert!(file.is_file(), "no screenshot at {}", file.display());
-}
-
-/// The state and text of a verdict box (`server` or `browser`) of a page.
-fn verdict(dom: &str, which: &str) -> (String, String) {
-    let tail = &dom[dom.find(&format!("id=\"vt-{which}-verdict\"")).expect("a verdict box")..];
-    let state = tail.split("data-state=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or_default();
-    let text = tail
-        .split(&format!("id=\"vt-{which}-text\">"))
-        .nth(1)
-        .and_then(|s| s.split("</span>").next())
-        .unwrap_or_default()
-        .replace("&quot;", "\"")
-        .replace("&amp;", "&");
-    (state.to_string(), text)
-}
 
 fn zbar_decode(png: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();

@@ -15,8 +15,6 @@ use veritrace_tests::faults::{
     NemesisLog, Profile, check, checkpoint_sampler, client_loop, fault_network, profiles, run_nemesis, schedule, seed,
 };
 
-const SKIP_ENV: &str = "VERITRACE_DEVNET_SKIP_NETNS";
-
 async fn run(profile: &Profile, seed: u64) {
     let faults = schedule(seed, profile);
     println!(
@@ -72,13 +70,8 @@ async fn run(profile: &Profile, seed: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_records_survive_a_seeded_nemesis() {
-    match netns::available() {
-        Ok(()) => {}
-        Err(_) if std::env::var_os(SKIP_ENV).is_some() => {
-            eprintln!("skipped: {SKIP_ENV} is set and network namespaces are not available");
-            return;
-        }
-        Err(why) => panic!("{why}; run the tests as root, or set {SKIP_ENV}=1 to skip the fault suite"),
+    if !netns::available_for_test("the fault suite") {
+        return;
     }
     let seed = seed();
     println!("faults: seed {seed} (replay with VERITRACE_FAULTS_SEED={seed})");

@@ -36,13 +36,13 @@ pub fn json_of(o: &Output) -> Value {
 
 /// The GTIN-14 of item reference `item_ref` under `nutri`'s GS1 company prefix.
 pub fn nutri_gtin(item_ref: u32) -> Gtin {
-    veritrace_ledger::testkit::gtin(veritrace_devnet::cast::NUTRI_GS1_PREFIX, item_ref)
+    Gtin::under_company_prefix(veritrace_devnet::cast::NUTRI_GS1_PREFIX, item_ref).unwrap()
 }
 
 /// An SSCC under `nutri`'s prefix with serial reference `n`.
 pub fn sscc(n: u32) -> String {
     let body = format!("0{}{n:09}", veritrace_devnet::cast::NUTRI_GS1_PREFIX);
-    format!("{body}{}", veritrace_ledger::testkit::gs1_check_digit(&body))
+    format!("{body}{}", veritrace_ledger::ids::gs1_check_digit(&body).unwrap())
 }
 
 /// Canonical id of item `serial` of `gtin`.
