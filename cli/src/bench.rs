@@ -286,6 +286,15 @@ struct RunSpec {
 }
 
 /// The clients' tallies of a run that took `elapsed`, as one report.
+/// Waits for every client of a run and collects their tallies.
+async fn join_clients(tasks: Vec<tokio::task::JoinHandle<ClientTally>>) -> Result<Vec<ClientTally>, Failure> {
+    let mut tallies = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        tallies.push(t.await.context("a benchmark client panicked").or_exit(EXIT_UNAVAILABLE)?);
+    }
+    Ok(tallies)
+}
+
 fn merge(spec: RunSpec, elapsed: Duration, tallies: Vec<ClientTally>) -> Report {
     let RunSpec { system, workload, lot_items, clients, batch, targets } = spec;
     let mut r = Report {
@@ -615,10 +624,7 @@ async fn bench_veritrace(
         };
         tasks.push(task);
     }
-    let mut tallies = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        tallies.push(t.await.context("a benchmark client panicked").or_exit(EXIT_UNAVAILABLE)?);
-    }
+    let tallies = join_clients(tasks).await?;
     let elapsed = start.elapsed();
     bar.finish_and_clear();
     let spec = RunSpec {
@@ -1016,10 +1022,7 @@ pub fn run_etcd(a: &BenchEtcdArgs, out: &Out) -> Result<(), Failure> {
             .enumerate()
             .map(|(c, (s, host))| tokio::spawn(etcd_client(c as u32, s, host, a.value_bytes, stop_at, timeout)))
             .collect();
-        let mut tallies = Vec::with_capacity(tasks.len());
-        for t in tasks {
-            tallies.push(t.await.context("a benchmark client panicked").or_exit(EXIT_UNAVAILABLE)?);
-        }
+        let tallies = join_clients(tasks).await?;
         let elapsed = start.elapsed();
         bar.finish_and_clear();
         let spec = RunSpec {
