@@ -11,11 +11,12 @@ use std::sync::Arc;
 use openraft::SnapshotPolicy;
 use openraft::error::{ClientWriteError, Fatal, RaftError};
 use openraft::raft::ClientWriteResponse;
+use openraft::storage::RaftLogStorage;
 
 use crate::log_store::RocksLogStore;
-use crate::machine::{Machine, MachineStore};
+use crate::machine::{Machine, MachineStore, MachineStoreError};
 use crate::network::{Network, PAYLOAD_BYTES_MAX, RPC_BYTES_MAX, RPC_OVERHEAD_BYTES_MAX, RaftTransport};
-use crate::types::{ConsensusRaft, NodeId, Payload, PeerInfo, TypeConfig};
+use crate::types::{ConsensusRaft, NodeId, Payload, PeerInfo, StorageError, TypeConfig};
 
 /// Default leader heartbeat period. Validators sit on a WAN: a quarter second keeps
 /// followers well inside their election timeout across a slow link.
@@ -154,6 +155,10 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("raft failed to start: {0}")]
     Raft(#[from] Fatal<NodeId>),
+    #[error("raft log store: {0}")]
+    Log(#[from] StorageError),
+    #[error("raft state machine: {0}")]
+    Machine(#[from] MachineStoreError),
 }
 
 /// Starts Raft node `id` over its stores and a transport. The caller keeps the returned
@@ -162,11 +167,16 @@ pub enum StartError {
 pub async fn start_raft<M: Machine, T: RaftTransport>(
     id: NodeId,
     config: &ConsensusConfig,
-    log_store: RocksLogStore,
-    state_machine: MachineStore<M>,
+    mut log_store: RocksLogStore,
+    mut state_machine: MachineStore<M>,
     transport: T,
 ) -> Result<ConsensusRaft, StartError> {
     let raft_config = Arc::new(config.to_openraft()?);
+    // Purges never outrun the snapshot on disk, and a crash that left them ahead of it
+    // is repaired before openraft looks (see the `machine` module docs).
+    let log_state = log_store.get_log_state().await?;
+    state_machine.reconcile_with_log(log_state.last_purged_log_id, log_state.last_log_id).await?;
+    log_store.fence_purges(state_machine.snapshot_watermark());
     let raft = openraft::Raft::new(id, raft_config, Network::new(transport), log_store, state_machine).await?;
     Ok(raft)
 }

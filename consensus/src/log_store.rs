@@ -13,18 +13,25 @@
 //! the metadata does not explain. Synced writes run on tokio's blocking pool so an fsync
 //! never stalls a runtime worker; each call awaits its own write, which keeps Raft's
 //! writes in order without any queue.
+//!
+//! Purges can be fenced ([`RocksLogStore::fence_purges`]): a purge then waits until the
+//! state machine's snapshot on disk covers it, so a crash never leaves the log purged
+//! past the snapshot (see [`machine`](crate::machine)).
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError, Vote};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 
 use crate::codec::{self, CodecError, STORAGE_VERSION};
+use tokio::sync::watch;
+
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 const CF_LOG: &str = "raft_log";
@@ -51,7 +58,13 @@ pub enum LogStoreError {
     Corrupt { reason: String },
     #[error("raft log store blocking task failed: {reason}")]
     Blocking { reason: String },
+    #[error("purge up to {upto} held back: {reason}")]
+    PurgeFence { upto: String, reason: String },
 }
+
+/// How long a fenced purge waits for the snapshot to cover it before it fails (and
+/// stops Raft). A snapshot install writes the whole ledger, so this is generous.
+pub const PURGE_FENCE_WAIT: Duration = Duration::from_secs(600);
 
 fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> LogStoreError {
     move |e| LogStoreError::Rocks { op, reason: e.to_string() }
@@ -66,6 +79,8 @@ fn sto_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: LogStoreError) -> 
 #[derive(Clone)]
 pub struct RocksLogStore {
     db: Arc<DB>,
+    /// When set, the log id the snapshot on disk covers; purges wait for it.
+    purge_fence: Option<watch::Receiver<Option<LogId>>>,
 }
 
 impl RocksLogStore {
@@ -79,9 +94,32 @@ impl RocksLogStore {
         let cfs = [CF_LOG, CF_META].into_iter().map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)
             .map_err(|e| LogStoreError::Open { path: dir.display().to_string(), reason: e.to_string() })?;
-        let store = RocksLogStore { db: Arc::new(db) };
+        let store = RocksLogStore { db: Arc::new(db), purge_fence: None };
         store.check_format()?;
         Ok(store)
+    }
+
+    /// Holds every purge until `watermark` (the log id the state machine's snapshot on
+    /// disk covers, [`MachineStore::snapshot_watermark`](crate::MachineStore::snapshot_watermark))
+    /// reaches it. [`start_raft`](crate::start_raft) sets this up.
+    pub fn fence_purges(&mut self, watermark: watch::Receiver<Option<LogId>>) {
+        self.purge_fence = Some(watermark);
+    }
+
+    async fn wait_for_fence(&self, upto: LogId) -> Result<(), LogStoreError> {
+        let Some(mut fence) = self.purge_fence.clone() else {
+            return Ok(());
+        };
+        if *fence.borrow() >= Some(upto) {
+            return Ok(());
+        }
+        tracing::info!(upto = %upto, "purge waits for the snapshot to be on disk");
+        let fail = |reason: String| LogStoreError::PurgeFence { upto: upto.to_string(), reason };
+        match tokio::time::timeout(PURGE_FENCE_WAIT, fence.wait_for(|covered| *covered >= Some(upto))).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(fail("the state machine stopped before its snapshot covered it".into())),
+            Err(_) => Err(fail(format!("no snapshot covered it within {PURGE_FENCE_WAIT:?}"))),
+        }
     }
 
     fn check_format(&self) -> Result<(), LogStoreError> {
@@ -291,6 +329,7 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let write = async {
+            self.wait_for_fence(log_id).await?;
             let log = cf(&self.db, CF_LOG)?;
             let meta = cf(&self.db, CF_META)?;
             let mut batch = WriteBatch::default();

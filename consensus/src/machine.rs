@@ -33,6 +33,18 @@
 //! is read again each time openraft asks for the current snapshot (to send it to a lagging
 //! peer, which is rare) rather than kept in memory beside the machine's own data.
 //!
+//! # A purge never outruns the snapshot
+//!
+//! openraft 0.9 purges the log covered by an installed snapshot *while* the state
+//! machine is still installing it, and on restart it purges up to last-applied when the
+//! log ends before it. Either way a crash could leave the log purged past the snapshot
+//! on disk, which openraft refuses on start (`purge_upto <= snapshot_last_log_id`) and a
+//! node cannot recover from alone. So the snapshot file publishes the log id it durably
+//! covers ([`MachineStore::snapshot_watermark`]); the log store holds every purge until
+//! the watermark reaches it ([`RocksLogStore::fence_purges`](crate::RocksLogStore::fence_purges));
+//! and before Raft starts, [`MachineStore::reconcile_with_log`] rebuilds the snapshot
+//! from the machine when a crash fell between a snapshot install and its file.
+//!
 //! The machine's calls are synchronous and run on tokio's blocking pool, one at a time:
 //! a ledger apply does disk IO and signature checks and must not stall Raft's timers.
 
@@ -45,6 +57,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::codec::{self, CodecError, STORAGE_VERSION};
 use crate::types::{Applied, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
@@ -120,6 +133,11 @@ pub enum MachineStoreError {
     SnapshotTooLarge { bytes: u64, max: u64 },
     #[error("the state machine was lost when a blocking call failed: {reason}")]
     Lost { reason: String },
+    #[error(
+        "the raft log is purged up to {purged} but the state machine has applied only up to {applied}: \
+         the entries between are gone; wipe this node's data directory and let it rejoin by snapshot"
+    )]
+    PurgedPastApplied { purged: String, applied: String },
 }
 
 fn sto_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: MachineStoreError) -> StorageError {
@@ -144,6 +162,53 @@ impl<M: Machine> MachineStore<M> {
         };
         let snapshots = Arc::new(SnapshotFile::open(snapshot_dir, snapshot_bytes_max)?);
         Ok(MachineStore { machine: Some(machine), applied, snapshots })
+    }
+
+    /// The log id the snapshot on disk covers, updated each time a snapshot file lands.
+    /// The log store must not purge past it (see the module docs).
+    pub fn snapshot_watermark(&self) -> watch::Receiver<Option<LogId>> {
+        self.snapshots.durable.subscribe()
+    }
+
+    /// Makes the snapshot on disk cover everything openraft will treat as purged when it
+    /// starts over a log whose last purged id is `last_purged` and last id is `last_log`:
+    /// the purged prefix, and last-applied when the log ends before it (openraft then
+    /// purges up to last-applied). That only differs from the file after a crash between
+    /// a snapshot install and the file write; the snapshot is then rebuilt from the
+    /// machine. Refuses a log purged past what the machine applied: those entries are
+    /// nowhere on this node.
+    pub async fn reconcile_with_log(
+        &mut self,
+        last_purged: Option<LogId>,
+        last_log: Option<LogId>,
+    ) -> Result<(), MachineStoreError> {
+        let applied = self.applied.last_applied;
+        if last_purged > applied {
+            return Err(MachineStoreError::PurgedPastApplied {
+                purged: display_log_id(last_purged),
+                applied: display_log_id(applied),
+            });
+        }
+        let must_cover = if last_log < applied { applied } else { last_purged };
+        let on_disk = *self.snapshots.durable.borrow();
+        if must_cover <= on_disk {
+            return Ok(());
+        }
+        tracing::warn!(
+            snapshot = display_log_id(on_disk),
+            applied = display_log_id(applied),
+            purged = display_log_id(last_purged),
+            "the snapshot on disk is behind the purged log (a crash during a snapshot install?): rebuilding it"
+        );
+        let data = self.lend(|machine| machine.snapshot()).await??;
+        let builder_err = |e: StorageError| MachineStoreError::Lost { reason: e.to_string() };
+        let mut builder = MachineSnapshotBuilder {
+            applied: self.applied.clone(),
+            data: Some(Ok(data)),
+            snapshots: self.snapshots.clone(),
+        };
+        builder.build_snapshot().await.map_err(builder_err)?;
+        Ok(())
     }
 
     /// Runs `work` on the machine on the blocking pool. The machine moves to the blocking
@@ -320,6 +385,10 @@ fn snapshot_id(last: Option<LogId>) -> String {
     }
 }
 
+fn display_log_id(id: Option<LogId>) -> String {
+    id.map(|id| id.to_string()).unwrap_or_else(|| "nothing".into())
+}
+
 /// The one current snapshot on disk.
 ///
 /// File layout: version byte, metadata length (u32 BE), metadata (codec bytes), data
@@ -330,6 +399,8 @@ struct SnapshotFile {
     bytes_max: u64,
     /// Metadata of the file on disk; the lock also serialises writers and readers.
     current: Mutex<Option<SnapshotMeta>>,
+    /// The last log id the file on disk covers, published after each durable write.
+    durable: watch::Sender<Option<LogId>>,
 }
 
 const SNAPSHOT_FILE: &str = "current.snapshot";
@@ -347,8 +418,10 @@ impl SnapshotFile {
             dir: dir.to_path_buf(),
             bytes_max,
             current: Mutex::new(None),
+            durable: watch::Sender::new(None),
         };
         let current = file.read()?.map(|(meta, _)| meta);
+        file.durable.send_replace(current.as_ref().and_then(|m| m.last_log_id));
         *file.lock()? = current;
         Ok(file)
     }
@@ -428,6 +501,7 @@ impl SnapshotFile {
             } else {
                 this.write(&meta, &data)?;
                 tracing::info!(snapshot = %meta, bytes = data.len() as u64, "snapshot saved");
+                this.durable.send_replace(meta.last_log_id);
                 *current = Some(meta);
             }
             Ok(data)

@@ -207,3 +207,110 @@ async fn oversized_append_entries_asks_for_fewer_entries() {
         other => panic!("expected unreachable, got {other:?}"),
     }
 }
+
+/// A machine that, as after a crash in the middle of a snapshot install, holds a
+/// snapshot's data up to `last` while the snapshot file in `snapshots` still holds an
+/// older one, up to 3.
+async fn machine_ahead_of_its_snapshot_file(snapshots: &Path, last: u64) -> MemMachine {
+    let machine = MemMachine::new();
+    let mut store = MachineStore::open(machine.clone(), snapshots, SNAPSHOT_BYTES_MAX).expect("open");
+    store.apply([membership(1, 1), normal(1, 2, b"a"), normal(1, 3, b"b")]).await.expect("apply");
+    store.get_snapshot_builder().await.build_snapshot().await.expect("build");
+
+    let donor = MemMachine::new();
+    let donor_dir = tempfile::tempdir().expect("temporary directory");
+    let mut donor_store = MachineStore::open(donor.clone(), donor_dir.path(), SNAPSHOT_BYTES_MAX).expect("open");
+    let entries = std::iter::once(membership(1, 1)).chain((2..=last).map(|i| normal(1, i, &i.to_be_bytes())));
+    donor_store.apply(entries).await.expect("apply");
+    let installed = donor_store.get_snapshot_builder().await.build_snapshot().await.expect("build");
+
+    let blob = veritrace_consensus::machine::AppliedState {
+        last_applied: installed.meta.last_log_id,
+        last_membership: installed.meta.last_membership.clone(),
+    }
+    .encode()
+    .expect("blob");
+    let mut landed = machine.clone();
+    veritrace_consensus::Machine::restore(&mut landed, &installed.snapshot.into_inner(), &blob).expect("restore");
+    machine
+}
+
+#[tokio::test]
+async fn a_crash_between_snapshot_install_and_its_file_is_repaired_before_raft_starts() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let snapshots = dir.path().join("snapshots");
+    let machine = machine_ahead_of_its_snapshot_file(&snapshots, 10).await;
+    // The follower's log ends before what the install applied, so openraft purges up to
+    // last-applied (10) when it starts, past the snapshot file (3): unrepaired, openraft's
+    // startup check `purge_upto <= snapshot_last_log_id` panics.
+    let mut log = RocksLogStore::open(&dir.path().join("log")).expect("open log store");
+    log.blocking_append([membership(1, 1), blank(1, 2), blank(1, 3), blank(1, 4)]).await.expect("append");
+
+    let store = MachineStore::open(machine.clone(), &snapshots, SNAPSHOT_BYTES_MAX).expect("open machine store");
+    let config = veritrace_consensus::ConsensusConfig { cluster_name: "repair".into(), ..Default::default() };
+    let transport = veritrace_consensus::testkit::LocalTransport::new(config.snapshot_bytes_max);
+    let raft = veritrace_consensus::start_raft(1, &config, log, store, transport).await.expect("start raft");
+    // A call through Raft's core fails if the core panicked on start.
+    assert!(raft.is_initialized().await.expect("raft core runs"));
+    let metrics = raft.metrics().borrow().clone();
+    assert_eq!(metrics.snapshot, Some(log_id(1, 10)));
+    assert_eq!(metrics.purged, Some(log_id(1, 10)));
+    assert_eq!(metrics.last_applied, Some(log_id(1, 10)));
+    raft.shutdown().await.expect("shutdown");
+
+    let mut reopened = MachineStore::open(machine, &snapshots, SNAPSHOT_BYTES_MAX).expect("reopen");
+    let current = reopened.get_current_snapshot().await.expect("current").expect("a snapshot");
+    assert_eq!(current.meta.last_log_id, Some(log_id(1, 10)));
+}
+
+#[tokio::test]
+async fn reconcile_leaves_a_consistent_snapshot_alone_and_refuses_a_log_purged_past_applied() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let machine = MemMachine::new();
+    let mut store = MachineStore::open(machine.clone(), dir.path(), SNAPSHOT_BYTES_MAX).expect("open");
+    store.apply([membership(1, 1), normal(1, 2, b"a"), normal(1, 3, b"b")]).await.expect("apply");
+    let built = store.get_snapshot_builder().await.build_snapshot().await.expect("build");
+
+    // The usual restart: the log runs past last-applied and is purged up to the snapshot.
+    store.reconcile_with_log(Some(log_id(1, 3)), Some(log_id(1, 9))).await.expect("consistent");
+    let current = store.get_current_snapshot().await.expect("current").expect("a snapshot");
+    assert_eq!(current.meta, built.meta, "a consistent snapshot is not rebuilt");
+
+    match store.reconcile_with_log(Some(log_id(1, 8)), Some(log_id(1, 9))).await {
+        Err(e @ MachineStoreError::PurgedPastApplied { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("purged up to T1-N1-8") && text.contains("applied only up to T1-N1-3"), "{text}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_fenced_purge_waits_for_the_snapshot_to_cover_it() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut store = RocksLogStore::open(dir.path()).expect("open");
+    store.blocking_append((1..=6).map(|i| blank(1, i))).await.expect("append");
+    let (covered, watermark) = tokio::sync::watch::channel(Some(log_id(1, 2)));
+    store.fence_purges(watermark);
+    store.purge(log_id(1, 2)).await.expect("purge inside the snapshot");
+
+    let mut held = store.clone();
+    let purge = tokio::spawn(async move { held.purge(log_id(1, 5)).await });
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!purge.is_finished(), "the purge ran past the snapshot");
+    assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, Some(log_id(1, 2)));
+
+    covered.send_replace(Some(log_id(1, 5)));
+    purge.await.expect("join").expect("purge once covered");
+    assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, Some(log_id(1, 5)));
+
+    // If the state machine goes away, a held purge fails instead of waiting for ever.
+    let mut held = store.clone();
+    let purge = tokio::spawn(async move { held.purge(log_id(1, 6)).await });
+    drop(covered);
+    let err = purge.await.expect("join").expect_err("no snapshot will cover it");
+    assert!(err.to_string().contains("the state machine stopped"), "{err}");
+    assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, Some(log_id(1, 5)));
+}
