@@ -175,22 +175,45 @@ impl<M: Machine> MachineStore<M> {
     /// the purged prefix, and last-applied when the log ends before it (openraft then
     /// purges up to last-applied). That only differs from the file after a crash between
     /// a snapshot install and the file write; the snapshot is then rebuilt from the
-    /// machine. Refuses a log purged past what the machine applied: those entries are
-    /// nowhere on this node.
+    /// machine. When the log is purged past what the machine applied (the machine's store
+    /// lost its last writes), the machine is restored from the snapshot on disk if that
+    /// covers the purge, and refused otherwise: those entries are nowhere on this node.
+    async fn restore_from_file(&mut self) -> Result<(), MachineStoreError> {
+        let (meta, data) = self.snapshots.load().await?.ok_or_else(|| MachineStoreError::Lost {
+            reason: "the snapshot file vanished while the store was open".into(),
+        })?;
+        let applied = AppliedState { last_applied: meta.last_log_id, last_membership: meta.last_membership };
+        let blob = applied.encode()?;
+        self.lend(move |machine| machine.restore(&data, &blob)).await??;
+        self.applied = applied;
+        Ok(())
+    }
+
     pub async fn reconcile_with_log(
         &mut self,
         last_purged: Option<LogId>,
         last_log: Option<LogId>,
     ) -> Result<(), MachineStoreError> {
         let applied = self.applied.last_applied;
+        let on_disk = *self.snapshots.durable.borrow();
         if last_purged > applied {
-            return Err(MachineStoreError::PurgedPastApplied {
-                purged: display_log_id(last_purged),
-                applied: display_log_id(applied),
-            });
+            if on_disk < last_purged {
+                return Err(MachineStoreError::PurgedPastApplied {
+                    purged: display_log_id(last_purged),
+                    applied: display_log_id(applied),
+                });
+            }
+            // The machine lost writes the snapshot on disk still holds (a torn tail of its
+            // own store): start again from that snapshot, then from the log after it.
+            tracing::warn!(
+                snapshot = display_log_id(on_disk),
+                applied = display_log_id(applied),
+                purged = display_log_id(last_purged),
+                "the state machine is behind the purged log: restoring it from the snapshot on disk"
+            );
+            return self.restore_from_file().await;
         }
         let must_cover = if last_log < applied { applied } else { last_purged };
-        let on_disk = *self.snapshots.durable.borrow();
         if must_cover <= on_disk {
             return Ok(());
         }

@@ -286,6 +286,27 @@ async fn reconcile_leaves_a_consistent_snapshot_alone_and_refuses_a_log_purged_p
 }
 
 #[tokio::test]
+async fn a_machine_that_lost_writes_the_snapshot_holds_is_restored_from_it() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let first = MemMachine::new();
+    let mut store = MachineStore::open(first.clone(), dir.path(), SNAPSHOT_BYTES_MAX).expect("open");
+    store.apply([membership(1, 1), normal(1, 2, b"a"), normal(1, 3, b"b")]).await.expect("apply");
+    store.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    drop(store);
+
+    // The machine's own store lost everything (a torn tail), while the log was purged up to
+    // the snapshot: restoring from the snapshot file is the only way back.
+    let fresh = MemMachine::new();
+    let mut store = MachineStore::open(fresh.clone(), dir.path(), SNAPSHOT_BYTES_MAX).expect("reopen");
+    store.reconcile_with_log(Some(log_id(1, 3)), Some(log_id(1, 7))).await.expect("restored");
+    assert_eq!(fresh.contents(), first.contents());
+    assert_eq!(fresh.restores(), 1);
+    let (applied, members) = store.applied_state().await.expect("applied state");
+    assert_eq!(applied, Some(log_id(1, 3)));
+    assert_eq!(*members.log_id(), Some(log_id(1, 1)));
+}
+
+#[tokio::test]
 async fn a_fenced_purge_waits_for_the_snapshot_to_cover_it() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut store = RocksLogStore::open(dir.path()).expect("open");
