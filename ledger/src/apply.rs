@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::block::{BLOCK_RECORDS_MAX, Block, BlockHeader};
+use crate::block::{BLOCK_RECORDS_MAX, Block, BlockHeader, StoredBlock, StoredRecord};
 use crate::codec::{self, Domain};
 use crate::hash::{Hash32, StorageError};
 use crate::ids::{Gtin, SerialRange, SubjectId};
@@ -438,7 +438,6 @@ pub fn apply_block<V: LedgerView>(view: &V, block: &Block) -> Result<WriteSet, A
     // block's bytes and its row.
     let mut encoded: Vec<Vec<u8>> = block.records.iter().map(SignedRecord::to_bytes).collect();
     let ids: Vec<RecordId> = encoded.iter().map(|b| SignedRecord::id_of_bytes(b)).collect();
-    let block_bytes = block.to_bytes_from_records(&encoded);
     let sig_ok = verify_signatures(view, &head.ledger_id, &block.records, &encoded)?;
     let in_view: Vec<bool> = view.record_positions(&ids)?.iter().map(Option::is_some).collect();
 
@@ -446,6 +445,7 @@ pub fn apply_block<V: LedgerView>(view: &V, block: &Block) -> Result<WriteSet, A
     let mut ws = WriteSet::default();
     let mut leaves = Vec::new();
     let mut log_size = head.log_size;
+    let mut stored = Vec::with_capacity(block.records.len());
     for (i, rec) in block.records.iter().enumerate() {
         let id = ids[i];
         let mut scratch = Scratch { view, base: &ov, ov: Overlay::default(), touched: vec![] };
@@ -482,6 +482,13 @@ pub fn apply_block<V: LedgerView>(view: &V, block: &Block) -> Result<WriteSet, A
             Err(RuleError::Reject(r)) => Outcome::Rejected { code: r.code, message: r.message },
             Err(RuleError::Storage(e)) => return Err(ApplyError::Storage(e)),
         };
+        // The log holds it (now, earlier in the block, or in an earlier block) or not.
+        let logged = in_view[i] || ov.accepted_ids.contains(&id);
+        stored.push(if logged {
+            StoredRecord::Logged(id)
+        } else {
+            StoredRecord::Inline(std::mem::take(&mut encoded[i]))
+        });
         ws.receipts.push(Receipt { record_id: id, height: block.height, outcome });
     }
 
@@ -534,7 +541,9 @@ pub fn apply_block<V: LedgerView>(view: &V, block: &Block) -> Result<WriteSet, A
     ws.log_nodes = log.nodes;
     ws.smt_nodes = smt.nodes;
     ws.header = Some(header);
-    ws.block_bytes = Some(block_bytes);
+    let block =
+        StoredBlock { height: block.height, time_ms: block.time_ms, proposer: block.proposer.clone(), records: stored };
+    ws.block_bytes = Some(codec::encode(&block));
     Ok(ws)
 }
 
@@ -584,7 +593,7 @@ fn verify_signatures<V: LedgerView>(
         }
     }
     let msg_refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
-    if !idx.is_empty() && ed25519_dalek::verify_batch(&msg_refs, &sigs, &keys).is_ok() {
+    if !idx.is_empty() && crate::sigbatch::verify_batch(&msg_refs, &sigs, &keys) {
         for i in idx {
             out[i] = SigCheck::Good;
         }

@@ -36,19 +36,6 @@ impl Block {
         codec::encode(self)
     }
 
-    /// [`Block::to_bytes`] from the canonical bytes of its records, in order, which apply
-    /// holds already (it hashed them for the record ids): no record is encoded again.
-    pub(crate) fn to_bytes_from_records(&self, records: &[Vec<u8>]) -> Vec<u8> {
-        assert_eq!(records.len(), self.records.len(), "one encoding per record of the block");
-        let mut out = codec::encode(&(self.height, self.time_ms, &self.proposer));
-        out.reserve(8 + records.iter().map(Vec::len).sum::<usize>());
-        codec::append_seq_len(&mut out, records.len());
-        for r in records {
-            codec::append_field(&mut out, r);
-        }
-        out
-    }
-
     pub fn from_bytes(bytes: &[u8]) -> Result<Block, codec::DecodeError> {
         if bytes.len() > BLOCK_BYTES_MAX {
             return Err(codec::DecodeError::Malformed {
@@ -58,6 +45,26 @@ impl Block {
         }
         codec::decode("block", bytes)
     }
+}
+
+/// How the store keeps a block: its records in order, each either by id — when the log
+/// holds it, so its bytes are in the `records` column family already — or inline (a
+/// rejected record the log does not hold). Writing accepted records once instead of twice
+/// takes about a fifth off the bytes a block commits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredBlock {
+    pub height: u64,
+    pub time_ms: u64,
+    pub proposer: NodeId,
+    pub records: Vec<StoredRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum StoredRecord {
+    /// In the log; read it from the `records` column family.
+    Logged(crate::record::RecordId),
+    /// Not in the log: the signed record's canonical bytes.
+    Inline(Vec<u8>),
 }
 
 /// The result of applying a block: what every honest node computes identically.

@@ -174,7 +174,7 @@ pub fn verify_bundle(b: &TraceBundle, trusted: &ValidatorSet) -> Result<BundleVe
     let msgs: Vec<&[u8]> = sigs.iter().map(|(_, m, _, _)| m.as_slice()).collect();
     let dsigs: Vec<ed25519_dalek::Signature> = sigs.iter().map(|(_, _, s, _)| *s).collect();
     let keys: Vec<ed25519_dalek::VerifyingKey> = sigs.iter().map(|(_, _, _, k)| *k).collect();
-    if ed25519_dalek::verify_batch(&msgs, &dsigs, &keys).is_err() {
+    if !crate::sigbatch::verify_batch(&msgs, &dsigs, &keys) {
         for (index, msg, sig, key) in &sigs {
             if key.verify_strict(msg, sig).is_err() {
                 let author = by_index.get(index).map(|(_, r)| r.record.author.to_string()).unwrap_or_default();

@@ -53,26 +53,13 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     out
 }
 
-/// Appends `field` (canonical bytes, version byte first) to `out` (canonical bytes of the
-/// fields before it) as the next field of a struct or tuple. bincode writes a struct's fields
-/// one after another, so this is `field` without its version byte. With it, a caller that
-/// already holds a record's bytes (encoded once, for its id) builds the bytes of a row or a
-/// block that contains the record without encoding it again; tests check the result
-/// against [`encode`] of the whole.
-pub(crate) fn append_field(out: &mut Vec<u8>, field: &[u8]) {
-    out.extend_from_slice(as_field(field));
-}
-
-/// The bytes [`append_field`] appends: `field` without its version byte.
+/// `field` (canonical bytes, version byte first) as the next field of a struct or tuple:
+/// bincode writes a struct's fields one after another, so this is `field` without its
+/// version byte. With it, a caller that already holds a record's bytes (encoded once, for
+/// its id) builds the bytes of a row that contains the record without encoding it again.
 pub(crate) fn as_field(field: &[u8]) -> &[u8] {
     assert_eq!(field.first(), Some(&CODEC_VERSION), "a field is given as canonical bytes");
     &field[1..]
-}
-
-/// Appends the length of a sequence that the next `len` [`append_field`]s fill: bincode's
-/// fixed-width big-endian u64.
-pub(crate) fn append_seq_len(out: &mut Vec<u8>, len: usize) {
-    out.extend_from_slice(&(len as u64).to_be_bytes());
 }
 
 /// A bincode writer appending to a vector.

@@ -3,7 +3,7 @@
 //! Identifiers ([`ids`]), organisations and genesis ([`org`]), signed records
 //! ([`record`]) in one canonical encoding ([`codec`]), the rules and the deterministic
 //! apply of a block ([`apply`]), the Merkle log ([`merkle`]) and the subject state map
-//! ([`smt`]), blocks and checkpoints ([`block`]), trace bundles and their offline
+//! ([`smt`]), batched signature checks ([`sigbatch`]), blocks and checkpoints ([`block`]), trace bundles and their offline
 //! verification ([`bundle`]), the store ([`store`]) over RocksDB or memory ([`kv`]),
 //! EPCIS 2.0 documents ([`epcis`]) and calendar times ([`time`]).
 //!
@@ -24,6 +24,7 @@ pub mod kv;
 pub mod merkle;
 pub mod org;
 pub mod record;
+pub mod sigbatch;
 pub mod smt;
 pub mod state;
 pub mod store;

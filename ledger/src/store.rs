@@ -9,7 +9,7 @@
 //! reads past them.
 
 use crate::apply::{self, ApplyError};
-use crate::block::{Block, BlockHeader, Checkpoint, CheckpointSignature};
+use crate::block::{Block, BlockHeader, Checkpoint, CheckpointSignature, StoredBlock, StoredRecord};
 use crate::cache::{LogTop, RecentSmtNodes, RecentStates};
 use crate::codec;
 use crate::hash::{Hash32, StorageError};
@@ -23,7 +23,8 @@ use crate::state::{StateKey, StateValue, SubjectState};
 use crate::view::{Head, Issuance, LedgerView, RangeBucket, RangeIssuance, Receipt, WriteSet};
 
 /// Version of the on-disk layout, kept under `meta/format`.
-pub const STORE_FORMAT: u32 = 1;
+/// Format 2 keeps a block's accepted records by id (format 1 kept them twice).
+pub const STORE_FORMAT: u32 = 2;
 /// Largest snapshot a store exports or imports, in bytes.
 pub const SNAPSHOT_BYTES_MAX: usize = 1 << 30;
 /// One entry of a snapshot: column family index, key after the ledger prefix, value.
@@ -47,6 +48,10 @@ pub enum StoreError {
     WrongLedger { found: String, found_genesis: String, expected: String, expected_genesis: String },
     #[error("store is empty: create it from a genesis first")]
     Empty,
+    #[error(
+        "store format {found}, this build reads format {expected}: rebuild the node's data (wipe it and let it catch up from its peers)"
+    )]
+    Format { found: String, expected: u32 },
     #[error(transparent)]
     Apply(#[from] ApplyError),
     #[error("{0} not found")]
@@ -163,6 +168,12 @@ impl<B: Backend> Store<B> {
         let prefix = ledger_prefix(ledger);
         let head_bytes = backend.get(Cf::Meta, &[prefix.as_slice(), b"head"].concat())?.ok_or(StoreError::Empty)?;
         let head: Head = codec::decode("head", &head_bytes).map_err(|e| corrupt("head", e))?;
+        let format = backend.get(Cf::Meta, &[prefix.as_slice(), b"format"].concat())?;
+        let format = format.as_deref().and_then(|b| b.try_into().ok()).map(u32::from_be_bytes);
+        if format != Some(STORE_FORMAT) {
+            let found = format.map(|f| f.to_string()).unwrap_or_else(|| "missing".into());
+            return Err(StoreError::Format { found, expected: STORE_FORMAT });
+        }
         let mut store = Store::with_caches_empty(backend, prefix, head);
         store.verify(opts.verification)?;
         store.load_caches()?;
@@ -459,11 +470,23 @@ impl<B: Backend> Store<B> {
         self.get_decoded(Cf::Headers, &height.to_be_bytes(), "header")
     }
 
+    /// The block at `height` as it was applied, rejected records included.
     pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
-        match self.backend.get(Cf::Blocks, &self.k(&height.to_be_bytes()))? {
-            None => Ok(None),
-            Some(b) => Block::from_bytes(&b).map(Some).map_err(|e| corrupt(format!("block {height}"), e)),
+        let what = || format!("block {height}");
+        let Some(bytes) = self.backend.get(Cf::Blocks, &self.k(&height.to_be_bytes()))? else {
+            return Ok(None);
+        };
+        let stored: StoredBlock = codec::decode("block", &bytes).map_err(|e| corrupt(what(), e))?;
+        let mut records = Vec::with_capacity(stored.records.len());
+        for r in stored.records {
+            records.push(match r {
+                StoredRecord::Logged(id) => {
+                    self.record(&id)?.ok_or_else(|| corrupt(what(), format!("record {id} is not in the log")))?.1
+                }
+                StoredRecord::Inline(b) => SignedRecord::from_bytes(&b).map_err(|e| corrupt(what(), e))?,
+            });
         }
+        Ok(Some(Block { height: stored.height, time_ms: stored.time_ms, proposer: stored.proposer, records }))
     }
 
     /// An accepted record and its log index.
@@ -1092,13 +1115,44 @@ mod tests {
                 crate::record::signing_message(fx.ledger(), &rec.record)
             );
             let mut row = codec::encode(&7u64);
-            codec::append_field(&mut row, &bytes);
+            row.extend_from_slice(codec::as_field(&bytes));
             assert_eq!(row, codec::encode(&(7u64, rec)));
         }
-        let block = fx.block(3, t, vec![plain.clone(), gov.clone(), plain]);
-        let encoded: Vec<Vec<u8>> = block.records.iter().map(SignedRecord::to_bytes).collect();
-        assert_eq!(block.to_bytes_from_records(&encoded), block.to_bytes());
-        let empty = fx.block(4, t, vec![]);
-        assert_eq!(empty.to_bytes_from_records(&[]), empty.to_bytes());
+    }
+
+    #[test]
+    fn a_store_of_another_format_is_refused_with_both_versions() {
+        let fx = Fixture::new();
+        let store = fx.mem_store();
+        let mut b = Batch::default();
+        b.put(Cf::Meta, store.k(b"format"), 1u32.to_be_bytes().to_vec());
+        store.backend.write(b).unwrap();
+        let Store { backend, .. } = store;
+        match Store::open(backend, &fx.genesis.ledger_id, OpenOptions::default()) {
+            Err(e @ StoreError::Format { .. }) => {
+                assert!(e.to_string().starts_with("store format 1, this build reads format 2"), "{e}")
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("opened a store of format 1"),
+        }
+    }
+
+    #[test]
+    fn a_stored_block_reads_back_whole_with_its_rejected_records() {
+        let fx = Fixture::new();
+        let mut store = fx.mem_store();
+        let t = T0_MS + 1_000;
+        let first = fx.sign("nutri", t, fx.issue_range("P", 3));
+        store.apply_block(&fx.block(1, t, vec![first.clone()])).unwrap();
+        let accepted = fx.sign("nutri", t + 1, fx.issue_range("Q", 3));
+        // The same codes again, in a record of its own: rejected, so the log lacks it.
+        let issued_twice = fx.sign("nutri", t + 1, fx.issue_range("P", 3));
+        let block = fx.block(2, t + 1, vec![accepted.clone(), issued_twice, accepted, first]);
+        let (_, receipts) = store.apply_block(&block).unwrap();
+        let kinds: Vec<bool> =
+            receipts.iter().map(|r| matches!(r.outcome, crate::view::Outcome::Accepted { .. })).collect();
+        assert_eq!(kinds, vec![true, false, false, false], "{receipts:?}");
+        assert_eq!(store.block(2).unwrap(), Some(block));
+        assert_eq!(store.block(3).unwrap(), None);
     }
 }

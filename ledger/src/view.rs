@@ -134,7 +134,7 @@ pub struct AcceptedRecord {
 #[derive(Clone, Debug, Default)]
 pub struct WriteSet {
     pub header: Option<BlockHeader>,
-    /// The block's canonical bytes ([`crate::block::Block::to_bytes`]).
+    /// The block as the store keeps it: records the log holds by id, the others inline.
     pub block_bytes: Option<Vec<u8>>,
     pub head: Option<Head>,
     pub accepted: Vec<AcceptedRecord>,

@@ -56,6 +56,53 @@ pub enum SubmitError {
     Unverified(u64),
 }
 
+impl SubmitError {
+    /// The error of a forwarded subset of a submission, with record indices taken back to
+    /// the submission: `positions[i]` is where the subset's record `i` stood in it.
+    fn at_positions(self, positions: &[usize]) -> SubmitError {
+        let at = |i: usize| positions.get(i).copied().unwrap_or(i);
+        match self {
+            SubmitError::Malformed { index, reason } => SubmitError::Malformed { index: at(index), reason },
+            SubmitError::BadSignature { index, reason } => SubmitError::BadSignature { index: at(index), reason },
+            other => other,
+        }
+    }
+}
+
+/// A forwarded submission's refusal on its way back from the leader. The leader's
+/// precheck keeps its verdict, so a client that submits through a follower gets the status
+/// it would get from the leader (an unknown author is UNAUTHENTICATED, not "retry"); any
+/// other refusal is the leader's trouble and reaches the client as unavailable.
+#[derive(Debug, Serialize, Deserialize)]
+enum ForwardRefusal {
+    Malformed { index: u32, reason: String },
+    BadSignature { index: u32, reason: String },
+    Unavailable(String),
+}
+
+impl From<SubmitError> for ForwardRefusal {
+    fn from(e: SubmitError) -> Self {
+        let index = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
+        match e {
+            SubmitError::Malformed { index: i, reason } => ForwardRefusal::Malformed { index: index(i), reason },
+            SubmitError::BadSignature { index: i, reason } => ForwardRefusal::BadSignature { index: index(i), reason },
+            other => ForwardRefusal::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<ForwardRefusal> for SubmitError {
+    fn from(r: ForwardRefusal) -> Self {
+        match r {
+            ForwardRefusal::Malformed { index, reason } => SubmitError::Malformed { index: index as usize, reason },
+            ForwardRefusal::BadSignature { index, reason } => {
+                SubmitError::BadSignature { index: index as usize, reason }
+            }
+            ForwardRefusal::Unavailable(why) => SubmitError::Forward(why),
+        }
+    }
+}
+
 /// One record's fate as the submitter sees it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum SubmitOutcome {
@@ -213,8 +260,11 @@ impl Services {
             .map_err(|e| SubmitError::Storage(e.to_string()))??;
         if !fresh.is_empty() {
             let (idx, recs): (Vec<usize>, Vec<SignedRecord>) = fresh.into_iter().unzip();
-            let decided =
-                if self.is_leader() { self.enqueue(recs, wait).await? } else { self.forward(recs, wait).await? };
+            let decided = if self.is_leader() {
+                self.enqueue(recs, wait).await?
+            } else {
+                self.forward(recs, wait).await.map_err(|e| e.at_positions(&idx))?
+            };
             for (i, d) in idx.into_iter().zip(decided) {
                 out[i] = Some(d);
             }
@@ -328,9 +378,9 @@ impl Services {
             .map_err(|e| SubmitError::Forward(e.to_string()))?;
         match resp {
             NodeResponse::Forwarded(bytes) => {
-                let r: Result<Vec<SubmitOutcome>, String> =
+                let r: Result<Vec<SubmitOutcome>, ForwardRefusal> =
                     codec::decode("forward reply", &bytes).map_err(|e| SubmitError::Forward(e.to_string()))?;
-                r.map_err(SubmitError::Forward)
+                r.map_err(SubmitError::from)
             }
             NodeResponse::Refused(why) => Err(SubmitError::Forward(why)),
             _ => Err(SubmitError::Forward("unexpected reply from leader".into())),
@@ -528,15 +578,13 @@ async fn answer_peers(s: Arc<Services>, mut inbound: mpsc::Receiver<Inbound>) {
             let reply = match msg.request {
                 NodeRequest::Raft(rpc) => crate::p2p::answer_raft(&s.raft, rpc, s.snapshot_bytes_max).await,
                 NodeRequest::Forward(parts) => {
-                    let outcome: Result<Vec<SubmitOutcome>, String> = match parts.first() {
+                    let outcome: Result<Vec<SubmitOutcome>, ForwardRefusal> = match parts.first() {
                         Some(bytes) if parts.len() == 1 => match codec::decode::<ForwardRequest>("forward", bytes) {
-                            Ok(req) if s.is_leader() => {
-                                s.submit(req.records, req.wait).await.map_err(|e| e.to_string())
-                            }
-                            Ok(_) => Err("not the leader".into()),
-                            Err(e) => Err(e.to_string()),
+                            Ok(req) if s.is_leader() => s.submit(req.records, req.wait).await.map_err(Into::into),
+                            Ok(_) => Err(ForwardRefusal::Unavailable("not the leader".into())),
+                            Err(e) => Err(ForwardRefusal::Unavailable(e.to_string())),
                         },
-                        _ => Err("a forward carries exactly one part".into()),
+                        _ => Err(ForwardRefusal::Unavailable("a forward carries exactly one part".into())),
                     };
                     NodeResponse::Forwarded(codec::encode(&outcome))
                 }
