@@ -10,6 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("veritrace_descriptor.bin"))
+        // Requests that do not parse are INVALID_ARGUMENT, not tonic-prost's INTERNAL.
+        .codec_path("crate::codec::StrictCodec")
         .compile_protos(&["proto/veritrace/v1/ledger.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

@@ -16,4 +16,5 @@ pub mod v1 {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("veritrace_descriptor");
 }
 
+pub mod codec;
 pub mod convert;

@@ -646,9 +646,9 @@ async fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
 
     // ---- malformed protobuf ----
     // Bytes that are no protobuf message at all (a varint that never ends), and a message
-    // whose field 1 has the wrong wire type, sent as the raw body of a gRPC call. tonic
-    // decodes the request before the service sees it and answers INTERNAL, as gRPC's
-    // status code table has it for a request that does not parse.
+    // whose field 1 has the wrong wire type, sent as the raw body of a gRPC call. The codec
+    // (veritrace_proto::codec) decodes the request before the service sees it and answers
+    // INVALID_ARGUMENT, where tonic-prost alone would say INTERNAL.
     let garbage = vec![0xff; 16];
     let wrong_wire = WrongWireTypes { signed_record: 7 }.encode_to_vec();
     for (method, body) in [
@@ -659,8 +659,11 @@ async fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
     ] {
         let before = heads(&net).await;
         let e = raw_call(&net, &follower, method, body).await.expect_err("no protobuf, no answer");
-        assert_eq!(e.code(), Code::Internal, "{method}: {e:?}");
-        assert!(e.message().contains("failed to decode Protobuf message"), "{method}: {e:?}");
+        assert_eq!(e.code(), Code::InvalidArgument, "{method}: {e:?}");
+        assert!(
+            e.message().contains("malformed protobuf message: failed to decode Protobuf message"),
+            "{method}: {e:?}"
+        );
         println!("catalogue: {follower}: {method}: {:?} {}", e.code(), e.message());
         assert_unchanged(&net, &before, Checked::Precheck, "malformed protobuf").await;
     }
