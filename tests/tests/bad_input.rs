@@ -427,23 +427,24 @@ async fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
     assert_unchanged(&net, &before, Checked::Precheck, "unknown author in a batch").await;
 
     // ---- revoked (rotated-out) key; a key not valid yet ----
-    // The precheck only verifies the signature (the key is there, the signature good);
-    // revocation and validity are judged on apply, at the block's place in the log.
+    // Refused on submit, by any node (a key revoked on a follower is revoked on the leader,
+    // which is never behind it); apply makes the same checks at the block's place in the
+    // log (ledger/tests/rules.rs).
     let revoked = SignedRecord::sign(
         net.ledger_id(),
         record("boards", "k1", now_ms(), 0, boards_issue("BB-1")),
         net.cast().key("boards").expect("key"),
     );
-    rejected(&net, &follower, &revoked, Code::Unauthenticated, "key_not_valid", &["key k1 of boards is revoked"]).await;
+    prechecked(&net, &follower, revoked.to_bytes(), Code::Unauthenticated, &["record 0: key k1 of boards is revoked"])
+        .await;
     let early =
         SignedRecord::sign(net.ledger_id(), record("boards", "k3", now_ms(), 0, boards_issue("BB-3")), &boards_k3);
-    rejected(
+    prechecked(
         &net,
         &leader,
-        &early,
+        early.to_bytes(),
         Code::Unauthenticated,
-        "key_not_valid",
-        &["key k3 of boards is not valid at record time"],
+        &["record 0: key k3 of boards is not valid at record time"],
     )
     .await;
 
