@@ -23,7 +23,8 @@ use crate::state::{StateKey, StateValue, SubjectState};
 use crate::view::{Head, Issuance, LedgerView, RangeBucket, RangeIssuance, Receipt, WriteSet};
 
 /// Version of the on-disk layout, kept under `meta/format`.
-/// Format 2 keeps a block's accepted records by id (format 1 kept them twice).
+/// Format 2 keeps a block's accepted records by id (format 1 kept them twice), and
+/// receipts of rejections only.
 pub const STORE_FORMAT: u32 = 2;
 /// Largest snapshot a store exports or imports, in bytes.
 pub const SNAPSHOT_BYTES_MAX: usize = 1 << 30;
@@ -414,9 +415,12 @@ impl<B: Backend> Store<B> {
             b.put_parts(Cf::Positions, &[p, &a.log_index.to_be_bytes()], &[a.id.as_bytes()]);
         }
         for r in &ws.receipts {
-            // A duplicate's rejection never replaces the receipt of the original.
-            if matches!(r.outcome, crate::view::Outcome::Rejected { code: apply::RejectCode::Duplicate, .. }) {
-                continue;
+            // Only rejections: an accepted record's receipt is its row in `records` (see
+            // `Store::receipt`). A duplicate's rejection never replaces the original's.
+            match r.outcome {
+                crate::view::Outcome::Accepted { .. } => continue,
+                crate::view::Outcome::Rejected { code: apply::RejectCode::Duplicate, .. } => continue,
+                crate::view::Outcome::Rejected { .. } => {}
             }
             b.put_parts(Cf::Receipts, &[p, r.record_id.as_bytes()], &[&codec::encode(r)]);
         }
@@ -501,8 +505,35 @@ impl<B: Backend> Store<B> {
         }
     }
 
+    /// The latest receipt of a record: accepted, with the block that logged it, if the log
+    /// holds it; else its last rejection, if any. Accepted receipts are not stored apart:
+    /// the record's row gives its log index, and the headers' log sizes give the block.
     pub fn receipt(&self, id: &RecordId) -> Result<Option<Receipt>, StoreError> {
+        if let Some((log_index, _)) = self.record(id)? {
+            let height = self.height_logging(log_index)?;
+            return Ok(Some(Receipt { record_id: *id, height, outcome: crate::view::Outcome::Accepted { log_index } }));
+        }
         self.get_decoded(Cf::Receipts, id.as_bytes(), "receipt")
+    }
+
+    /// The height of the block that appended log entry `index`: the first header whose log
+    /// size is past it, by binary search over the headers (O(log height) reads).
+    fn height_logging(&self, index: u64) -> Result<u64, StoreError> {
+        if index >= self.head.log_size {
+            return Err(corrupt("records", format!("log index {index} is past the log size {}", self.head.log_size)));
+        }
+        // The answer lies in [lo, hi]: the head's log is past `index`, genesis (0) logs nothing.
+        let (mut lo, mut hi) = (1, self.head.height);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let header = self.header(mid)?.ok_or_else(|| corrupt("headers", format!("header {mid} is missing")))?;
+            if header.log_size > index {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Ok(lo)
     }
 
     pub fn state_value(&self, key: &StateKey) -> Result<Option<StateValue>, StoreError> {
@@ -732,7 +763,13 @@ impl<B: Backend> Store<B> {
                 let Some(id) = self.record_id_at(i)? else {
                     return Err(StoreError::Integrity(format!("log position {i} has no record")));
                 };
-                let Some((idx, rec)) = self.record(&id)? else {
+                let record = self.record(&id).map_err(|e| match e {
+                    StoreError::Corrupt { reason, .. } => {
+                        StoreError::Integrity(format!("record {id} at position {i} does not decode: {reason}"))
+                    }
+                    other => other,
+                })?;
+                let Some((idx, rec)) = record else {
                     return Err(StoreError::Integrity(format!("record {id} at position {i} is missing")));
                 };
                 if idx != i || rec.id() != id {
@@ -1152,7 +1189,34 @@ mod tests {
         let kinds: Vec<bool> =
             receipts.iter().map(|r| matches!(r.outcome, crate::view::Outcome::Accepted { .. })).collect();
         assert_eq!(kinds, vec![true, false, false, false], "{receipts:?}");
-        assert_eq!(store.block(2).unwrap(), Some(block));
+        assert_eq!(store.block(2).unwrap(), Some(block.clone()));
         assert_eq!(store.block(3).unwrap(), None);
+
+        // Receipts: the accepted one and the rejection as apply gave them; a duplicate's
+        // id answers with its original's receipt, from the block that logged it.
+        assert_eq!(store.receipt(&receipts[0].record_id).unwrap().as_ref(), Some(&receipts[0]));
+        assert_eq!(store.receipt(&receipts[1].record_id).unwrap().as_ref(), Some(&receipts[1]));
+        assert_eq!(store.receipt(&receipts[2].record_id).unwrap().as_ref(), Some(&receipts[0]));
+        let original = store.receipt(&receipts[3].record_id).unwrap().expect("the first block's record");
+        assert_eq!((original.height, &original.outcome), (1, &crate::view::Outcome::Accepted { log_index: 0 }));
+        assert_eq!(store.receipt(&Hash32([7; 32])).unwrap(), None);
+    }
+
+    #[test]
+    fn accepted_receipts_find_their_block_among_many() {
+        let fx = Fixture::new();
+        let mut store = fx.mem_store();
+        let mut expected = Vec::new();
+        for h in 1..=37u64 {
+            let t = T0_MS + 1_000 * h;
+            // Blocks of 0 to 4 records, so that log sizes and heights part ways.
+            let recs: Vec<_> =
+                (0..h % 5).map(|i| fx.sign("nutri", t, fx.issue_range(&format!("R{h}X{i}"), 2))).collect();
+            let (_, receipts) = store.apply_block(&fx.block(h, t, recs)).unwrap();
+            expected.extend(receipts);
+        }
+        for r in &expected {
+            assert_eq!(store.receipt(&r.record_id).unwrap().as_ref(), Some(r));
+        }
     }
 }
