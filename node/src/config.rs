@@ -11,8 +11,9 @@ use serde::Deserialize;
 pub const BATCH_RECORDS_MAX_DEFAULT: u32 = 2_000;
 /// Default most bytes of records in one block.
 pub const BATCH_BYTES_MAX_DEFAULT: u32 = 4 * 1024 * 1024;
-/// Default longest a record waits for its block to fill.
-pub const BATCH_DEADLINE_MS_DEFAULT: u64 = 10;
+/// Default time the batcher lingers for more records before proposing a block that is
+/// not full (0: propose as soon as the pipeline has room; see `service::batcher`).
+pub const BATCH_DEADLINE_MS_DEFAULT: u64 = 0;
 /// Default most blocks proposed and not yet committed.
 pub const BATCH_IN_FLIGHT_MAX_DEFAULT: u32 = 4;
 /// Default submissions queued at the leader before new ones are refused as busy.
@@ -141,8 +142,8 @@ impl Config {
         if b.bytes_max < 64 * 1024 || b.bytes_max as usize > veritrace_ledger::block::BLOCK_BYTES_MAX {
             bail!("batch.bytes_max {} must be 65536..={}", b.bytes_max, veritrace_ledger::block::BLOCK_BYTES_MAX);
         }
-        if b.deadline_ms == 0 || b.deadline_ms > 10_000 {
-            bail!("batch.deadline_ms {} must be 1..=10000", b.deadline_ms);
+        if b.deadline_ms > 10_000 {
+            bail!("batch.deadline_ms {} must be 0..=10000", b.deadline_ms);
         }
         if b.in_flight_max == 0 || b.queue_max == 0 {
             bail!("batch.in_flight_max and batch.queue_max must be positive");

@@ -510,26 +510,41 @@ impl Services {
     }
 }
 
-/// Collects queued records into blocks by count, bytes and deadline, proposes them (up to
-/// `in_flight_max` at once) and answers each waiter with its receipt.
+/// Collects queued records into blocks and proposes them, up to `in_flight_max` at once,
+/// answering each waiter with its receipt (group commit).
+///
+/// A block is proposed as soon as the pipeline has room, with every record queued by then
+/// (up to `records_max` and `bytes_max`): an idle node commits a lone record without
+/// waiting for company, and while every slot is taken records queue up and all go into
+/// the next block, so blocks grow with the load. `deadline_ms` (0 by default) lingers that
+/// long for more records before a block that is not full is proposed.
 async fn batcher(s: Arc<Services>, mut rx: mpsc::Receiver<Pending>, cfg: BatchConfig) {
     let in_flight = Arc::new(Semaphore::new(cfg.in_flight_max as usize));
-    let deadline = Duration::from_millis(cfg.deadline_ms);
-    while let Some(first) = rx.recv().await {
+    let linger = Duration::from_millis(cfg.deadline_ms);
+    let mut open = true;
+    while open {
+        let Some(first) = rx.recv().await else { return };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let mut batch = vec![first];
         let mut bytes = batch[0].bytes;
-        let until = Instant::now() + deadline;
+        let until = Instant::now() + linger;
         while batch.len() < cfg.records_max as usize && bytes < cfg.bytes_max as usize {
-            match tokio::time::timeout_at(until.into(), rx.recv()).await {
-                Ok(Some(p)) => {
-                    bytes += p.bytes;
-                    batch.push(p);
-                }
-                Ok(None) => return,
-                Err(_) => break,
-            }
+            let next = match rx.try_recv() {
+                Ok(p) => Some(p),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) if linger.is_zero() => break,
+                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(until.into(), rx.recv()).await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let Some(p) = next else {
+                open = false;
+                break;
+            };
+            bytes += p.bytes;
+            batch.push(p);
         }
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let s = s.clone();
         tokio::spawn(async move {
             propose_batch(&s, batch).await;
