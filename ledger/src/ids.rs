@@ -110,6 +110,9 @@ pub enum IdError {
     /// The subject string as a whole (its scheme or digital link segments).
     #[error("subject id {value:?}: {reason}")]
     Path { value: String, reason: Reason },
+    /// A decoded identifier that parses but is not written as it prints.
+    #[error("{kind} {value:?} is not in canonical form {canonical:?}")]
+    NotCanonical { kind: String, value: String, canonical: String },
     /// `range` describes the offending [`SerialRange`] by all its fields.
     #[error("serial range ({range}): {reason}")]
     Range { range: String, reason: Reason },
@@ -182,8 +185,20 @@ fn check_cset82(value: &str, max_len: usize) -> Result<(), Reason> {
     Ok(())
 }
 
+/// Decoded identifiers (serde, so canonical bytes and JSON) must be in the form they print
+/// in. Parsing is lenient (GTIN-8/12/13 padded to 14 digits, Digital Link URIs, characters
+/// left unescaped in a path segment); decoding is not, so that exactly one byte string
+/// decodes to each record, as `codec::decode` promises. Found by the `record_decode` fuzz
+/// target: a serial with `)` unescaped decoded to the record whose bytes have `%29`.
+fn canonical_only(kind: &str, value: String, canonical: &str) -> Result<(), IdError> {
+    if value == canonical {
+        return Ok(());
+    }
+    Err(IdError::NotCanonical { kind: kind.to_ascii_lowercase(), value, canonical: canonical.to_owned() })
+}
+
 /// Common trait impls for a validated string identifier with a `parse` fn:
-/// text in, text out, and serde as that same text so stored data is
+/// text in, text out, and serde as that same text (canonical only) so stored data is
 /// re-validated on load.
 macro_rules! string_id {
     ($name:ident) => {
@@ -207,10 +222,13 @@ macro_rules! string_id {
             }
         }
 
+        /// What serde decodes: the canonical form only (see [`canonical_only`]).
         impl TryFrom<String> for $name {
             type Error = IdError;
             fn try_from(s: String) -> Result<Self, IdError> {
-                Self::parse(&s)
+                let id = Self::parse(&s)?;
+                canonical_only(stringify!($name), s, id.as_str())?;
+                Ok(id)
             }
         }
 
@@ -588,10 +606,13 @@ impl FromStr for SubjectId {
     }
 }
 
+/// What serde decodes: the canonical form only (see [`canonical_only`]).
 impl TryFrom<String> for SubjectId {
     type Error = IdError;
     fn try_from(s: String) -> Result<Self, IdError> {
-        s.parse()
+        let id: SubjectId = s.parse()?;
+        canonical_only("subject id", s, &id.to_string())?;
+        Ok(id)
     }
 }
 
@@ -1155,6 +1176,18 @@ mod tests {
         assert_eq!(back, id);
         assert!(serde_json::from_str::<SubjectId>("\"01/06901234567893/21/a\"").is_err());
         assert!(serde_json::from_str::<Gtin>("\"12345678901234\"").is_err());
+        // Parsing is lenient, decoding canonical only: one encoding per value.
+        for (json, canonical) in [
+            ("\"/01/06901234567892/21/a%2Fb\"", "01/06901234567892/21/a%2Fb"),
+            ("\"01/6901234567892/21/a%2Fb\"", "01/06901234567892/21/a%2Fb"),
+            ("\"01/06901234567892/21/L1-00)042\"", "01/06901234567892/21/L1-00%29042"),
+            ("\"01/06901234567892/21/%41\"", "01/06901234567892/21/A"),
+        ] {
+            let e = serde_json::from_str::<SubjectId>(json).unwrap_err().to_string();
+            assert!(e.contains(&format!("is not in canonical form \"{canonical}\"")), "{json}: {e}");
+        }
+        let e = serde_json::from_str::<Gtin>("\"6901234567892\"").unwrap_err().to_string();
+        assert!(e.starts_with("gtin \"6901234567892\" is not in canonical form \"06901234567892\""), "{e}");
         assert_eq!(serde_json::to_string(&SubjectKind::LogisticUnit).expect("serialises"), "\"logistic_unit\"");
     }
 

@@ -5,6 +5,7 @@
 //! atomically (RocksDB: one synced WriteBatch).
 
 use std::collections::BTreeMap;
+#[cfg(feature = "rocksdb")]
 use std::path::Path;
 use std::sync::RwLock;
 
@@ -213,15 +214,19 @@ impl Backend for MemBackend {
     }
 }
 
-/// RocksDB backend: one column family per [`Cf`], synced atomic batches.
+/// RocksDB backend: one column family per [`Cf`], synced atomic batches. Behind the
+/// `rocksdb` feature (on by default), so the fuzz targets build without the C++ library.
+#[cfg(feature = "rocksdb")]
 pub struct RocksBackend {
     db: rocksdb::DB,
 }
 
+#[cfg(feature = "rocksdb")]
 fn rerr(what: &str, e: rocksdb::Error) -> StorageError {
     StorageError(format!("rocksdb {what}: {e}"))
 }
 
+#[cfg(feature = "rocksdb")]
 impl RocksBackend {
     pub fn open(path: &Path) -> Result<RocksBackend, StorageError> {
         let mut opts = rocksdb::Options::default();
@@ -257,6 +262,7 @@ impl RocksBackend {
     }
 }
 
+#[cfg(feature = "rocksdb")]
 impl Backend for RocksBackend {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.db.get_cf(self.cf(cf)?, key).map_err(|e| rerr("get", e))

@@ -17,6 +17,8 @@ pub mod bundle;
 mod cache;
 pub mod codec;
 pub mod epcis;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod ids;
 pub mod keyfile;

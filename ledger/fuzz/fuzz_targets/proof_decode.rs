@@ -1,0 +1,5 @@
+//! Fuzz target `proof_decode`: the body is `veritrace_ledger::fuzzing::proof_decode`, shared with
+//! `ledger/tests/fuzz_regressions.rs`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| veritrace_ledger::fuzzing::proof_decode(data));
