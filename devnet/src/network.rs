@@ -58,6 +58,8 @@ pub const NODES_MAX: u32 = 64;
 pub const SERVE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 /// Longest wait after SIGTERM before SIGKILL; above the node's own 10 s shutdown grace.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long pause and resume wait for the kernel to show the process stopped or running.
+pub const SIGNAL_SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for a process to disappear after SIGKILL.
 pub const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often polling helpers look again.
@@ -790,19 +792,36 @@ impl Network {
     /// SIGSTOP: the process is frozen with its sockets open, like a node stuck in a long
     /// pause; its peers see it time out rather than disconnect.
     pub fn pause(&self, node: &str) -> Result<()> {
-        self.signal_running(node, Signal::SIGSTOP)
+        self.signal_running(node, Signal::SIGSTOP, true)
     }
 
     /// SIGCONT after [`Network::pause`].
     pub fn resume(&self, node: &str) -> Result<()> {
-        self.signal_running(node, Signal::SIGCONT)
+        self.signal_running(node, Signal::SIGCONT, false)
     }
 
-    fn signal_running(&self, node: &str, signal: Signal) -> Result<()> {
-        let mut st = self.lock();
-        node_entry(&st.manifest, node)?;
-        let Some(proc) = running(&mut st, node) else { bail!("{node} is not running") };
-        proc.signal(signal)
+    /// Sends SIGSTOP or SIGCONT and returns once the kernel shows the process stopped or
+    /// running again (a signal is delivered asynchronously; on a busy machine a status read
+    /// right after `kill` could still see the old state).
+    fn signal_running(&self, node: &str, signal: Signal, stopped: bool) -> Result<()> {
+        let pid = {
+            let mut st = self.lock();
+            node_entry(&st.manifest, node)?;
+            let Some(proc) = running(&mut st, node) else { bail!("{node} is not running") };
+            proc.signal(signal)?;
+            proc.pid()
+        };
+        let deadline = Instant::now() + SIGNAL_SETTLE_TIMEOUT;
+        while process::is_stopped(pid) != stopped {
+            if Instant::now() >= deadline {
+                bail!(
+                    "{node} (pid {pid}) still {} {SIGNAL_SETTLE_TIMEOUT:?} after {signal:?}",
+                    if stopped { "runs" } else { "is stopped" }
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
     }
 
     /// [`Network::stop`] then [`Network::start`].
