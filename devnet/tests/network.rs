@@ -89,7 +89,8 @@ fn stop_pause_resume_and_wipe_are_observable_and_the_network_recovers() -> Resul
         net.wait_until(AGREEMENT_TIMEOUT, "the follower answers again", |n| Ok(n.status(&follower)?.up))?;
 
         net.pause(&follower)?;
-        net.wait_until(Duration::from_secs(5), "the paused follower stops answering", |n| {
+        // Each read of a paused node waits out the HTTP timeout (2 s): room for a few.
+        net.wait_until(Duration::from_secs(15), "the paused follower stops answering", |n| {
             let s = n.status(&follower)?;
             Ok(s.paused && !s.up)
         })?;
