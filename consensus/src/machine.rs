@@ -133,6 +133,8 @@ pub enum MachineStoreError {
     SnapshotTooLarge { bytes: u64, max: u64 },
     #[error("the state machine was lost when a blocking call failed: {reason}")]
     Lost { reason: String },
+    #[error("rebuilding the snapshot from the state machine failed: {reason}")]
+    SnapshotRebuild { reason: String },
     #[error(
         "the raft log is purged up to {purged} but the state machine has applied only up to {applied}: \
          the entries between are gone; wipe this node's data directory and let it rejoin by snapshot"
@@ -223,14 +225,8 @@ impl<M: Machine> MachineStore<M> {
             purged = display_log_id(last_purged),
             "the snapshot on disk is behind the purged log (a crash during a snapshot install?): rebuilding it"
         );
-        let data = self.lend(|machine| machine.snapshot()).await??;
-        let builder_err = |e: StorageError| MachineStoreError::Lost { reason: e.to_string() };
-        let mut builder = MachineSnapshotBuilder {
-            applied: self.applied.clone(),
-            data: Some(Ok(data)),
-            snapshots: self.snapshots.clone(),
-        };
-        builder.build_snapshot().await.map_err(builder_err)?;
+        let mut builder = self.get_snapshot_builder().await;
+        builder.build_snapshot().await.map_err(|e| MachineStoreError::SnapshotRebuild { reason: e.to_string() })?;
         Ok(())
     }
 

@@ -593,14 +593,8 @@ fn verify_signatures<V: LedgerView>(
         }
     }
     let msg_refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
-    if !idx.is_empty() && crate::sigbatch::verify_batch(&msg_refs, &sigs, &keys) {
-        for i in idx {
-            out[i] = SigCheck::Good;
-        }
-    } else {
-        for (n, i) in idx.into_iter().enumerate() {
-            out[i] = if verify_one(&keys[n], msg_refs[n], &sigs[n]) { SigCheck::Good } else { SigCheck::Bad };
-        }
+    for (i, ok) in idx.into_iter().zip(crate::sigbatch::verify_each(&msg_refs, &sigs, &keys)) {
+        out[i] = if ok { SigCheck::Good } else { SigCheck::Bad };
     }
     Ok(out)
 }
@@ -637,14 +631,8 @@ fn author_key<V: LedgerView>(s: &Scratch<'_, V>, rec: &SignedRecord) -> Result<(
     let Some(key) = org.key(&r.key_id).cloned() else {
         return reject(RejectCode::KeyNotValid, format!("{} has no key {}", r.author, r.key_id));
     };
-    if key.revoked_at_ms.is_some() {
-        return reject(RejectCode::KeyNotValid, format!("key {} of {} is revoked", r.key_id, r.author));
-    }
-    if !key.valid_at(r.time_ms) {
-        return reject(
-            RejectCode::KeyNotValid,
-            format!("key {} of {} is not valid at record time {} ms", r.key_id, r.author, r.time_ms),
-        );
+    if let Some(why) = key.refusal(&r.author, r.time_ms) {
+        return reject(RejectCode::KeyNotValid, why);
     }
     Ok((org, key))
 }

@@ -174,16 +174,10 @@ pub fn verify_bundle(b: &TraceBundle, trusted: &ValidatorSet) -> Result<BundleVe
     let msgs: Vec<&[u8]> = sigs.iter().map(|(_, m, _, _)| m.as_slice()).collect();
     let dsigs: Vec<ed25519_dalek::Signature> = sigs.iter().map(|(_, _, s, _)| *s).collect();
     let keys: Vec<ed25519_dalek::VerifyingKey> = sigs.iter().map(|(_, _, _, k)| *k).collect();
-    if !crate::sigbatch::verify_batch(&msgs, &dsigs, &keys) {
-        for (index, msg, sig, key) in &sigs {
-            if key.verify_strict(msg, sig).is_err() {
-                let author = by_index.get(index).map(|(_, r)| r.record.author.to_string()).unwrap_or_default();
-                return Err(BundleError::Record {
-                    index: *index,
-                    reason: format!("signature of {author} does not verify"),
-                });
-            }
-        }
+    let verdicts = crate::sigbatch::verify_each(&msgs, &dsigs, &keys);
+    if let Some(((index, ..), _)) = sigs.iter().zip(&verdicts).find(|(_, ok)| !**ok) {
+        let author = by_index.get(index).map(|(_, r)| r.record.author.to_string()).unwrap_or_default();
+        return Err(BundleError::Record { index: *index, reason: format!("signature of {author} does not verify") });
     }
 
     let mut referenced = BTreeSet::new();

@@ -222,6 +222,19 @@ impl OrgKey {
             && self.valid_until_ms.is_none_or(|u| time_ms < u)
             && self.revoked_at_ms.is_none_or(|r| time_ms < r)
     }
+
+    /// Why this key of `author` may not sign a record timed `time_ms` now, if it may not:
+    /// it is revoked (for any record applied from now on), or the time is outside its
+    /// validity. The one wording of the rule, for apply and the submit precheck alike.
+    pub fn refusal(&self, author: &OrgId, time_ms: u64) -> Option<String> {
+        if self.revoked_at_ms.is_some() {
+            Some(format!("key {} of {author} is revoked", self.key_id))
+        } else if !self.valid_at(time_ms) {
+            Some(format!("key {} of {author} is not valid at record time {time_ms} ms", self.key_id))
+        } else {
+            None
+        }
+    }
 }
 
 /// A prefix under which a producer may issue codes, e.g. scheme `gs1` prefix `9312345`

@@ -101,6 +101,20 @@ pub fn verify_batch(messages: &[&[u8]], signatures: &[Signature], keys: &[Verify
     EdwardsPoint::vartime_multiscalar_mul(scalars, points).is_identity()
 }
 
+/// Each signature's verdict: all `true` when the batch verifies, else each checked alone
+/// with `verify_strict` (the batch says only that *some* signature is bad). Slices of
+/// different lengths give every signature `false`.
+pub fn verify_each(messages: &[&[u8]], signatures: &[Signature], keys: &[VerifyingKey]) -> Vec<bool> {
+    let n = signatures.len();
+    if messages.len() != n || keys.len() != n {
+        return vec![false; n];
+    }
+    if verify_batch(messages, signatures, keys) {
+        return vec![true; n];
+    }
+    (0..n).map(|i| keys[i].verify_strict(messages[i], &signatures[i]).is_ok()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use ed25519_dalek::{Signer, SigningKey};
@@ -144,6 +158,20 @@ mod tests {
             assert!(check(&msgs, &sigs, &keys), "{} keys", seeds.len());
         }
         assert!(check(&[], &[], &[]), "an empty batch");
+    }
+
+    #[test]
+    fn verify_each_names_the_bad_ones() {
+        let (mut msgs, sigs, keys) = batch(20, &[1, 2]);
+        let good: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        assert_eq!(verify_each(&good, &sigs, &keys), vec![true; 20]);
+        msgs[4].push(0);
+        msgs[11].push(0);
+        let bad: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        let verdicts = verify_each(&bad, &sigs, &keys);
+        let failing: Vec<usize> = (0..20).filter(|&i| !verdicts[i]).collect();
+        assert_eq!(failing, vec![4, 11]);
+        assert_eq!(verify_each(&bad[..3], &sigs, &keys), vec![false; 20], "ragged slices");
     }
 
     #[test]

@@ -509,7 +509,7 @@ impl<B: Backend> Store<B> {
     /// holds it; else its last rejection, if any. Accepted receipts are not stored apart:
     /// the record's row gives its log index, and the headers' log sizes give the block.
     pub fn receipt(&self, id: &RecordId) -> Result<Option<Receipt>, StoreError> {
-        if let Some((log_index, _)) = self.record(id)? {
+        if let Some(log_index) = LedgerView::record_position(self, id)? {
             let height = self.height_logging(log_index)?;
             return Ok(Some(Receipt { record_id: *id, height, outcome: crate::view::Outcome::Accepted { log_index } }));
         }

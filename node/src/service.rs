@@ -327,19 +327,9 @@ impl Services {
                     reason: format!("{} has no key {}", r.record.author, r.record.key_id),
                 });
             };
-            // The same key checks apply makes: a key revoked here is revoked on the leader
+            // Apply's key rule, checked early: a key revoked here is revoked on the leader
             // too (it is never behind this node), so any node may refuse it.
-            let refused = if key.revoked_at_ms.is_some() {
-                Some(format!("key {} of {} is revoked", r.record.key_id, author))
-            } else if !key.valid_at(r.record.time_ms) {
-                Some(format!(
-                    "key {} of {} is not valid at record time {} ms",
-                    r.record.key_id, author, r.record.time_ms
-                ))
-            } else {
-                None
-            };
-            if let Some(reason) = refused {
+            if let Some(reason) = key.refusal(author, r.record.time_ms) {
                 return Err(SubmitError::BadSignature { index, reason });
             }
             if !r.verify_author(ledger, &key.public_key) {

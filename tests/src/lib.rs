@@ -119,6 +119,24 @@ pub async fn agree(net: &Network, nodes: &[String]) -> pb::StatusResponse {
     }
 }
 
+/// Waits until `node` holds a complete checkpoint at `height` or later (validators'
+/// signatures reach a node a moment after the blocks they sign); panics after [`WAIT`].
+pub async fn checkpoint_at(net: &Network, node: &str, height: u64) -> pb::StatusResponse {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = status(net, node).await;
+        if s.complete_checkpoint_height >= height {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{node} never held a complete checkpoint at {height}: at {}",
+            s.complete_checkpoint_height
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Submits one record and waits for its commit; panics unless it is accepted.
 pub async fn commit(net: &Network, node: &str, record: &SignedRecord) -> pb::Receipt {
     let deadline = Instant::now() + WAIT;

@@ -247,16 +247,9 @@ async fn http_page_json_bundle_qr_and_error_pages() {
 
     // Every node serves the page: the observer too.
     let observer = net.observers()[0].clone();
-    // An observer may not hold a complete checkpoint yet right after the demo (the
-    // validators' signatures reach it a moment after the blocks); it says 503, retry.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let o = loop {
-        let o = get(net.http_addr(&observer).unwrap(), &format!("/{sold}"), &[JSON]).await;
-        if o.status != 503 || std::time::Instant::now() >= deadline {
-            break o;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    // Its checkpoint signatures arrive a moment after the blocks: wait for one as high.
+    checkpoint_at(&net, &observer, height).await;
+    let o = get(net.http_addr(&observer).unwrap(), &format!("/{sold}"), &[JSON]).await;
     assert_eq!(o.status, 200, "{}", o.text());
     assert_eq!(o.json()["verdict"]["verified"], true);
 
