@@ -56,7 +56,7 @@ impl Bench {
         let dir = tempfile::tempdir().expect("temp dir");
         let fx = Fixture::new();
         let backend = RocksBackend::open(dir.path()).expect("rocksdb");
-        let opts = OpenOptions { verification: Verification::Quick };
+        let opts = OpenOptions { verification: Verification::Quick, ..Default::default() };
         let store = Store::create(backend, &fx.genesis, opts).expect("genesis");
         let mut b = Bench { fx, store, t: T0_MS + 1_000, n: 0, _dir: dir };
         let issues: Vec<SignedRecord> =

@@ -145,18 +145,33 @@ impl RecentSmtNodes {
 /// Current state entries the last blocks wrote, decoded: the subjects a ledger is busy with
 /// and the organisations signing for them, so apply does not read and decode them again.
 /// Holds the value the States column family holds for each key it has (a commit writes both),
-/// never an older one. Emptied when full, then refilled with the latest block's entries.
+/// never an older one. Emptied when full, then refilled with the latest block's entries —
+/// except the validator set, which every checkpoint signature is checked against: it stays
+/// (see [`RecentStates::pin_validators`]).
 #[derive(Default)]
 pub(crate) struct RecentStates {
     states: HashMap<StateKey, StateValue>,
+    validators: Option<StateValue>,
 }
 
 impl RecentStates {
     pub(crate) fn get(&self, key: &StateKey) -> Option<&StateValue> {
-        self.states.get(key)
+        match key {
+            StateKey::Validators => self.validators.as_ref(),
+            _ => self.states.get(key),
+        }
     }
 
-    pub(crate) fn extend(&mut self, states: Vec<StateWrite>) {
+    /// Keeps the current validator set (read from the store on open) until a block
+    /// changes it.
+    pub(crate) fn pin_validators(&mut self, value: StateValue) {
+        self.validators = Some(value);
+    }
+
+    pub(crate) fn extend(&mut self, mut states: Vec<StateWrite>) {
+        if let Some(at) = states.iter().position(|s| s.key == StateKey::Validators) {
+            self.validators = Some(states.swap_remove(at).value);
+        }
         let n = states.iter().filter(|s| !matches!(s.value, StateValue::Contents(_))).count();
         if self.states.len() + n > STATE_CACHE_ENTRIES_MAX {
             self.states.clear();

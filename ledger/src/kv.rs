@@ -2,7 +2,7 @@
 //!
 //! The store's key layout and indexes are written once, over [`Backend`]; tests of the
 //! pure parts use [`MemBackend`] and need no disk. Writes come as one [`Batch`], applied
-//! atomically (RocksDB: one synced WriteBatch).
+//! atomically (RocksDB: one WriteBatch, synced unless [`Batch::without_sync`]).
 
 use std::collections::BTreeMap;
 #[cfg(feature = "rocksdb")]
@@ -104,6 +104,8 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 pub struct Batch {
     data: Vec<u8>,
     ops: Vec<Op>,
+    /// Written without waiting for the disk (see [`Batch::without_sync`]).
+    unsynced: bool,
 }
 
 /// One write: where its key and value (none for a delete) sit in the batch's buffer.
@@ -115,6 +117,21 @@ struct Op {
 }
 
 impl Batch {
+    /// Lets the backend return before the batch reaches the disk. The write is still atomic
+    /// and survives the process being killed (it is in the operating system's hands); a power
+    /// failure may lose it, and then every later batch with it (RocksDB recovers a prefix of
+    /// its write-ahead log). Only for writes that can be made again from a synced source —
+    /// the replicated node's blocks, which its Raft log holds.
+    pub fn without_sync(mut self) -> Batch {
+        self.unsynced = true;
+        self
+    }
+
+    /// Whether the backend must sync this batch before returning.
+    pub fn synced(&self) -> bool {
+        !self.unsynced
+    }
+
     pub fn put(&mut self, cf: Cf, key: Vec<u8>, value: Vec<u8>) {
         self.put_parts(cf, &[&key], &[&value]);
     }
@@ -214,7 +231,7 @@ impl Backend for MemBackend {
     }
 }
 
-/// RocksDB backend: one column family per [`Cf`], synced atomic batches. Behind the
+/// RocksDB backend: one column family per [`Cf`], atomic batches (synced unless marked). Behind the
 /// `rocksdb` feature (on by default), so the fuzz targets build without the C++ library.
 #[cfg(feature = "rocksdb")]
 pub struct RocksBackend {
@@ -315,7 +332,7 @@ impl Backend for RocksBackend {
             }
         }
         let mut wo = rocksdb::WriteOptions::default();
-        wo.set_sync(true);
+        wo.set_sync(batch.synced());
         self.db.write_opt(wb, &wo).map_err(|e| rerr("write", e))
     }
 }

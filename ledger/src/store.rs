@@ -2,7 +2,8 @@
 //! integrity check on open, over a [`Backend`] (RocksDB, or memory in tests).
 //!
 //! Every key starts with the ledger id (length byte, then the id), so one database can
-//! hold several ledgers (DESIGN.md §9). One block is one atomic, synced batch: the block,
+//! hold several ledgers (DESIGN.md §9). One block is one atomic batch (synced, unless the
+//! store is [`Durability::LogBacked`]): the block,
 //! its header, receipts, records, log and state-map nodes, state values and every index
 //! move together or not at all. Bounded in-memory copies (module `cache`) of the upper
 //! log levels and of what the last blocks wrote serve apply and proofs; the integrity check
@@ -82,15 +83,31 @@ pub enum Verification {
     Quick,
 }
 
+/// When a block's batch reaches the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Every block (and checkpoint signature) is synced before the store returns: the
+    /// store is the only copy.
+    Synced,
+    /// Blocks applied with replication metadata ([`Store::apply_block_with_meta`]) and
+    /// checkpoint signatures are written without waiting for the disk. For a store behind a
+    /// synced replicated log (the node's Raft log, synced before any entry is applied): a
+    /// power failure may lose the last blocks, and the replication metadata written in the
+    /// same batches says which, so they are applied again from the log — as etcd applies
+    /// its WAL to a backend it commits lazily. A killed process loses nothing.
+    LogBacked,
+}
+
 /// Options for [`Store::open`].
 #[derive(Clone, Copy, Debug)]
 pub struct OpenOptions {
     pub verification: Verification,
+    pub durability: Durability,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { verification: Verification::Full }
+        OpenOptions { verification: Verification::Full, durability: Durability::Synced }
     }
 }
 
@@ -102,6 +119,7 @@ pub struct Store<B: Backend> {
     log_top: LogTop,
     smt_recent: RecentSmtNodes,
     states_recent: RecentStates,
+    durability: Durability,
 }
 
 fn ledger_prefix(id: &LedgerId) -> Vec<u8> {
@@ -143,7 +161,7 @@ impl<B: Backend> Store<B> {
         let mem = NoNodes;
         let ws = apply::genesis_writes(&mem, genesis)?;
         let head = ws.head.clone().expect("genesis writes set the head");
-        let mut store = Store::with_caches_empty(backend, prefix, head);
+        let mut store = Store::with_caches_empty(backend, prefix, head, opts.durability);
         let mut batch = store.batch_for(&ws);
         batch.put(Cf::Meta, store.k(b"genesis"), codec::encode(genesis));
         batch.put(Cf::Meta, store.k(b"format"), STORE_FORMAT.to_be_bytes().to_vec());
@@ -153,7 +171,7 @@ impl<B: Backend> Store<B> {
         Ok(store)
     }
 
-    fn with_caches_empty(backend: B, prefix: Vec<u8>, head: Head) -> Store<B> {
+    fn with_caches_empty(backend: B, prefix: Vec<u8>, head: Head, durability: Durability) -> Store<B> {
         Store {
             backend,
             prefix,
@@ -161,6 +179,7 @@ impl<B: Backend> Store<B> {
             log_top: LogTop::default(),
             smt_recent: RecentSmtNodes::default(),
             states_recent: RecentStates::default(),
+            durability,
         }
     }
 
@@ -175,7 +194,7 @@ impl<B: Backend> Store<B> {
             let found = format.map(|f| f.to_string()).unwrap_or_else(|| "missing".into());
             return Err(StoreError::Format { found, expected: STORE_FORMAT });
         }
-        let mut store = Store::with_caches_empty(backend, prefix, head);
+        let mut store = Store::with_caches_empty(backend, prefix, head, opts.durability);
         store.verify(opts.verification)?;
         store.load_caches()?;
         Ok(store)
@@ -187,6 +206,9 @@ impl<B: Backend> Store<B> {
     fn load_caches(&mut self) -> Result<(), StoreError> {
         self.smt_recent = RecentSmtNodes::default();
         self.states_recent = RecentStates::default();
+        if let Some(v) = self.get_decoded(Cf::States, &codec::encode(&StateKey::Validators), "state")? {
+            self.states_recent.pin_validators(v);
+        }
         let size = self.head.log_size;
         let max_nodes = self.log_top.max_nodes();
         let min_level = LogTop::min_level_for(size, max_nodes);
@@ -278,6 +300,9 @@ impl<B: Backend> Store<B> {
         let mut batch = self.batch_for(&ws);
         if let Some(m) = replication_meta {
             batch.put(Cf::Meta, self.k(REPLICATION_META_KEY), m.to_vec());
+            if self.durability == Durability::LogBacked {
+                batch = batch.without_sync();
+            }
         }
         self.backend.write(batch)?;
         // Committed: the caches take what the block wrote, by move.
@@ -341,7 +366,7 @@ impl<B: Backend> Store<B> {
         replication_meta: &[u8],
     ) -> Result<Store<B>, StoreError> {
         write_snapshot(&backend, ledger, snapshot, replication_meta)?;
-        Store::open(backend, ledger, OpenOptions { verification: Verification::Full })
+        Store::open(backend, ledger, OpenOptions::default())
     }
 
     /// Like [`Store::import_snapshot`], in place. On a refusal the store holds the refused
@@ -695,6 +720,10 @@ impl<B: Backend> Store<B> {
         let mut b = Batch::default();
         let key = [height.to_be_bytes().as_slice(), sig.node_id.as_str().as_bytes()].concat();
         b.put(Cf::CheckpointSigs, self.k(&key), codec::encode(sig));
+        if self.durability == Durability::LogBacked {
+            // Gathered again from the validators if a power failure loses it.
+            b = b.without_sync();
+        }
         self.backend.write(b)?;
         Ok(())
     }

@@ -110,7 +110,7 @@ fn an_edited_log_node_is_refused_even_by_the_quick_check() {
     // The level-2 node over leaves 0..4 is one of the subtrees the root is folded from.
     let level_at = 1 + fx.ledger().as_str().len();
     tamper(dir.path(), Cf::LogNodes, |k| k[level_at] == 2, |v| v[0] ^= 1);
-    let quick = OpenOptions { verification: veritrace_ledger::store::Verification::Quick };
+    let quick = OpenOptions { verification: veritrace_ledger::store::Verification::Quick, ..Default::default() };
     let e = Store::open(RocksBackend::open(dir.path()).unwrap(), fx.ledger(), quick).err().unwrap();
     assert!(matches!(e, StoreError::Integrity(_)), "{e}");
 }
@@ -154,6 +154,57 @@ fn replication_meta_is_written_with_the_block() {
     let t = T0_MS + 1_000;
     store.apply_block_with_meta(&fx.block(1, t, vec![]), b"log id 7").unwrap();
     assert_eq!(store.replication_meta().unwrap().as_deref(), Some(&b"log id 7"[..]));
+}
+
+/// A memory backend that remembers whether each batch asked to be synced.
+#[derive(Default)]
+struct SyncLog {
+    mem: veritrace_ledger::kv::MemBackend,
+    synced: std::sync::Mutex<Vec<bool>>,
+}
+
+impl veritrace_ledger::kv::Backend for &SyncLog {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, veritrace_ledger::hash::StorageError> {
+        self.mem.get(cf, key)
+    }
+    fn scan(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<veritrace_ledger::kv::Entries, veritrace_ledger::hash::StorageError> {
+        self.mem.scan(cf, prefix, start, limit)
+    }
+    fn write(&self, batch: veritrace_ledger::kv::Batch) -> Result<(), veritrace_ledger::hash::StorageError> {
+        self.synced.lock().unwrap().push(batch.synced());
+        self.mem.write(batch)
+    }
+}
+
+#[test]
+fn a_log_backed_store_leaves_blocks_and_signatures_to_its_log_and_syncs_the_rest() {
+    use veritrace_ledger::store::Durability;
+    let fx = Fixture::new();
+    let t = T0_MS + 1_000;
+    for (durability, expected) in [(Durability::Synced, true), (Durability::LogBacked, false)] {
+        let backend = SyncLog::default();
+        let opts = OpenOptions { durability, ..OpenOptions::default() };
+        let mut store = Store::create(&backend, &fx.genesis, opts).unwrap();
+        let (header, _) = store.apply_block_with_meta(&fx.block(1, t, vec![]), b"log id 1").unwrap();
+        let (node, key) = &fx.validator_keys[0];
+        let sig = header.sign(node.clone(), key);
+        store.put_checkpoint_signature(1, &sig).unwrap();
+        // Plain blocks (no log to replay them from) and metadata on its own stay synced.
+        store.apply_block(&fx.block(2, t + 1, vec![])).unwrap();
+        store.save_replication_meta(b"log id 2").unwrap();
+        let synced = backend.synced.lock().unwrap().clone();
+        assert_eq!(
+            synced,
+            vec![true, expected, expected, true, true],
+            "{durability:?}: genesis, block with meta, signature, block, meta"
+        );
+    }
 }
 
 #[test]

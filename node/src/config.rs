@@ -15,7 +15,7 @@ pub const BATCH_BYTES_MAX_DEFAULT: u32 = 4 * 1024 * 1024;
 /// not full (0: propose as soon as the pipeline has room; see `service::batcher`).
 pub const BATCH_DEADLINE_MS_DEFAULT: u64 = 0;
 /// Default most blocks proposed and not yet committed.
-pub const BATCH_IN_FLIGHT_MAX_DEFAULT: u32 = 4;
+pub const BATCH_IN_FLIGHT_MAX_DEFAULT: u32 = 1;
 /// Default submissions queued at the leader before new ones are refused as busy.
 pub const SUBMIT_QUEUE_MAX_DEFAULT: u32 = 20_000;
 /// Most blocks in one Raft append. openraft times an append out after one heartbeat, and a

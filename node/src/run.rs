@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use veritrace_consensus::{MachineStore, PeerInfo, RocksLogStore};
 use veritrace_ledger::kv::RocksBackend;
 use veritrace_ledger::org::{Genesis, NodeId, PublicKey};
-use veritrace_ledger::store::{OpenOptions, Store, Verification};
+use veritrace_ledger::store::{Durability, OpenOptions, Store, Verification};
 
 use crate::config::{Config, read_key_file};
 use crate::machine::{LedgerMachine, SnapshotGate};
@@ -95,8 +95,12 @@ pub async fn start(cfg: Config) -> Result<RunningNode> {
 
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("create {}", cfg.data_dir.display()))?;
     let backend = RocksBackend::open(&cfg.data_dir.join("ledger")).context("open ledger store")?;
-    let store = Store::create(backend, &genesis, OpenOptions { verification: Verification::Full })
-        .context("the stored ledger does not verify; refusing to serve it")?;
+    let store = Store::create(
+        backend,
+        &genesis,
+        OpenOptions { verification: Verification::Full, durability: Durability::LogBacked },
+    )
+    .context("the stored ledger does not verify; refusing to serve it")?;
     tracing::info!(height = store.head().height, log_size = store.head().log_size, "ledger opened and verified");
     let store = Arc::new(RwLock::new(store));
 

@@ -90,12 +90,14 @@ async fn metrics(State(s): State<Arc<Services>>) -> (StatusCode, String) {
          # HELP veritrace_log_size Records in the Merkle log.\n# TYPE veritrace_log_size gauge\nveritrace_log_size {}\n\
          # HELP veritrace_complete_checkpoint_height Latest checkpoint with a validator quorum.\n# TYPE veritrace_complete_checkpoint_height gauge\nveritrace_complete_checkpoint_height {}\n\
          # HELP veritrace_raft_term Current Raft term.\n# TYPE veritrace_raft_term gauge\nveritrace_raft_term {}\n\
-         # HELP veritrace_is_leader 1 on the Raft leader.\n# TYPE veritrace_is_leader gauge\nveritrace_is_leader {}\n",
+         # HELP veritrace_is_leader 1 on the Raft leader.\n# TYPE veritrace_is_leader gauge\nveritrace_is_leader {}\n\
+         # HELP veritrace_checkpoint_conflicts_total Checkpoint signatures received on a header other than this node's at that height (evidence kept in data_dir/evidence).\n# TYPE veritrace_checkpoint_conflicts_total counter\nveritrace_checkpoint_conflicts_total {}\n",
         head.height,
         head.log_size,
         s.complete_height(),
         m.current_term,
-        leader
+        leader,
+        s.checkpoint_conflicts()
     );
     (StatusCode::OK, body)
 }

@@ -165,6 +165,8 @@ pub struct Services {
     early_signatures: std::sync::Mutex<BTreeMap<u64, Vec<SignatureMessage>>>,
     snapshot_bytes_max: u64,
     evidence_dir: std::path::PathBuf,
+    /// Signatures received on a header other than ours at the same height.
+    checkpoint_conflicts: std::sync::atomic::AtomicU64,
     gate: Arc<SnapshotGate>,
 }
 
@@ -203,6 +205,7 @@ impl Services {
             early_signatures: Default::default(),
             snapshot_bytes_max,
             evidence_dir,
+            checkpoint_conflicts: Default::default(),
             gate,
         });
         s.recompute_complete_height();
@@ -405,6 +408,11 @@ impl Services {
         *self.complete.borrow()
     }
 
+    /// Signatures received on a header that differs from ours at its height, since start.
+    pub fn checkpoint_conflicts(&self) -> u64 {
+        self.checkpoint_conflicts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Follows the latest complete checkpoint height.
     pub fn watch_complete(&self) -> tokio::sync::watch::Receiver<u64> {
         self.complete.subscribe()
@@ -435,18 +443,19 @@ impl Services {
         }
     }
 
-    /// Takes a validator's signature on `header` (ours or a peer's). Stores it if the
-    /// header is ours at that height; keeps evidence and shouts if it is not.
-    fn take_signature(&self, msg: SignatureMessage) {
+    /// Takes a validator's signature on `header` (ours, `own`, or a peer's). Stores it if
+    /// the header is ours at that height; keeps evidence and shouts if it is not.
+    fn take_signature(&self, msg: SignatureMessage, own: bool) {
         let validators = self.validators();
         let Some(v) = validators.get(&msg.signature.node_id) else {
             tracing::warn!(node = %msg.signature.node_id, "checkpoint signature from a node outside the validator set");
             return;
         };
-        if v.public_key
-            .verifying_key()
-            .verify_strict(&msg.header.signing_message(), &msg.signature.signature.to_dalek())
-            .is_err()
+        if !own
+            && v.public_key
+                .verifying_key()
+                .verify_strict(&msg.header.signing_message(), &msg.signature.signature.to_dalek())
+                .is_err()
         {
             tracing::warn!(node = %msg.signature.node_id, height = msg.header.height, "forged checkpoint signature");
             return;
@@ -472,16 +481,25 @@ impl Services {
                     tracing::error!(error = %e, "storing a checkpoint signature");
                     return;
                 }
-                if let Ok(Some(cp)) = store.checkpoint(h.height) {
-                    if self.gate.pending().is_some() {
-                        self.gate.offer(&store, &cp);
-                    }
-                    if cp.verify(&self.genesis.ledger_id, &validators).is_ok() {
-                        self.mark_complete(h.height);
-                    }
+                let gate_waits = self.gate.pending().is_some();
+                if !gate_waits && h.height <= self.complete_height() {
+                    // A later checkpoint is complete already: nothing to decide here.
+                    return;
+                }
+                let Ok(Some(cp)) = store.checkpoint(h.height) else { return };
+                if gate_waits {
+                    self.gate.offer(&store, &cp);
+                }
+                // Every stored signature was checked before it was stored: count the
+                // organisations first and check the whole checkpoint once, at its quorum.
+                let orgs: BTreeSet<&OrgId> =
+                    cp.signatures.iter().filter_map(|sig| validators.get(&sig.node_id).map(|v| &v.org)).collect();
+                if orgs.len() as u32 >= validators.quorum() && cp.verify(&self.genesis.ledger_id, &validators).is_ok() {
+                    self.mark_complete(h.height);
                 }
             }
             Some(h) => {
+                self.checkpoint_conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(
                     height = h.height,
                     node = %msg.signature.node_id,
@@ -612,7 +630,7 @@ async fn answer_peers(s: Arc<Services>, mut inbound: mpsc::Receiver<Inbound>) {
                     match codec::decode::<SignatureMessage>("checkpoint signature", &bytes) {
                         Ok(m) => {
                             let s2 = s.clone();
-                            let _ = tokio::task::spawn_blocking(move || s2.take_signature(m)).await;
+                            let _ = tokio::task::spawn_blocking(move || s2.take_signature(m, false)).await;
                             NodeResponse::Ack
                         }
                         Err(e) => NodeResponse::Refused(e.to_string()),
@@ -646,14 +664,14 @@ async fn sign_checkpoints(s: Arc<Services>, mut applied: tokio::sync::broadcast:
         let early = s.early_signatures.lock().expect("early signatures lock").remove(&header.height);
         for m in early.into_iter().flatten() {
             let s2 = s.clone();
-            let _ = tokio::task::spawn_blocking(move || s2.take_signature(m)).await;
+            let _ = tokio::task::spawn_blocking(move || s2.take_signature(m, false)).await;
         }
         let Some(key) = &s.node_key else { continue };
         let signature = header.sign(s.node_id.clone(), key);
         let msg = SignatureMessage { header: header.clone(), signature };
         let bytes = codec::encode(&msg);
         let s2 = s.clone();
-        let _ = tokio::task::spawn_blocking(move || s2.take_signature(msg)).await;
+        let _ = tokio::task::spawn_blocking(move || s2.take_signature(msg, true)).await;
         // To every other member: validators gather quorums, observers serve checkpoints too.
         for m in s.members.values() {
             if m.node_id == s.node_id {
