@@ -12,6 +12,9 @@ use veritrace_ledger::record::{GovernanceAction, RecordBody};
 
 use crate::exit::{Failure, OrExit};
 use crate::output::Out;
+
+/// Digits of a GS1 company prefix.
+const GS1_COMPANY_PREFIX_DIGITS: std::ops::RangeInclusive<usize> = 4..=12;
 use crate::records::{Cosigner, SignArgs, submit_record};
 
 /// What every governance command takes: the author and the co-signers.
@@ -152,7 +155,7 @@ pub enum GovCmd {
     },
 }
 
-fn parse_role(s: &str) -> Result<Role, String> {
+pub(crate) fn parse_role(s: &str) -> Result<Role, String> {
     const ROLES: [Role; 5] = [Role::Regulator, Role::InspectionBody, Role::Producer, Role::Platform, Role::Logistics];
     ROLES.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
         let names: Vec<&str> = ROLES.iter().map(|r| r.as_str()).collect();
@@ -160,12 +163,17 @@ fn parse_role(s: &str) -> Result<Role, String> {
     })
 }
 
-fn parse_prefix(s: &str) -> Result<CodePrefix, String> {
+/// `[SCHEME:]PREFIX`, GS1 when no scheme is named; a GS1 company prefix is 4 to 12 digits.
+pub(crate) fn parse_prefix(s: &str) -> Result<CodePrefix, String> {
     let (scheme, prefix) = s.split_once(':').unwrap_or(("gs1", s));
+    let digits = GS1_COMPANY_PREFIX_DIGITS;
+    if scheme == "gs1" && !(prefix.bytes().all(|b| b.is_ascii_digit()) && digits.contains(&prefix.len())) {
+        return Err(format!("gs1 company prefix {prefix:?} must be {} to {} digits", digits.start(), digits.end()));
+    }
     Ok(CodePrefix { scheme: scheme.to_string(), prefix: prefix.to_string() })
 }
 
-fn parse_public_key(s: &str) -> Result<PublicKey, String> {
+pub(crate) fn parse_public_key(s: &str) -> Result<PublicKey, String> {
     PublicKey::from_hex(s).map_err(|e| e.to_string())
 }
 

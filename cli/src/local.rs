@@ -1,5 +1,6 @@
-//! Offline commands: key files, genesis files, parsing codes, and verifying a trace bundle
-//! against the validators of a genesis, trusting no node.
+//! Offline commands: key files, parsing codes, and verifying a trace bundle against the
+//! validators of a genesis, trusting no node; reading a genesis and writing files
+//! atomically for the other commands. Genesis commands are in [`crate::genesis`].
 
 use std::path::{Path, PathBuf};
 
@@ -21,12 +22,6 @@ pub enum KeyCmd {
     },
     /// Show the public key of a key file.
     Show { file: PathBuf },
-}
-
-#[derive(Subcommand)]
-pub enum GenesisCmd {
-    /// Check a genesis file and print its summary and hash.
-    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -60,29 +55,6 @@ pub fn key(cmd: &KeyCmd, out: &Out) -> Result<(), Failure> {
             out.emit(serde_json::json!({"ok": true, "public_key": public}), || public.clone());
         }
     }
-    Ok(())
-}
-
-pub fn genesis(cmd: &GenesisCmd, out: &Out) -> Result<(), Failure> {
-    let GenesisCmd::Check { file } = cmd;
-    let g = read_genesis(file).or_bad_input()?;
-    let hash = g.hash().to_hex();
-    out.emit(
-        serde_json::json!({
-            "ok": true, "ledger_id": g.ledger_id, "hash": hash,
-            "organisations": g.organisations.len(), "validators": g.validators.len(),
-            "governance_quorum": g.governance.quorum,
-        }),
-        || {
-            format!(
-                "genesis ok: ledger {}, {} organisations, {} validators, governance quorum {}\nhash {hash}",
-                g.ledger_id,
-                g.organisations.len(),
-                g.validators.len(),
-                g.governance.quorum
-            )
-        },
-    );
     Ok(())
 }
 

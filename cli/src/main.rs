@@ -1,9 +1,10 @@
 //! `veritrace`: the command-line client. A thin layer over the library crates: parse,
 //! validate, act. Human output by default, `--json` for scripts (one JSON object per line).
 //!
-//! Offline commands (keys, genesis, codes, bundle verification) live in [`local`], QR
-//! codes for labels in [`qr`]; the commands that talk to a node over gRPC in [`records`]
-//! (signing and submitting one record per kind), [`gov`] (governance), [`query`] (traces,
+//! Offline commands (keys, codes, bundle verification) live in [`local`], genesis files in
+//! [`genesis`], QR codes for labels in [`qr`]; the commands that talk to a node over gRPC
+//! in [`records`] (signing and submitting one record per kind), [`import`] (records from a
+//! JSON-lines file, in batches), [`gov`] (governance), [`query`] (traces,
 //! proofs, bundles, checkpoints), [`audit`] (the checkpoint monitor) and [`epcis`] (EPCIS
 //! 2.0 export and import), all through [`client`]; [`bench`] measures a network (and etcd). Exit codes are in [`exit`] and docs/cli.md.
 
@@ -17,7 +18,9 @@ mod client;
 mod devnet_cmd;
 mod epcis;
 mod exit;
+mod genesis;
 mod gov;
+mod import;
 mod local;
 mod output;
 mod qr;
@@ -46,9 +49,9 @@ enum Cmd {
     /// Signing keys.
     #[command(subcommand)]
     Key(local::KeyCmd),
-    /// Genesis files.
+    /// Genesis files: check one, or write one step by step.
     #[command(subcommand)]
-    Genesis(local::GenesisCmd),
+    Genesis(genesis::GenesisCmd),
     /// Trace codes.
     #[command(subcommand)]
     Code(local::CodeCmd),
@@ -81,6 +84,8 @@ enum Cmd {
     Recall(records::RegulatoryArgs),
     /// Customs clearance of lots or codes (regulator).
     Clear(records::RegulatoryArgs),
+    /// Sign and submit the records of a JSON-lines file (one record body a line), in batches.
+    Import(import::ImportArgs),
     /// Governance: organisations, keys and validators; needs a quorum of regulators.
     #[command(subcommand)]
     Gov(gov::GovCmd),
@@ -129,7 +134,7 @@ fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
     match &cli.cmd {
         Cmd::Devnet(cmd) => devnet_cmd::run(cmd, out),
         Cmd::Key(cmd) => local::key(cmd, out),
-        Cmd::Genesis(cmd) => local::genesis(cmd, out),
+        Cmd::Genesis(cmd) => genesis::run(cmd, out),
         Cmd::Code(cmd) => local::code(cmd, out),
         Cmd::Verify(args) => local::verify(args, out),
         Cmd::Qr(args) => qr::run(args, out),
@@ -146,6 +151,7 @@ fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
         Cmd::Release(a) => records::regulatory(a, veritrace_ledger::record::RegulatoryKind::Release, out),
         Cmd::Recall(a) => records::regulatory(a, veritrace_ledger::record::RegulatoryKind::Recall, out),
         Cmd::Clear(a) => records::regulatory(a, veritrace_ledger::record::RegulatoryKind::CustomsClearance, out),
+        Cmd::Import(a) => import::run(a, out),
         Cmd::Gov(cmd) => gov::run(cmd, out),
 
         Cmd::Status(a) => query::status(a, out),

@@ -140,15 +140,14 @@ fn up_status_demo_down_and_up_again_keeps_the_data() {
     let codes = demo["codes"].as_array().expect("codes");
     assert_eq!(codes.len(), 4);
     for c in codes {
-        // Trace and GetBundle may not be served yet; when they are, they must work.
+        // Every code traces, its bundle verifies offline, and its consumer page is served.
         for part in ["trace", "bundle"] {
-            let state = c[part]["state"].as_str().expect("state");
-            assert!(state == "ok" || state == "not_served", "{part} of {}: {c:#}", c["code"]);
+            assert_eq!(c[part]["state"], "ok", "{part} of {}: {c:#}", c["code"]);
         }
-        if c["bundle"]["state"] == "ok" {
-            assert!(c["bundle"]["verdict"]["records"].as_u64().expect("records") >= 3, "{c:#}");
-        }
+        assert!(c["trace"]["records"].as_array().is_some_and(|r| r.len() >= 3), "{c:#}");
+        assert!(c["bundle"]["verdict"]["records"].as_u64().expect("records") >= 3, "{c:#}");
         assert!(c["page_url"].as_str().expect("url").ends_with(c["code"].as_str().expect("code")));
+        assert_eq!(c["page_status"], 200, "consumer page of {}: {c:#}", c["code"]);
     }
     let before = wait_status(&g.dir, "every node has applied the demo", agreed);
     let height = node(&before, "node-1")["height"].as_u64().expect("height");

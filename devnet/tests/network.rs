@@ -1,5 +1,8 @@
 //! Real `veritrace-node` processes on 127.0.0.1: election, agreement, a kill -9 of the
-//! leader, stop/pause/resume/wipe, re-opening a network, and nothing left behind.
+//! leader, stop/pause/resume/wipe, re-opening a network, and nothing left behind: a
+//! network dropped normally takes its temporary directory and every process with it; one
+//! dropped after a failure (a body of `keep_on_failure` that fails, or a panic) still
+//! takes its processes but keeps the directory for inspection.
 //!
 //! The node binary is found or built by `veritrace_devnet::locate::node_binary_for_tests`
 //! (set `VERITRACE_NODE_BIN` to use another one); the first run may spend minutes in
@@ -9,10 +12,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use veritrace_devnet::locate::node_binary_for_tests;
+use veritrace_devnet::manifest::Manifest;
+use veritrace_devnet::network::{KEEP_ENV, LOG_FILE, NODES_DIR};
 use veritrace_devnet::{Network, NetworkSpec, Stopped};
 
 /// A leader must be known within this long.
@@ -165,6 +170,73 @@ fn a_detached_network_reopens_with_its_data() -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let mut cleanup = Cleanup { dir: dir.clone(), passed: false };
     reopen_scenario(&dir)?;
+    cleanup.passed = true;
+    Ok(())
+}
+
+/// A started network of one validator and one observer, its directory and its pids.
+fn started() -> Result<(Network, PathBuf, Vec<u32>)> {
+    let net = Network::temp(1, 1, node_binary_for_tests()?)?;
+    let dir = net.dir().to_path_buf();
+    net.start_all()?;
+    net.wait_for_leader(ELECTION_TIMEOUT)?;
+    let seen = pids(&net)?;
+    ensure!(seen.len() == 2 && dir.is_dir());
+    Ok((net, dir, seen))
+}
+
+/// Whether `dir` was kept whole: its manifest and every node's log.
+fn kept(dir: &Path) -> Result<()> {
+    ensure!(Manifest::path(dir).is_file(), "{} was not kept", dir.display());
+    let nodes: Vec<PathBuf> = std::fs::read_dir(dir.join(NODES_DIR))?.map(|e| Ok(e?.path())).collect::<Result<_>>()?;
+    ensure!(nodes.len() == 2, "nodes kept: {nodes:?}");
+    for n in nodes {
+        ensure!(n.join(LOG_FILE).is_file(), "{} has no log", n.display());
+    }
+    Ok(())
+}
+
+#[test]
+fn a_dropped_network_leaves_nothing_behind_and_a_failed_one_keeps_its_directory() -> Result<()> {
+    ensure!(std::env::var_os(KEEP_ENV).is_none(), "unset {KEEP_ENV}: it keeps every network's directory");
+
+    // Dropped normally: no directory, no process.
+    let (net, dir, seen) = started()?;
+    drop(net);
+    ensure!(!dir.exists(), "{} survived the network's drop", dir.display());
+    for pid in &seen {
+        ensure!(gone(*pid), "pid {pid} survived the network's drop");
+    }
+
+    // A body of `keep_on_failure` that fails: its error comes back, the processes are
+    // gone, the directory is kept.
+    let (net, dir, seen) = started()?;
+    let mut cleanup = Cleanup { dir: dir.clone(), passed: false };
+    let out: Result<()> = net.keep_on_failure(|_| bail!("a deliberate failure"));
+    match out {
+        Err(e) => ensure!(e.to_string() == "a deliberate failure", "another error: {e:#}"),
+        Ok(()) => bail!("keep_on_failure swallowed the body's error"),
+    }
+    for pid in &seen {
+        ensure!(gone(*pid), "pid {pid} survived a failed body");
+    }
+    kept(&dir)?;
+    cleanup.passed = true;
+    drop(cleanup);
+    ensure!(!dir.exists());
+
+    // A test that panics while it holds the network: the same, through unwinding.
+    let (net, dir, seen) = started()?;
+    let mut cleanup = Cleanup { dir: dir.clone(), passed: false };
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _held = net;
+        panic!("a deliberate panic, to see the network's directory kept");
+    }));
+    ensure!(unwound.is_err());
+    for pid in &seen {
+        ensure!(gone(*pid), "pid {pid} survived a panic");
+    }
+    kept(&dir)?;
     cleanup.passed = true;
     Ok(())
 }

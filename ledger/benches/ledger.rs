@@ -6,7 +6,10 @@
 //!   rules, Merkle log, state map, and the synced RocksDB write), and where that time goes;
 //! - inclusion proof generation (from RocksDB) and verification at 1,000,000 leaves
 //!   (`VERITRACE_BENCH_LEAVES` to change);
-//! - verification of a trace bundle of 20 records.
+//! - verification of a trace bundle of 20 records;
+//! - at the full log size, the store's part of a trace query (an item's and its lot's
+//!   states, the first page of each chain, every record on it) and building and verifying a
+//!   trace bundle, for items of 100 lots whose 20 records each are spread over the log.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -25,6 +28,11 @@ use veritrace_ledger::view::Outcome;
 
 const BLOCK_RECORDS: usize = 1_000;
 const LOTS: u64 = 1_000;
+/// Lots whose items are traced at the end: each gets an issuance, up to 18 inspections
+/// spread over the fill, and the sale of one item.
+const TRACED_LOTS: u64 = 100;
+/// A trace's first page, as the API serves it by default.
+const TRACE_PAGE: u32 = 100;
 
 fn inspection(lot: SubjectId, n: u64) -> RecordBody {
     RecordBody::Inspection(InspectionReport {
@@ -150,11 +158,27 @@ fn apply_breakdown(b: &mut Bench) {
     );
 }
 
+fn traced_lot(i: u64) -> String {
+    format!("T{i}")
+}
+
 fn proofs(b: &mut Bench, leaves: u64) {
     let start = Instant::now();
+    let issues = (0..TRACED_LOTS).map(|i| b.fx.sign("nutri", b.t, b.fx.issue_range(&traced_lot(i), 100))).collect();
+    b.apply(issues);
+    let mut traced_inspections = 0u64;
     while b.store.head().log_size < leaves {
         let left = (leaves - b.store.head().log_size) as usize;
-        let recs = b.records(left.min(BLOCK_RECORDS * 10));
+        let mut recs = b.records(left.min(BLOCK_RECORDS * 10).saturating_sub(2).max(1));
+        // Two inspections of traced lots per block, so their chains spread over the log.
+        for _ in 0..2 {
+            if traced_inspections < TRACED_LOTS * 18 {
+                let lot = b.fx.lot_id(&traced_lot(traced_inspections % TRACED_LOTS));
+                b.n += 1;
+                recs.push(b.fx.sign_nonce("ccic-au", b.t, b.n, inspection(lot, 2_000_000_000 + traced_inspections)));
+                traced_inspections += 1;
+            }
+        }
         b.apply(recs);
     }
     let size = b.store.head().log_size;
@@ -193,6 +217,75 @@ fn proofs(b: &mut Bench, leaves: u64) {
         n += 1;
     }
     println!("consistency proofs at {size} leaves: generate {:.0}/s", n as f64 / start.elapsed().as_secs_f64());
+}
+
+fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
+    sorted_ms[((sorted_ms.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The store's part of a trace query and a bundle, for an item of each traced lot, at the
+/// log's full size.
+fn traces(b: &mut Bench) {
+    let sales = (0..TRACED_LOTS)
+        .map(|i| {
+            let item = b.fx.item(&traced_lot(i), 7);
+            b.fx.sign("nutri", b.t, RecordBody::Sell(Sell { subjects: vec![item], channel: "web".into() }))
+        })
+        .collect();
+    b.apply(sales);
+    let size = b.store.head().log_size;
+    let items: Vec<(SubjectId, SubjectId)> =
+        (0..TRACED_LOTS).map(|i| (b.fx.item(&traced_lot(i), 7), b.fx.lot_id(&traced_lot(i)))).collect();
+    let mut trace_ms = Vec::new();
+    let mut chain = 0;
+    for _ in 0..10 {
+        for (item, lot) in &items {
+            let start = Instant::now();
+            let mut n = 0;
+            for sid in [item, lot] {
+                let state = b.store.subject_state(sid).expect("state").expect("traced subject has a state");
+                std::hint::black_box(state);
+                for id in b.store.subject_record_ids(sid, 0, TRACE_PAGE).expect("chain") {
+                    let rec = b.store.record(&id).expect("record").expect("chain names a stored record");
+                    std::hint::black_box(rec);
+                    n += 1;
+                }
+            }
+            trace_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+            chain = n;
+        }
+    }
+    trace_ms.sort_by(f64::total_cmp);
+    println!(
+        "trace at {size} leaves (store part: 2 states, first pages of the item's and the lot's chains, {chain} records): p50 {:.3} ms, p99 {:.3} ms",
+        percentile(&trace_ms, 0.5),
+        percentile(&trace_ms, 0.99)
+    );
+    let header = b.store.header(b.store.head().height).unwrap().unwrap();
+    let checkpoint = b.fx.checkpoint(&header);
+    let trusted = b.fx.genesis.validator_set();
+    let (mut build_ms, mut verify_ms) = (Vec::new(), Vec::new());
+    let mut records = 0;
+    for _ in 0..5 {
+        for (item, _) in &items {
+            let start = Instant::now();
+            let bundle = b.store.bundle(item, checkpoint.clone()).expect("bundle");
+            build_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+            let start = Instant::now();
+            verify_bundle(&bundle, &trusted).expect("bundle verifies");
+            verify_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+            records = bundle.records.len();
+        }
+    }
+    build_ms.sort_by(f64::total_cmp);
+    verify_ms.sort_by(f64::total_cmp);
+    println!(
+        "bundle at {size} leaves ({records} records, +3 checkpoint signatures): build p50 {:.3} ms, p99 {:.3} ms (RocksDB); verify p50 {:.3} ms, p99 {:.3} ms",
+        percentile(&build_ms, 0.5),
+        percentile(&build_ms, 0.99),
+        percentile(&verify_ms, 0.5),
+        percentile(&verify_ms, 0.99)
+    );
 }
 
 fn bundle_verification(b: &mut Bench) {
@@ -236,4 +329,5 @@ fn main() {
     bundle_verification(&mut b);
     apply_breakdown(&mut b);
     proofs(&mut b, leaves);
+    traces(&mut b);
 }

@@ -11,11 +11,12 @@
 //!
 //! Architecture invariants:
 //! - Permissioned at connection time. A node's libp2p identity is its ed25519 node key;
-//!   only identities in the allow list (the genesis validators and observers, later what
-//!   governance admits, see [`P2p::set_allowed`]) may hold a connection. Noise proves the
-//!   remote identity, then libp2p's allow-list behaviour refuses any other before a single
-//!   stream is opened, in both directions. Removing a peer from the list closes its
-//!   connections.
+//!   only identities in the allow list may hold a connection. The node fills the list with
+//!   the genesis validators and observers at start and does not change it afterwards (a
+//!   validator added by governance is not admitted here); [`P2p::set_allowed`] replaces it
+//!   at run time. Noise proves the remote identity, then libp2p's allow-list behaviour
+//!   refuses any other before a single stream is opened, in both directions. Removing a
+//!   peer from the list closes its connections.
 //! - Bounded everywhere: the command channel, the inbound channel (when it is full a peer
 //!   is answered [`NodeResponse::Refused`] instead of stalling the swarm), requests in
 //!   flight each way, streams per connection, and every frame on the wire
@@ -26,9 +27,9 @@
 //!   The protocol name carries the version: a change to [`NodeRequest`] or [`NodeResponse`]
 //!   is a new protocol name, not a version byte.
 //!
-//! Deliberately absent: peer discovery (members and their addresses come from the genesis
-//! and governance), gossip, and any knowledge of what forwarded submissions or signature
-//! messages contain — they are opaque bytes here.
+//! Deliberately absent: peer discovery (members come from the genesis, their addresses
+//! from the node's config), gossip, and any knowledge of what forwarded submissions or
+//! signature messages contain — they are opaque bytes here.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

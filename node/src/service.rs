@@ -27,6 +27,12 @@ use crate::p2p::{Inbound, NodeRequest, NodeResponse, P2p};
 
 /// How long a forwarded submission may wait for the leader's answer.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Forwarding requests a node has out to the leader at once (see [`forwarder`]).
+const FORWARDS_IN_FLIGHT_MAX: usize = 4;
+/// Records and record bytes a forwarding request gathers before it leaves (a submission on
+/// its own may carry more: it goes alone, as the client sent it).
+const FORWARD_RECORDS_MAX: usize = 2_000;
+const FORWARD_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Checkpoint signatures being sent at once; beyond, a signature is dropped (the next
 /// block's checkpoint supersedes it) rather than crowding out Raft traffic.
 pub const SIGNATURE_SENDS_MAX: usize = 64;
@@ -118,6 +124,17 @@ struct ForwardRequest {
     wait: bool,
 }
 
+/// The leader's answer to one forwarded submission.
+type ForwardAnswer = Result<Vec<SubmitOutcome>, ForwardRefusal>;
+
+/// A submission waiting for the [`forwarder`].
+struct ForwardJob {
+    request: ForwardRequest,
+    /// Encoded size of the records.
+    bytes: usize,
+    reply: oneshot::Sender<Result<Vec<SubmitOutcome>, SubmitError>>,
+}
+
 /// A validator's signature on a header, as sent to every other node.
 #[derive(Serialize, Deserialize)]
 struct SignatureMessage {
@@ -162,6 +179,7 @@ pub struct Services {
     /// subscribers learn of each newer one.
     complete: tokio::sync::watch::Sender<u64>,
     submit_tx: mpsc::Sender<Pending>,
+    forward_tx: mpsc::Sender<ForwardJob>,
     early_signatures: std::sync::Mutex<BTreeMap<u64, Vec<SignatureMessage>>>,
     snapshot_bytes_max: u64,
     evidence_dir: std::path::PathBuf,
@@ -191,6 +209,7 @@ impl Services {
         let raft_id = raft_id_of(&public);
         let is_validator = genesis.validators.iter().any(|v| v.public_key == public);
         let (submit_tx, submit_rx) = mpsc::channel(batch.queue_max as usize);
+        let (forward_tx, forward_rx) = mpsc::channel(batch.queue_max as usize);
         let s = Arc::new(Services {
             node_id,
             raft_id,
@@ -202,6 +221,7 @@ impl Services {
             node_key: is_validator.then_some(node_key),
             complete: tokio::sync::watch::Sender::new(0),
             submit_tx,
+            forward_tx,
             early_signatures: Default::default(),
             snapshot_bytes_max,
             evidence_dir,
@@ -210,6 +230,7 @@ impl Services {
         });
         s.recompute_complete_height();
         tokio::spawn(batcher(s.clone(), submit_rx, batch));
+        tokio::spawn(forwarder(s.clone(), forward_rx));
         tokio::spawn(answer_peers(s.clone(), inbound));
         tokio::spawn(sign_checkpoints(s.clone(), applied));
         tokio::spawn(reconcile_membership(s.clone()));
@@ -372,12 +393,24 @@ impl Services {
         Ok(out)
     }
 
+    /// Hands the records to the [`forwarder`], which sends them to the leader with whatever
+    /// other submissions this node is forwarding at the time.
     async fn forward(&self, records: Vec<SignedRecord>, wait: bool) -> Result<Vec<SubmitOutcome>, SubmitError> {
+        let (reply, answer) = oneshot::channel();
+        let bytes = records.iter().map(|r| r.to_bytes().len()).sum();
+        let job = ForwardJob { request: ForwardRequest { records, wait }, bytes, reply };
+        self.forward_tx.try_send(job).map_err(|_| SubmitError::Busy)?;
+        answer.await.map_err(|_| SubmitError::Forward("the forwarder stopped".into()))?
+    }
+
+    /// Sends submissions to the leader in one request, one part each, and returns each
+    /// part's answer in order.
+    async fn forward_parts(&self, requests: &[ForwardRequest]) -> Result<Vec<ForwardAnswer>, SubmitError> {
         let leader = self.leader().ok_or(SubmitError::NoLeader)?;
         let member = self.members.get(&leader).ok_or(SubmitError::NoLeader)?;
         let peer = member.peer.peer_id.parse().map_err(|e| SubmitError::Forward(format!("leader peer id: {e}")))?;
         let addr = member.peer.addr.parse().ok();
-        let req = NodeRequest::Forward(vec![codec::encode(&ForwardRequest { records, wait })]);
+        let req = NodeRequest::Forward(requests.iter().map(codec::encode).collect());
         let resp = tokio::time::timeout(FORWARD_TIMEOUT, self.p2p.request(peer, addr, req))
             .await
             .map_err(|_| {
@@ -386,9 +419,16 @@ impl Services {
             .map_err(|e| SubmitError::Forward(e.to_string()))?;
         match resp {
             NodeResponse::Forwarded(bytes) => {
-                let r: Result<Vec<SubmitOutcome>, ForwardRefusal> =
+                let answers: Vec<ForwardAnswer> =
                     codec::decode("forward reply", &bytes).map_err(|e| SubmitError::Forward(e.to_string()))?;
-                r.map_err(SubmitError::from)
+                if answers.len() != requests.len() {
+                    return Err(SubmitError::Forward(format!(
+                        "the leader answered {} of {} forwarded submissions",
+                        answers.len(),
+                        requests.len()
+                    )));
+                }
+                Ok(answers)
             }
             NodeResponse::Refused(why) => Err(SubmitError::Forward(why)),
             _ => Err(SubmitError::Forward("unexpected reply from leader".into())),
@@ -561,6 +601,57 @@ async fn batcher(s: Arc<Services>, mut rx: mpsc::Receiver<Pending>, cfg: BatchCo
     }
 }
 
+/// On a node that is not the leader: sends queued submissions to the leader, up to
+/// [`FORWARDS_IN_FLIGHT_MAX`] requests at once, each carrying every submission queued by
+/// the time it leaves (at most [`FORWARD_RECORDS_MAX`] records). An idle node forwards a
+/// lone submission at once; a busy one sends a few large requests per block instead of
+/// one per client, which is most of a follower's network work under load.
+async fn forwarder(s: Arc<Services>, mut rx: mpsc::Receiver<ForwardJob>) {
+    let in_flight = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX));
+    // A submission that did not fit the request before: it opens the next one.
+    let mut carried: Option<ForwardJob> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match rx.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let (mut records, mut bytes) = (first.request.records.len(), first.bytes);
+        let mut jobs = vec![first];
+        while records < FORWARD_RECORDS_MAX && bytes < FORWARD_BYTES_MAX {
+            let Ok(job) = rx.try_recv() else { break };
+            if bytes + job.bytes > FORWARD_BYTES_MAX {
+                carried = Some(job);
+                break;
+            }
+            records += job.request.records.len();
+            bytes += job.bytes;
+            jobs.push(job);
+        }
+        let s = s.clone();
+        tokio::spawn(async move {
+            let (requests, replies): (Vec<ForwardRequest>, Vec<_>) =
+                jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
+            match s.forward_parts(&requests).await {
+                Ok(answers) => {
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(answer.map_err(SubmitError::from));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -616,15 +707,28 @@ async fn answer_peers(s: Arc<Services>, mut inbound: mpsc::Receiver<Inbound>) {
             let reply = match msg.request {
                 NodeRequest::Raft(rpc) => crate::p2p::answer_raft(&s.raft, rpc, s.snapshot_bytes_max).await,
                 NodeRequest::Forward(parts) => {
-                    let outcome: Result<Vec<SubmitOutcome>, ForwardRefusal> = match parts.first() {
-                        Some(bytes) if parts.len() == 1 => match codec::decode::<ForwardRequest>("forward", bytes) {
-                            Ok(req) if s.is_leader() => s.submit(req.records, req.wait).await.map_err(Into::into),
-                            Ok(_) => Err(ForwardRefusal::Unavailable("not the leader".into())),
-                            Err(e) => Err(ForwardRefusal::Unavailable(e.to_string())),
-                        },
-                        _ => Err(ForwardRefusal::Unavailable("a forward carries exactly one part".into())),
-                    };
-                    NodeResponse::Forwarded(codec::encode(&outcome))
+                    // Each part is one client's submission, decided on its own: a refused
+                    // part does not refuse the others it travelled with.
+                    let handles: Vec<_> = parts
+                        .into_iter()
+                        .map(|bytes| {
+                            let s = s.clone();
+                            tokio::spawn(async move {
+                                match codec::decode::<ForwardRequest>("forward", &bytes) {
+                                    Ok(req) if s.is_leader() => {
+                                        s.submit(req.records, req.wait).await.map_err(Into::into)
+                                    }
+                                    Ok(_) => Err(ForwardRefusal::Unavailable("not the leader".into())),
+                                    Err(e) => Err(ForwardRefusal::Unavailable(e.to_string())),
+                                }
+                            })
+                        })
+                        .collect();
+                    let mut answers: Vec<ForwardAnswer> = Vec::with_capacity(handles.len());
+                    for h in handles {
+                        answers.push(h.await.unwrap_or_else(|e| Err(ForwardRefusal::Unavailable(e.to_string()))));
+                    }
+                    NodeResponse::Forwarded(codec::encode(&answers))
                 }
                 NodeRequest::Signature(bytes) => {
                     match codec::decode::<SignatureMessage>("checkpoint signature", &bytes) {

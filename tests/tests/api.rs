@@ -1,12 +1,20 @@
 //! The gRPC API against a real network (3 validators + 1 observer): every query answers
 //! what the ledger holds and its proofs verify offline; every class of bad input gets its
 //! status code and a message naming the offending value, and leaves the roots of every
-//! node unchanged.
+//! node unchanged. Beside the ledger service a node serves the standard gRPC health check
+//! and server reflection, which name it.
 
 use std::time::Duration;
 
 use prost::Message;
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use veritrace_devnet::Network;
 use veritrace_ledger::bundle::{TraceBundle, verify_bundle};
 use veritrace_ledger::hash::Hash32;
@@ -17,6 +25,9 @@ use veritrace_ledger::record::{RecordBody, RegulatoryAction, RegulatoryKind, Shi
 use veritrace_proto::convert::checkpoint_from_pb;
 use veritrace_proto::v1 as pb;
 use veritrace_tests::*;
+
+/// The full name of the ledger service, as health and reflection know it.
+const LEDGER_SERVICE: &str = "veritrace.v1.Ledger";
 
 fn hash(b: &[u8]) -> Hash32 {
     Hash32(b.try_into().expect("32 bytes"))
@@ -215,6 +226,17 @@ async fn queries_and_proofs_and_every_bad_input_class() {
         "already_issued",
     )
     .await;
+    // NOT_FOUND (unknown_subject): shipping a lot that was never issued.
+    let never_lot = formula_lot("API-NEVER");
+    let ship_unknown = RecordBody::Ship(Ship {
+        to: OrgId::new("importer").unwrap(),
+        subjects: vec![never_lot.clone()],
+        location: String::new(),
+    });
+    let e =
+        refused(&net, &v0, sign(&net, "nutri", 78, ship_unknown).to_bytes(), Code::NotFound, "unknown_subject").await;
+    assert!(e.message().contains(&never_lot.to_string()), "{}", e.message());
+    assert_eq!(receipt_of(&e).reject_reason, "unknown_subject");
     // NOT_FOUND: unknown code, record, lot, organisation.
     let before = roots(&net).await;
     let never = formula_item("API-NEVER", 1).to_string();
@@ -227,8 +249,14 @@ async fn queries_and_proofs_and_every_bad_input_class() {
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     assert!(e.message().contains(&"07".repeat(32)), "{}", e.message());
-    let e = c.recall_impact(pb::RecallImpactRequest { lot: formula_lot("API-NONE").to_string() }).await.unwrap_err();
+    let none = formula_lot("API-NONE").to_string();
+    let e = c.recall_impact(pb::RecallImpactRequest { lot: none.clone() }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains(&none), "{}", e.message());
+    let beyond = status(&net, &v0).await.height + 1_000_000;
+    let e = c.get_checkpoint(pb::GetCheckpointRequest { height: beyond }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains(&beyond.to_string()), "{}", e.message());
     let e = c.records_by_org(pb::RecordsByOrgRequest { org: "nobody".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!((e.code(), e.message().contains("nobody")), (Code::NotFound, true), "{e:?}");
     // INVALID_ARGUMENT on queries: a bad check digit, a bad serial character, a bad limit.
@@ -260,12 +288,60 @@ async fn queries_and_proofs_and_every_bad_input_class() {
         net.kill(n).unwrap();
     }
     let mut f = client(&net, &follower).await;
+    let alone = status(&net, &follower).await;
     let req = pb::SubmitRequest { signed_record: issue(&net, "API-U", 0).to_bytes(), wait_for_commit: true };
     let e = tokio::time::timeout(Duration::from_secs(45), f.submit(req))
         .await
         .expect("an answer, not a hang")
         .expect_err("no quorum, no commit");
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    // It still thinks the dead leader leads (unreachable), or has noticed that none does.
+    let msg = e.message();
+    assert!(msg.contains("no leader") || msg.contains("leader unreachable"), "{e:?}");
+    let after = status(&net, &follower).await;
+    assert_eq!(
+        (after.height, after.log_root, after.state_root),
+        (alone.height, alone.log_root, alone.state_root),
+        "the lone follower's roots moved without a quorum"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_serves_and_reflection_lists_the_ledger_service() {
+    let net = network(1, 0, None);
+    let node = net.node_ids()[0].clone();
+    let endpoint = format!("http://{}", net.grpc_addr(&node).expect("grpc address"));
+    let channel =
+        tonic::transport::Endpoint::from_shared(endpoint).expect("endpoint").connect().await.expect("connect");
+
+    // grpc.health.v1: the server as a whole ("") and the ledger service are SERVING; a
+    // service the node does not have is NOT_FOUND.
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", LEDGER_SERVICE] {
+        let r = health.check(HealthCheckRequest { service: service.into() }).await.expect("health check");
+        assert_eq!(r.into_inner().status(), ServingStatus::Serving, "service {service:?}");
+    }
+    let e = health.check(HealthCheckRequest { service: "veritrace.v1.Nothing".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+    // grpc.reflection.v1: the service list names the ledger.
+    let mut reflection = ServerReflectionClient::new(channel);
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers =
+        reflection.server_reflection_info(futures::stream::iter([ask])).await.expect("reflection stream").into_inner();
+    let answer = tokio::time::timeout(WAIT, answers.message())
+        .await
+        .expect("a reflection answer")
+        .expect("reflection answer")
+        .expect("one response");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&LEDGER_SERVICE), "{names:?}");
 }
 
 /// nutri issues lot API-A, ships it to the importer, who receives it; samr recalls it.

@@ -1,7 +1,9 @@
 //! Replication with real `veritrace-node` processes through devnet: load through every
 //! node, agreement of roots, leader kill -9 under load, catch-up by snapshot.
 //!
-//! Figures (records/s, fail-over time, catch-up time) are printed, never asserted.
+//! Figures (records/s, fail-over time, catch-up time) are printed. The one bound is a
+//! liveness bound on fail-over, [`FAILOVER_BOUND`]: far above what it takes, so a loaded
+//! machine does not fail it, while a cluster that never recovers does.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,6 +15,10 @@ use veritrace_ledger::record::SignedRecord;
 use veritrace_proto::v1 as pb;
 use veritrace_proto::v1::ledger_client::LedgerClient;
 use veritrace_tests::{WAIT, agree, client, issue, network};
+
+/// Longest a fail-over may take, from kill -9 of the leader until the first record
+/// submitted after it is committed. The printed figure is the one docs quote.
+const FAILOVER_BOUND: Duration = Duration::from_secs(30);
 
 /// Submits `records` to `node` in batches, retrying on UNAVAILABLE (no leader, fail-over);
 /// returns the ids acknowledged as accepted.
@@ -102,19 +108,26 @@ async fn ten_thousand_records_through_every_node_with_a_leader_killed_under_load
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Fail-over is over when a record submitted after the kill commits, not when a node
+    // first calls itself leader: it also takes the survivors finding the new leader.
+    let probe = issue(&net, "K", 0);
     let t_kill = Instant::now();
     net.kill(&leader).unwrap();
+    let committed = submit_all(&net, &survivors, vec![probe.clone()], 1).await;
+    let failover = t_kill.elapsed();
+    assert_eq!(committed, vec![*probe.id().as_bytes()]);
     let new_leader = net.wait_for_leader(WAIT).expect("a new leader");
     assert_ne!(new_leader, leader);
     println!(
-        "fail-over: new leader {new_leader} serving {:.2} s after kill -9 of {leader}",
-        t_kill.elapsed().as_secs_f64()
+        "fail-over: new leader {new_leader}; the first record submitted after kill -9 of {leader} committed {:.2} s after the kill",
+        failover.as_secs_f64()
     );
+    assert!(failover < FAILOVER_BOUND, "fail-over took {failover:?}, over the liveness bound of {FAILOVER_BOUND:?}");
     let acked_b = load.await.unwrap();
     assert_eq!(acked_b.len(), 1_000);
     net.start(&leader).unwrap();
     let s = agree(&net, &all_nodes).await;
-    assert_eq!(s.log_size, per * submitters + 1_000, "no acknowledged record lost, none twice");
+    assert_eq!(s.log_size, per * submitters + 1_000 + 1, "no acknowledged record lost, none twice");
     for id in acked.iter().chain(&acked_b).step_by(97) {
         let r =
             client(&net, &leader).await.get_receipt(pb::GetReceiptRequest { record_id: id.to_vec() }).await.unwrap();
