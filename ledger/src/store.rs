@@ -867,7 +867,7 @@ fn write_snapshot<B: Backend>(
         return Err(corrupt("snapshot", format!("{} bytes, at most {SNAPSHOT_BYTES_MAX}", snapshot.len())));
     }
     let (id, entries): (String, Vec<SnapshotEntry>) =
-        codec::decode("snapshot", snapshot).map_err(|e| corrupt("snapshot", e))?;
+        codec::decode_snapshot("snapshot", snapshot).map_err(|e| corrupt("snapshot", e))?;
     if id != ledger.as_str() {
         return Err(corrupt("snapshot", format!("is of ledger {id:?}, not {:?}", ledger.as_str())));
     }

@@ -279,6 +279,25 @@ async fn http_page_json_bundle_qr_and_error_pages() {
     let svg = get(http, &format!("/{sold}/qr.svg"), &[]).await;
     assert_eq!((svg.status, svg.header("content-type")), (200, "image/svg+xml"));
     assert!(svg.text().contains("<svg"));
+    // `veritrace qr` makes the label offline: scanned, it leads to this node's page.
+    let cli = veritrace_devnet::locate::node_binary_for_tests().unwrap().with_file_name("veritrace");
+    let dir = tempfile::tempdir().unwrap();
+    let (png_file, svg_file) = (dir.path().join("label.png"), dir.path().join("label.svg"));
+    let base = format!("http://{http}");
+    for (file, extra) in [(&png_file, None), (&svg_file, Some("--svg"))] {
+        let out = std::process::Command::new(&cli)
+            .args(["qr", sold.as_str(), "--base", &base, "-o"])
+            .arg(file)
+            .args(extra)
+            .output()
+            .expect("veritrace qr runs");
+        assert!(out.status.success(), "veritrace qr: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let scanned = zbar_decode(&std::fs::read(&png_file).unwrap());
+    assert_eq!(scanned, format!("{base}/{sold}"));
+    assert!(std::fs::read_to_string(&svg_file).unwrap().contains("<svg"));
+    let page = get(http, scanned.strip_prefix(&base).unwrap(), &[HTML]).await;
+    assert_eq!(page.status, 200, "{}", page.text());
 
     // Unknown codes: 404 pages that say so, as HTML and as JSON.
     let never = format!("01/{gtin}/21/NEVER-ISSUED");
