@@ -246,10 +246,13 @@ mod tests {
     }
 
     #[test]
-    fn roles_and_prefixes_parse_with_the_ledger_spelling() {
+    fn roles_and_prefixes_parse_with_the_ledger_spelling_and_are_named_when_wrong() {
         assert_eq!(parse_role("inspection_body").unwrap(), Role::InspectionBody);
-        assert!(parse_role("auditor").unwrap_err().contains("auditor"));
+        assert!(parse_role("auditor").unwrap_err().contains("\"auditor\""));
         assert_eq!(parse_prefix("9312345").unwrap(), CodePrefix { scheme: "gs1".into(), prefix: "9312345".into() });
         assert_eq!(parse_prefix("ecode:10012").unwrap(), CodePrefix { scheme: "ecode".into(), prefix: "10012".into() });
+        for bad in ["93x1234", "123", "gs1:1234567890123"] {
+            assert!(parse_prefix(bad).unwrap_err().contains(bad.trim_start_matches("gs1:")), "{bad}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Domain};
 use crate::hash::Hash32;
-use crate::org::{LedgerId, NodeId, ValidatorSet};
+use crate::org::{LedgerId, NodeId, OrgId, ValidatorSet};
 use crate::record::{Sig, SignedRecord};
 
 /// Most records in one block.
@@ -158,6 +158,15 @@ impl Checkpoint {
             return Err(CheckpointError::NoQuorum { got, quorum: validators.quorum() });
         }
         Ok(orgs.into_iter().collect())
+    }
+
+    /// Whether the validators the signatures name come from a quorum of organisations —
+    /// the signatures themselves unchecked: the cheap test a node that checked each
+    /// signature as it came makes before it checks the whole checkpoint once.
+    pub fn names_a_quorum(&self, validators: &ValidatorSet) -> bool {
+        let orgs: BTreeSet<&OrgId> =
+            self.signatures.iter().filter_map(|s| validators.get(&s.node_id).map(|v| &v.org)).collect();
+        orgs.len() as u32 >= validators.quorum()
     }
 
     /// Like [`Checkpoint::verify`] but also refuses signers outside the set.

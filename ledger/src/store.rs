@@ -300,9 +300,7 @@ impl<B: Backend> Store<B> {
         let mut batch = self.batch_for(&ws);
         if let Some(m) = replication_meta {
             batch.put(Cf::Meta, self.k(REPLICATION_META_KEY), m.to_vec());
-            if self.durability == Durability::LogBacked {
-                batch = batch.without_sync();
-            }
+            batch = self.replayable(batch);
         }
         self.backend.write(batch)?;
         // Committed: the caches take what the block wrote, by move.
@@ -313,6 +311,15 @@ impl<B: Backend> Store<B> {
         self.states_recent.extend(states);
         self.head = head;
         Ok((header.expect("apply sets the header"), receipts))
+    }
+
+    /// `batch` as this store writes what can be made again from elsewhere (a synced log,
+    /// the other validators): unsynced when [`Durability::LogBacked`].
+    fn replayable(&self, batch: Batch) -> Batch {
+        match self.durability {
+            Durability::Synced => batch,
+            Durability::LogBacked => batch.without_sync(),
+        }
     }
 
     /// Stores the replication layer's opaque metadata on its own.
@@ -720,11 +727,8 @@ impl<B: Backend> Store<B> {
         let mut b = Batch::default();
         let key = [height.to_be_bytes().as_slice(), sig.node_id.as_str().as_bytes()].concat();
         b.put(Cf::CheckpointSigs, self.k(&key), codec::encode(sig));
-        if self.durability == Durability::LogBacked {
-            // Gathered again from the validators if a power failure loses it.
-            b = b.without_sync();
-        }
-        self.backend.write(b)?;
+        // Gathered again from the validators if a power failure loses it.
+        self.backend.write(self.replayable(b))?;
         Ok(())
     }
 

@@ -34,8 +34,10 @@ fn two_nodes_of_one_organisation_count_once() {
     };
     assert_eq!(set.quorum(), 2);
     let cp = signed(&set, &fx, &["a1", "a2"]);
+    assert!(!cp.names_a_quorum(&set));
     assert!(matches!(cp.verify(fx.ledger(), &set), Err(CheckpointError::NoQuorum { got: 1, quorum: 2 })));
     let cp = signed(&set, &fx, &["a1", "b1"]);
+    assert!(cp.names_a_quorum(&set));
     assert_eq!(cp.verify(fx.ledger(), &set).unwrap(), vec!["customs-pingtan", "samr"]);
 }
 
@@ -46,10 +48,12 @@ fn strangers_do_not_count_and_forgeries_fail() {
         validators: vec![validator("a1", "samr"), validator("b1", "customs-pingtan"), validator("c1", "ccic-au")],
     };
     let cp = signed(&set, &fx, &["a1", "stranger-1", "stranger-2"]);
+    assert!(!cp.names_a_quorum(&set), "strangers name no organisation");
     assert!(matches!(cp.verify(fx.ledger(), &set), Err(CheckpointError::NoQuorum { got: 1, .. })));
     assert!(matches!(cp.verify_strict_signers(fx.ledger(), &set), Err(CheckpointError::UnknownValidator { .. })));
     let mut cp = signed(&set, &fx, &["a1", "b1"]);
     cp.signatures[1].signature.0[5] ^= 1;
+    assert!(cp.names_a_quorum(&set), "the names are checked, not the signatures");
     assert!(matches!(cp.verify(fx.ledger(), &set), Err(CheckpointError::BadSignature { .. })));
     let cp = signed(&set, &fx, &["a1", "b1"]);
     let other = veritrace_ledger::org::LedgerId::new("another").unwrap();

@@ -127,19 +127,98 @@ struct ForwardRequest {
 /// The leader's answer to one forwarded submission.
 type ForwardAnswer = Result<Vec<SubmitOutcome>, ForwardRefusal>;
 
-/// A submission waiting for the [`forwarder`].
+/// A submission waiting for the [`forwarder`]: its [`ForwardRequest`], encoded once, as
+/// the part of a `NodeRequest::Forward` it will travel in.
 struct ForwardJob {
-    request: ForwardRequest,
-    /// Encoded size of the records.
-    bytes: usize,
+    part: Vec<u8>,
+    records: usize,
     reply: oneshot::Sender<Result<Vec<SubmitOutcome>, SubmitError>>,
 }
 
-/// A validator's signature on a header, as sent to every other node.
+/// What [`GroupCommit`] needs of a queued item: the records and bytes it adds to a group.
+trait Queued {
+    fn records(&self) -> usize;
+    fn bytes(&self) -> usize;
+}
+
+impl Queued for Pending {
+    fn records(&self) -> usize {
+        1
+    }
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Queued for ForwardJob {
+    fn records(&self) -> usize {
+        self.records
+    }
+    fn bytes(&self) -> usize {
+        self.part.len()
+    }
+}
+
+/// Group commit over a queue, for the leader's blocks and a follower's forwards alike: a
+/// group starts with the first item queued once one of `slots` is free, and takes every
+/// item queued by then — lingering up to `linger` for more — while it stays within
+/// `records_max` and `bytes_max`. An item that would pass a limit opens the next group (an
+/// item past a limit on its own goes alone). An idle queue sends a lone item at once; a
+/// busy one sends few, large groups.
+struct GroupCommit<T> {
+    rx: mpsc::Receiver<T>,
+    carried: Option<T>,
+    slots: Arc<Semaphore>,
+    records_max: usize,
+    bytes_max: usize,
+    linger: Duration,
+}
+
+impl<T: Queued> GroupCommit<T> {
+    fn new(rx: mpsc::Receiver<T>, slots: usize, records_max: usize, bytes_max: usize, linger: Duration) -> Self {
+        GroupCommit { rx, carried: None, slots: Arc::new(Semaphore::new(slots)), records_max, bytes_max, linger }
+    }
+
+    /// The next group with the slot it holds until dropped; `None` once the queue is
+    /// closed and empty.
+    async fn next(&mut self) -> Option<(Vec<T>, tokio::sync::OwnedSemaphorePermit)> {
+        let first = match self.carried.take() {
+            Some(item) => item,
+            None => self.rx.recv().await?,
+        };
+        let slot = self.slots.clone().acquire_owned().await.ok()?;
+        let until = Instant::now() + self.linger;
+        let (mut records, mut bytes) = (first.records(), first.bytes());
+        let mut group = vec![first];
+        while records < self.records_max && bytes < self.bytes_max {
+            let item = match self.rx.try_recv() {
+                Ok(item) => item,
+                Err(mpsc::error::TryRecvError::Empty) if !self.linger.is_zero() => {
+                    match tokio::time::timeout_at(until.into(), self.rx.recv()).await {
+                        Ok(Some(item)) => item,
+                        _ => break,
+                    }
+                }
+                Err(_) => break,
+            };
+            if records + item.records() > self.records_max || bytes + item.bytes() > self.bytes_max {
+                self.carried = Some(item);
+                break;
+            }
+            records += item.records();
+            bytes += item.bytes();
+            group.push(item);
+        }
+        Some((group, slot))
+    }
+}
+
+/// A validator's signature on a header, as sent to every other node
+/// (`NodeRequest::Signature` carries its canonical bytes).
 #[derive(Serialize, Deserialize)]
-struct SignatureMessage {
-    header: BlockHeader,
-    signature: CheckpointSignature,
+pub struct SignatureMessage {
+    pub header: BlockHeader,
+    pub signature: CheckpointSignature,
 }
 
 struct Pending {
@@ -397,20 +476,20 @@ impl Services {
     /// other submissions this node is forwarding at the time.
     async fn forward(&self, records: Vec<SignedRecord>, wait: bool) -> Result<Vec<SubmitOutcome>, SubmitError> {
         let (reply, answer) = oneshot::channel();
-        let bytes = records.iter().map(|r| r.to_bytes().len()).sum();
-        let job = ForwardJob { request: ForwardRequest { records, wait }, bytes, reply };
+        let job = ForwardJob { records: records.len(), part: codec::encode(&ForwardRequest { records, wait }), reply };
         self.forward_tx.try_send(job).map_err(|_| SubmitError::Busy)?;
         answer.await.map_err(|_| SubmitError::Forward("the forwarder stopped".into()))?
     }
 
     /// Sends submissions to the leader in one request, one part each, and returns each
     /// part's answer in order.
-    async fn forward_parts(&self, requests: &[ForwardRequest]) -> Result<Vec<ForwardAnswer>, SubmitError> {
+    async fn forward_parts(&self, parts: Vec<Vec<u8>>) -> Result<Vec<ForwardAnswer>, SubmitError> {
+        let count = parts.len();
         let leader = self.leader().ok_or(SubmitError::NoLeader)?;
         let member = self.members.get(&leader).ok_or(SubmitError::NoLeader)?;
         let peer = member.peer.peer_id.parse().map_err(|e| SubmitError::Forward(format!("leader peer id: {e}")))?;
         let addr = member.peer.addr.parse().ok();
-        let req = NodeRequest::Forward(requests.iter().map(codec::encode).collect());
+        let req = NodeRequest::Forward(parts);
         let resp = tokio::time::timeout(FORWARD_TIMEOUT, self.p2p.request(peer, addr, req))
             .await
             .map_err(|_| {
@@ -421,11 +500,10 @@ impl Services {
             NodeResponse::Forwarded(bytes) => {
                 let answers: Vec<ForwardAnswer> =
                     codec::decode("forward reply", &bytes).map_err(|e| SubmitError::Forward(e.to_string()))?;
-                if answers.len() != requests.len() {
+                if answers.len() != count {
                     return Err(SubmitError::Forward(format!(
-                        "the leader answered {} of {} forwarded submissions",
-                        answers.len(),
-                        requests.len()
+                        "the leader answered {} of {count} forwarded submissions",
+                        answers.len()
                     )));
                 }
                 Ok(answers)
@@ -483,23 +561,28 @@ impl Services {
         }
     }
 
-    /// Takes a validator's signature on `header` (ours, `own`, or a peer's). Stores it if
-    /// the header is ours at that height; keeps evidence and shouts if it is not.
-    fn take_signature(&self, msg: SignatureMessage, own: bool) {
+    /// Takes a peer's signature on `header`: checked against its validator's key, then
+    /// kept ([`Services::keep_signature`]).
+    fn take_signature(&self, msg: SignatureMessage) {
         let validators = self.validators();
         let Some(v) = validators.get(&msg.signature.node_id) else {
             tracing::warn!(node = %msg.signature.node_id, "checkpoint signature from a node outside the validator set");
             return;
         };
-        if !own
-            && v.public_key
-                .verifying_key()
-                .verify_strict(&msg.header.signing_message(), &msg.signature.signature.to_dalek())
-                .is_err()
+        if v.public_key
+            .verifying_key()
+            .verify_strict(&msg.header.signing_message(), &msg.signature.signature.to_dalek())
+            .is_err()
         {
             tracing::warn!(node = %msg.signature.node_id, height = msg.header.height, "forged checkpoint signature");
             return;
         }
+        self.keep_signature(msg, &validators);
+    }
+
+    /// Keeps a signature known to be good (ours, or checked by [`Services::take_signature`]):
+    /// stored if the header is ours at that height; evidence kept, and a shout, if it is not.
+    fn keep_signature(&self, msg: SignatureMessage, validators: &ValidatorSet) {
         let Ok(store) = self.store.read() else { return };
         let ours = match store.header(msg.header.height) {
             Ok(h) => h,
@@ -530,11 +613,9 @@ impl Services {
                 if gate_waits {
                     self.gate.offer(&store, &cp);
                 }
-                // Every stored signature was checked before it was stored: count the
-                // organisations first and check the whole checkpoint once, at its quorum.
-                let orgs: BTreeSet<&OrgId> =
-                    cp.signatures.iter().filter_map(|sig| validators.get(&sig.node_id).map(|v| &v.org)).collect();
-                if orgs.len() as u32 >= validators.quorum() && cp.verify(&self.genesis.ledger_id, &validators).is_ok() {
+                // Every stored signature was checked before it was stored: the whole
+                // checkpoint is checked once, when its signers reach a quorum.
+                if cp.names_a_quorum(validators) && cp.verify(&self.genesis.ledger_id, validators).is_ok() {
                     self.mark_complete(h.height);
                 }
             }
@@ -558,84 +639,34 @@ impl Services {
     }
 }
 
-/// Collects queued records into blocks and proposes them, up to `in_flight_max` at once,
-/// answering each waiter with its receipt (group commit).
-///
-/// A block is proposed as soon as the pipeline has room, with every record queued by then
-/// (up to `records_max` and `bytes_max`): an idle node commits a lone record without
-/// waiting for company, and while every slot is taken records queue up and all go into
-/// the next block, so blocks grow with the load. `deadline_ms` (0 by default) lingers that
-/// long for more records before a block that is not full is proposed.
-async fn batcher(s: Arc<Services>, mut rx: mpsc::Receiver<Pending>, cfg: BatchConfig) {
-    let in_flight = Arc::new(Semaphore::new(cfg.in_flight_max as usize));
+/// Collects queued records into blocks ([`GroupCommit`]: up to `in_flight_max` proposed at
+/// once, each within `records_max` and `bytes_max`, lingering `deadline_ms` — 0 by default —
+/// for more) and proposes them, answering each waiter with its receipt.
+async fn batcher(s: Arc<Services>, rx: mpsc::Receiver<Pending>, cfg: BatchConfig) {
     let linger = Duration::from_millis(cfg.deadline_ms);
-    let mut open = true;
-    while open {
-        let Some(first) = rx.recv().await else { return };
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        let mut batch = vec![first];
-        let mut bytes = batch[0].bytes;
-        let until = Instant::now() + linger;
-        while batch.len() < cfg.records_max as usize && bytes < cfg.bytes_max as usize {
-            let next = match rx.try_recv() {
-                Ok(p) => Some(p),
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
-                Err(mpsc::error::TryRecvError::Empty) if linger.is_zero() => break,
-                Err(mpsc::error::TryRecvError::Empty) => match tokio::time::timeout_at(until.into(), rx.recv()).await {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            let Some(p) = next else {
-                open = false;
-                break;
-            };
-            bytes += p.bytes;
-            batch.push(p);
-        }
+    let mut blocks =
+        GroupCommit::new(rx, cfg.in_flight_max as usize, cfg.records_max as usize, cfg.bytes_max as usize, linger);
+    while let Some((batch, slot)) = blocks.next().await {
         let s = s.clone();
         tokio::spawn(async move {
             propose_batch(&s, batch).await;
-            drop(permit);
+            drop(slot);
         });
     }
 }
 
 /// On a node that is not the leader: sends queued submissions to the leader, up to
 /// [`FORWARDS_IN_FLIGHT_MAX`] requests at once, each carrying every submission queued by
-/// the time it leaves (at most [`FORWARD_RECORDS_MAX`] records). An idle node forwards a
-/// lone submission at once; a busy one sends a few large requests per block instead of
-/// one per client, which is most of a follower's network work under load.
-async fn forwarder(s: Arc<Services>, mut rx: mpsc::Receiver<ForwardJob>) {
-    let in_flight = Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX));
-    // A submission that did not fit the request before: it opens the next one.
-    let mut carried: Option<ForwardJob> = None;
-    loop {
-        let first = match carried.take() {
-            Some(job) => job,
-            None => match rx.recv().await {
-                Some(job) => job,
-                None => return,
-            },
-        };
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        let (mut records, mut bytes) = (first.request.records.len(), first.bytes);
-        let mut jobs = vec![first];
-        while records < FORWARD_RECORDS_MAX && bytes < FORWARD_BYTES_MAX {
-            let Ok(job) = rx.try_recv() else { break };
-            if bytes + job.bytes > FORWARD_BYTES_MAX {
-                carried = Some(job);
-                break;
-            }
-            records += job.request.records.len();
-            bytes += job.bytes;
-            jobs.push(job);
-        }
+/// the time it leaves ([`GroupCommit`]): a busy follower sends a few large requests per
+/// block instead of one per client, which is most of its network work under load.
+async fn forwarder(s: Arc<Services>, rx: mpsc::Receiver<ForwardJob>) {
+    let mut requests =
+        GroupCommit::new(rx, FORWARDS_IN_FLIGHT_MAX, FORWARD_RECORDS_MAX, FORWARD_BYTES_MAX, Duration::ZERO);
+    while let Some((jobs, slot)) = requests.next().await {
         let s = s.clone();
         tokio::spawn(async move {
-            let (requests, replies): (Vec<ForwardRequest>, Vec<_>) =
-                jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
-            match s.forward_parts(&requests).await {
+            let (parts, replies): (Vec<Vec<u8>>, Vec<_>) = jobs.into_iter().map(|j| (j.part, j.reply)).unzip();
+            match s.forward_parts(parts).await {
                 Ok(answers) => {
                     for (reply, answer) in replies.into_iter().zip(answers) {
                         let _ = reply.send(answer.map_err(SubmitError::from));
@@ -647,7 +678,7 @@ async fn forwarder(s: Arc<Services>, mut rx: mpsc::Receiver<ForwardJob>) {
                     }
                 }
             }
-            drop(permit);
+            drop(slot);
         });
     }
 }
@@ -734,7 +765,7 @@ async fn answer_peers(s: Arc<Services>, mut inbound: mpsc::Receiver<Inbound>) {
                     match codec::decode::<SignatureMessage>("checkpoint signature", &bytes) {
                         Ok(m) => {
                             let s2 = s.clone();
-                            let _ = tokio::task::spawn_blocking(move || s2.take_signature(m, false)).await;
+                            let _ = tokio::task::spawn_blocking(move || s2.take_signature(m)).await;
                             NodeResponse::Ack
                         }
                         Err(e) => NodeResponse::Refused(e.to_string()),
@@ -768,14 +799,14 @@ async fn sign_checkpoints(s: Arc<Services>, mut applied: tokio::sync::broadcast:
         let early = s.early_signatures.lock().expect("early signatures lock").remove(&header.height);
         for m in early.into_iter().flatten() {
             let s2 = s.clone();
-            let _ = tokio::task::spawn_blocking(move || s2.take_signature(m, false)).await;
+            let _ = tokio::task::spawn_blocking(move || s2.take_signature(m)).await;
         }
         let Some(key) = &s.node_key else { continue };
         let signature = header.sign(s.node_id.clone(), key);
         let msg = SignatureMessage { header: header.clone(), signature };
         let bytes = codec::encode(&msg);
         let s2 = s.clone();
-        let _ = tokio::task::spawn_blocking(move || s2.take_signature(msg, true)).await;
+        let _ = tokio::task::spawn_blocking(move || s2.keep_signature(msg, &s2.validators())).await;
         // To every other member: validators gather quorums, observers serve checkpoints too.
         for m in s.members.values() {
             if m.node_id == s.node_id {
@@ -888,4 +919,70 @@ async fn live_voters(s: &Services, voters: &BTreeSet<RaftId>) -> BTreeSet<RaftId
         })
         .copied()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An item of `records` records and `bytes` bytes, named by `id`.
+    struct Item(u32, usize, usize);
+
+    impl Queued for Item {
+        fn records(&self) -> usize {
+            self.1
+        }
+        fn bytes(&self) -> usize {
+            self.2
+        }
+    }
+
+    fn ids(group: &[Item]) -> Vec<u32> {
+        group.iter().map(|i| i.0).collect()
+    }
+
+    #[tokio::test]
+    async fn groups_take_what_is_queued_within_the_limits_and_carry_the_rest() {
+        let (tx, rx) = mpsc::channel(16);
+        // At most 5 records and 100 bytes a group.
+        let mut groups = GroupCommit::new(rx, 1, 5, 100, Duration::ZERO);
+        for item in [Item(1, 1, 40), Item(2, 1, 40), Item(3, 1, 40), Item(4, 4, 10), Item(5, 9, 10), Item(6, 1, 1)] {
+            tx.send(item).await.unwrap();
+        }
+        // 3 would pass 100 bytes: it opens the next group instead of overshooting.
+        let (first, slot) = groups.next().await.unwrap();
+        assert_eq!(ids(&first), [1, 2]);
+        drop(slot);
+        // 5 would pass 5 records with 3 and 4; on its own, past the limit, it goes alone.
+        let (second, slot) = groups.next().await.unwrap();
+        assert_eq!(ids(&second), [3, 4]);
+        drop(slot);
+        let (third, slot) = groups.next().await.unwrap();
+        assert_eq!(ids(&third), [5]);
+        drop(slot);
+        drop(tx);
+        let (last, slot) = groups.next().await.unwrap();
+        assert_eq!(ids(&last), [6]);
+        drop(slot);
+        assert!(groups.next().await.is_none(), "a closed, empty queue ends");
+    }
+
+    #[tokio::test]
+    async fn a_group_waits_for_a_free_slot_and_takes_what_queued_meanwhile() {
+        let (tx, rx) = mpsc::channel(16);
+        let mut groups = GroupCommit::new(rx, 1, 100, 1_000, Duration::ZERO);
+        tx.send(Item(1, 1, 1)).await.unwrap();
+        let (first, slot) = groups.next().await.unwrap();
+        assert_eq!(ids(&first), [1]);
+        for id in 2..=4 {
+            tx.send(Item(id, 1, 1)).await.unwrap();
+        }
+        // The only slot is taken: the next group forms once it is released.
+        let next = tokio::spawn(async move { groups.next().await.map(|(g, _)| ids(&g)) });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!next.is_finished(), "a group formed while every slot was taken");
+        tx.send(Item(5, 1, 1)).await.unwrap();
+        drop(slot);
+        assert_eq!(next.await.unwrap(), Some(vec![2, 3, 4, 5]));
+    }
 }

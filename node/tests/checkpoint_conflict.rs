@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use libp2p::{Multiaddr, PeerId};
-use serde::Serialize;
 use tokio::sync::mpsc;
 use veritrace_devnet::Network;
 use veritrace_devnet::network::NODE_KEY_FILE;
@@ -23,6 +22,7 @@ use veritrace_ledger::hash::Hash32;
 use veritrace_ledger::org::NodeId;
 use veritrace_node::config::read_key_file;
 use veritrace_node::p2p::{NodeRequest, NodeResponse, P2p, P2pConfig, peer_id_of};
+use veritrace_node::service::SignatureMessage;
 use veritrace_proto::convert::checkpoint_from_pb;
 use veritrace_proto::v1 as pb;
 use veritrace_tests::{WAIT, checkpoint_at, client, commit, issue, network};
@@ -30,15 +30,6 @@ use veritrace_tests::{WAIT, checkpoint_at, client, commit, issue, network};
 /// The node that is wronged, and the validator whose identity the test takes.
 const VICTIM: &str = "node-1";
 const SIGNER: &str = "node-3";
-
-/// The node's signature message as it travels in [`NodeRequest::Signature`]: the same
-/// fields in the same order as the node's own (private) `SignatureMessage`, in the
-/// ledger's canonical codec.
-#[derive(Serialize)]
-struct SignatureMessage {
-    header: BlockHeader,
-    signature: CheckpointSignature,
-}
 
 fn signature_bytes(header: &BlockHeader, signer: &str, key: &SigningKey) -> Vec<u8> {
     let signature = header.sign(NodeId::new(signer).expect("node id"), key);
