@@ -98,6 +98,20 @@ pub enum DevnetCmd {
         #[arg(long, default_value_t = TIMEOUT_SECS_DEFAULT)]
         timeout: u64,
     },
+    /// Grow the network by a node the genesis does not name: start it, submit the
+    /// governance record that admits it as a validator (signed by the cast's regulators),
+    /// and wait until it is a Raft voter holding the same ledger as the others.
+    AddNode {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The organisation that operates it (default: the first validator operator of the
+        /// cast that runs no validator yet).
+        #[arg(long)]
+        org: Option<String>,
+        /// Longest wait for each step (leader, commit, catching up), in seconds.
+        #[arg(long, default_value_t = TIMEOUT_SECS_DEFAULT)]
+        timeout: u64,
+    },
 }
 
 #[derive(Args)]
@@ -192,7 +206,57 @@ pub fn run(cmd: &DevnetCmd, out: &Out) -> Result<(), Failure> {
         }
         DevnetCmd::Logs { node, lines, follow } => logs(node, *lines, *follow, out),
         DevnetCmd::Demo { dir, via, timeout } => play_demo(&dir.dir, via.as_deref(), *timeout, out),
+        DevnetCmd::AddNode { dir, org, timeout } => add_node(&dir.dir, org.as_deref(), *timeout, out),
     }
+}
+
+fn add_node(dir: &Path, org: Option<&str>, timeout: u64, out: &Out) -> Result<(), Failure> {
+    let net = open(dir)?;
+    let org = match org {
+        Some(o) => {
+            let known = net.genesis().organisations.iter().any(|g| g.id.as_str() == o);
+            if !known {
+                let ids: Vec<&str> = net.genesis().organisations.iter().map(|g| g.id.as_str()).collect();
+                return Err(Failure::bad_input(anyhow!(
+                    "--org {o:?} is not an organisation of the network; known: {}",
+                    ids.join(", ")
+                )));
+            }
+            o.to_string()
+        }
+        None => {
+            let manifest = net.manifest();
+            let running: Vec<&str> = manifest.nodes.iter().map(|n| n.org.as_str()).collect();
+            let free = veritrace_devnet::cast::VALIDATOR_OPERATORS.iter().find(|o| !running.contains(o));
+            let Some(free) = free else {
+                return Err(Failure::bad_input(anyhow!(
+                    "every validator operator of the cast already runs a node; name one with --org"
+                )));
+            };
+            free.to_string()
+        }
+    };
+    let bar = out.spinner(format!("adding a validator node for {org}"));
+    let added = veritrace_devnet::admit::add_validator(&net, &org, Duration::from_secs(timeout));
+    bar.finish_and_clear();
+    // The node started runs on after this command, whatever happens next.
+    net.detach();
+    let added = added.or_exit(EXIT_UNAVAILABLE)?;
+    out.emit(json!({"ok": true, "action": "add-node", "added": added}), || {
+        format!(
+            "{} (operated by {}, key {}) admitted by governance at log index {} through {}; voters now {}; \
+             every node at height {} after {:.1} s",
+            added.node_id,
+            added.org,
+            added.public_key,
+            added.log_index,
+            added.via,
+            added.voters.join(", "),
+            added.height,
+            added.elapsed_ms as f64 / 1000.0
+        )
+    });
+    Ok(())
 }
 
 fn open(dir: &Path) -> Result<Network, Failure> {

@@ -182,7 +182,7 @@ fn up_status_demo_down_and_up_again_keeps_the_data() {
 }
 
 #[test]
-fn kill_pause_resume_restart_partition_and_heal_show_in_status_and_the_network_recovers() {
+fn kill_pause_resume_restart_partition_heal_and_add_node_show_in_status_and_the_network_recovers() {
     let g = Guard::new();
     let bin = node_bin();
     let up =
@@ -242,5 +242,21 @@ fn kill_pause_resume_restart_partition_and_heal_show_in_status_and_the_network_r
 
     let logs = devnet(&g.dir, &["logs", &leader, "--lines", "5"]);
     assert!(logs["lines"].as_array().is_some_and(|l| !l.is_empty() && l.len() <= 5), "{logs:#}");
+
+    // add-node: an organisation outside the network is bad input; a free validator
+    // operator's node is admitted by governance and becomes the fifth node, a voter.
+    let o = devnet_raw(&g.dir, &["add-node", "--org", "nobody"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(last_json(&o)["error"].as_str().is_some_and(|e| e.contains("\"nobody\"")), "{}", text(&o));
+    let added = devnet(&g.dir, &["add-node"]);
+    assert_eq!(
+        (added["added"]["node_id"].as_str(), added["added"]["org"].as_str()),
+        (Some("node-5"), Some("hunan-qi"))
+    );
+    assert!(
+        added["added"]["voters"].as_array().is_some_and(|v| v.len() == 4 && v.contains(&"node-5".into())),
+        "{added:#}"
+    );
+    wait_status(&g.dir, "node-5 holds the same ledger", |s| agreed(s) && node(s, "node-5")["up"] == true);
     devnet(&g.dir, &["down", "--purge"]);
 }

@@ -18,8 +18,8 @@
 //! Architecture invariant: it knows nothing of the ledger's domain (records, rules,
 //! subjects); it orders opaque blocks and hands them to a state machine. It does not
 //! depend on veritrace-ledger. Deliberately absent here: the libp2p transport (it plugs
-//! in through [`RaftTransport`]), peer authorisation (the transport's job, at connection
-//! time), and membership policy (the node decides when to add or remove members).
+//! in through [`RaftTransport`]), peer authorisation (the node's job: who may connect,
+//! and who may send which Raft message), and membership policy (the node decides when to add or remove members).
 
 pub mod codec;
 pub mod config;

@@ -2,10 +2,12 @@
 //! `Status` for the synchronous [`crate::Network`] handle.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
+use veritrace_ledger::record::SignedRecord;
 use veritrace_proto::v1 as pb;
 use veritrace_proto::v1::ledger_client::LedgerClient;
 
@@ -17,6 +19,9 @@ pub const GRPC_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const GRPC_COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest response a client accepts (a trace bundle of a long history).
 pub const GRPC_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Pause between retries of a submission the node could not take.
+pub const SUBMIT_RETRY_INTERVAL: Duration = Duration::from_millis(300);
 
 /// A client of the node at `addr` whose calls each time out after `timeout`.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<LedgerClient<Channel>> {
@@ -49,4 +54,50 @@ pub fn status_blocking(addr: SocketAddr) -> Result<pb::StatusResponse> {
         .join()
         .unwrap_or_else(|_| Err(anyhow::anyhow!("status call to {addr} panicked")))
     })
+}
+
+/// Submits `signed` with wait-for-commit through `client` (a node at `via`) and returns
+/// its receipt, accepted or rejected, retrying while the node cannot take it (no leader
+/// during an election) for up to `timeout`: resubmitting the same signed record is
+/// answered with its original receipt, so a retry never applies anything twice.
+pub async fn submit_until_decided(
+    client: &mut LedgerClient<Channel>,
+    signed: &SignedRecord,
+    timeout: Duration,
+    via: &str,
+) -> Result<pb::Receipt> {
+    let deadline = Instant::now() + timeout;
+    let request = pb::SubmitRequest { signed_record: signed.to_bytes(), wait_for_commit: true };
+    let id = signed.id();
+    loop {
+        match client.submit(request.clone()).await {
+            Ok(r) => {
+                let receipt = r.into_inner().receipt.context("Submit answered without a receipt")?;
+                if receipt.status != pb::ReceiptStatus::Pending as i32 {
+                    return Ok(receipt);
+                }
+                // Queued but not decided within the node's wait: ask again below.
+                if let Ok(r) = client.get_receipt(pb::GetReceiptRequest { record_id: id.as_bytes().to_vec() }).await {
+                    let r = r.into_inner();
+                    if r.status != pb::ReceiptStatus::Pending as i32 {
+                        return Ok(r);
+                    }
+                }
+            }
+            Err(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled) => {}
+            Err(s) => {
+                // A rejected record is an error status carrying its receipt (docs/api.md).
+                if let Ok(receipt) = <pb::Receipt as prost::Message>::decode(s.details())
+                    && receipt.status == pb::ReceiptStatus::Rejected as i32
+                {
+                    return Ok(receipt);
+                }
+                bail!("Submit of record {id} to {via}: {s}")
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("record {id} was not decided within {timeout:?} at {via}");
+        }
+        tokio::time::sleep(SUBMIT_RETRY_INTERVAL).await;
+    }
 }

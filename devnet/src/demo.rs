@@ -44,7 +44,7 @@ use crate::cast::{
     BOARDS, BOARDS_GS1_PREFIX, CAST_KEY_ID, CCIC_AU, CUSTOMS_PINGTAN, Cast, HUNAN_QI, IMPORTER, NUTRI,
     NUTRI_GS1_PREFIX, SAMR, SHOP,
 };
-use crate::client::{GRPC_COMMIT_TIMEOUT, GRPC_QUERY_TIMEOUT, connect};
+use crate::client::{GRPC_COMMIT_TIMEOUT, GRPC_QUERY_TIMEOUT, connect, submit_until_decided};
 use crate::network::{Network, now_ms};
 
 /// Records the demo submits (its steps).
@@ -61,8 +61,6 @@ pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(90);
 pub const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most pages of a trace read.
 const TRACE_PAGES_MAX: u32 = 20;
-/// Pause between retries of a submission the node could not take.
-const RETRY_INTERVAL: Duration = Duration::from_millis(300);
 /// Digits of a serial's counter.
 const SERIAL_WIDTH: u8 = 4;
 
@@ -381,47 +379,8 @@ impl Player<'_, '_> {
         Ok(())
     }
 
-    /// Submits with wait-for-commit, retrying while the node cannot take it (no leader
-    /// during an election): resubmitting the same signed record is answered with its
-    /// original receipt, so a retry never applies anything twice.
     async fn submit(&mut self, signed: &SignedRecord) -> Result<pb::Receipt> {
-        let deadline = Instant::now() + SUBMIT_TIMEOUT;
-        let request = pb::SubmitRequest { signed_record: signed.to_bytes(), wait_for_commit: true };
-        let id = signed.id();
-        loop {
-            let outcome = self.client.submit(request.clone()).await;
-            match outcome {
-                Ok(r) => {
-                    let receipt = r.into_inner().receipt.context("Submit answered without a receipt")?;
-                    if receipt.status != pb::ReceiptStatus::Pending as i32 {
-                        return Ok(receipt);
-                    }
-                    // Queued but not decided within the node's wait: ask again below.
-                    if let Ok(r) =
-                        self.client.get_receipt(pb::GetReceiptRequest { record_id: id.as_bytes().to_vec() }).await
-                    {
-                        let r = r.into_inner();
-                        if r.status != pb::ReceiptStatus::Pending as i32 {
-                            return Ok(r);
-                        }
-                    }
-                }
-                Err(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled) => {}
-                Err(s) => {
-                    // A rejected record is an error status carrying its receipt (docs/api.md).
-                    if let Ok(receipt) = <pb::Receipt as prost::Message>::decode(s.details())
-                        && receipt.status == pb::ReceiptStatus::Rejected as i32
-                    {
-                        return Ok(receipt);
-                    }
-                    bail!("Submit of record {id} to {}: {s}", self.target.via)
-                }
-            }
-            if Instant::now() >= deadline {
-                bail!("record {id} was not decided within {SUBMIT_TIMEOUT:?} at {}", self.target.via);
-            }
-            tokio::time::sleep(RETRY_INTERVAL).await;
-        }
+        submit_until_decided(&mut self.client, signed, SUBMIT_TIMEOUT, &self.target.via).await
     }
 }
 

@@ -9,7 +9,8 @@
 //! gRPC `Status` RPC ([`client`]), waiting for a leader. A manifest (`devnet.json`,
 //! [`manifest`]) lets a later process — the `veritrace devnet` CLI — find and control a
 //! network another process started, and remove what it made. [`demo`] plays the seeds'
-//! traceability chains through the gRPC API of a running network.
+//! traceability chains through the gRPC API of a running network; [`admit`] grows one by
+//! a node the genesis does not name, admitted as a validator by governance.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -41,6 +42,7 @@
 //! Its picture of the node's config is its own ([`config`]); `tests/` checks the two agree
 //! by starting real nodes.
 
+pub mod admit;
 pub mod cast;
 pub mod client;
 pub mod config;

@@ -92,6 +92,10 @@ pub struct ManifestNode {
     pub pid: Option<u32>,
     /// The process's start time (`/proc/PID/stat`), so a recycled pid is not mistaken for it.
     pub pid_start_ticks: Option<u64>,
+    /// Added after the genesis ([`crate::Network::add_node`]): a validator only once a
+    /// governance record admits its key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub added: bool,
 }
 
 impl ManifestNode {
@@ -248,6 +252,7 @@ mod tests {
                     http_port: 7003,
                     pid: Some(1234),
                     pid_start_ticks: Some(99),
+                    added: false,
                 },
                 ManifestNode {
                     node_id: "node-2".into(),
@@ -261,6 +266,7 @@ mod tests {
                     http_port: 7006,
                     pid: None,
                     pid_start_ticks: None,
+                    added: true,
                 },
             ],
         }

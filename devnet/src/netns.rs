@@ -264,6 +264,32 @@ pub fn create(dir: &Path, node_ids: &[String], prefer: Option<u32>) -> Result<(N
     Ok((layout, links))
 }
 
+/// Adds a namespace for one more node, `node_id`, to a layout made by [`create`] for the
+/// network in `dir`, whose nodes have `links`: the next address and veth of the subnet.
+/// The allocation record is updated first, so a later [`remove`] finds it.
+pub fn add(dir: &Path, layout: &NetLayout, links: &[NodeLink], node_id: &str) -> Result<NodeLink> {
+    if let Err(why) = available() {
+        bail!("{why}");
+    }
+    let k = links.len() as u32 + 1;
+    if k > SUBNET_NODES_MAX {
+        bail!("{k} nodes do not fit in one /24 subnet (at most {SUBNET_NODES_MAX})");
+    }
+    let i = layout.subnet_index;
+    let link = NodeLink { netns: netns_name(i, node_id), veth: veth_name(i, k), ip: host(i, k + 1) };
+    assert!(link.veth.len() <= IFNAME_BYTES_MAX, "interface name {:?} is longer than {IFNAME_BYTES_MAX}", link.veth);
+    let mut all = links.to_vec();
+    all.push(link.clone());
+    let record = Allocation { dir: dir.to_path_buf(), layout: layout.clone(), links: all };
+    let text = serde_json::to_string_pretty(&record).context("encode allocation")?;
+    crate::fsutil::write_atomic(&allocation_path(Path::new(STATE_DIR), i), text.as_bytes())?;
+    if let Err(e) = create_node(layout, &link) {
+        remove_node(&link, &mut Vec::new());
+        return Err(e.context(format!("create namespace {}", link.netns)));
+    }
+    Ok(link)
+}
+
 fn create_node(layout: &NetLayout, l: &NodeLink) -> Result<()> {
     ip(&["netns", "add", &l.netns])?;
     ip(&["link", "add", &l.veth, "type", "veth", "peer", "name", NODE_IFNAME, "netns", &l.netns])?;
@@ -275,6 +301,26 @@ fn create_node(layout: &NetLayout, l: &NodeLink) -> Result<()> {
     Ok(())
 }
 
+/// Removes one node's namespace and veth, killing what runs in it; errors go to `errors`.
+fn remove_node(l: &NodeLink, errors: &mut Vec<String>) {
+    if netns_exists(&l.netns) {
+        kill_processes_in(&l.netns);
+        if let Err(e) = ip(&["netns", "del", &l.netns])
+            && !is_absent(&e)
+        {
+            errors.push(format!("{e:#}"));
+        }
+    }
+    // Deleting the namespace deletes the veth pair with it; this is for a pair left in
+    // the root namespace by a creation that failed half-way.
+    if link_exists(&l.veth)
+        && let Err(e) = ip(&["link", "del", &l.veth])
+        && !is_absent(&e)
+    {
+        errors.push(format!("{e:#}"));
+    }
+}
+
 /// Removes the namespaces, veths and bridge of a layout, and its allocation. Any process
 /// still running in one of the namespaces is killed first (devnet started it there; a
 /// namespace with a process in it would outlive its name). Goes on past errors and
@@ -282,22 +328,7 @@ fn create_node(layout: &NetLayout, l: &NodeLink) -> Result<()> {
 pub fn remove(layout: &NetLayout, links: &[NodeLink]) -> Result<()> {
     let mut errors = Vec::new();
     for l in links {
-        if netns_exists(&l.netns) {
-            kill_processes_in(&l.netns);
-            if let Err(e) = ip(&["netns", "del", &l.netns])
-                && !is_absent(&e)
-            {
-                errors.push(format!("{e:#}"));
-            }
-        }
-        // Deleting the namespace deletes the veth pair with it; this is for a pair left in
-        // the root namespace by a creation that failed half-way.
-        if link_exists(&l.veth)
-            && let Err(e) = ip(&["link", "del", &l.veth])
-            && !is_absent(&e)
-        {
-            errors.push(format!("{e:#}"));
-        }
+        remove_node(l, &mut errors);
     }
     if link_exists(&layout.bridge)
         && let Err(e) = ip(&["link", "del", &layout.bridge])

@@ -39,9 +39,11 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
+use ed25519_dalek::SigningKey;
 use nix::sys::signal::Signal;
 use serde::Serialize;
-use veritrace_ledger::org::{Genesis, LedgerId};
+use veritrace_ledger::org::{Genesis, KeyId, LedgerId, NodeId, OrgId, Organisation, PublicKey, Role, Validator};
+use veritrace_ledger::record::{GovernanceAction, Record, RecordBody, SignedRecord};
 
 use crate::cast::{Cast, NodeRole, org_key_path};
 use crate::config::{NodeConfigFile, PeerEntry, Tuning, p2p_addr};
@@ -268,6 +270,7 @@ impl Network {
                 http_port: ports[3 * i + 2],
                 pid: None,
                 pid_start_ticks: None,
+                added: false,
             });
         }
         let orgs = cast
@@ -341,7 +344,7 @@ impl Network {
                 manifest.ledger_id
             );
         }
-        for n in &manifest.nodes {
+        for n in manifest.nodes.iter().filter(|n| !n.added) {
             let known = genesis.validators.iter().chain(&genesis.observers).any(|v| v.node_id.as_str() == n.node_id);
             if !known {
                 bail!("manifest node {:?} is not in {}", n.node_id, genesis_path.display());
@@ -715,6 +718,98 @@ impl Network {
         (entry.p2p_port, entry.grpc_port, entry.http_port) = (fresh[0], fresh[1], fresh[2]);
         write_configs(&self.dir, &st.manifest)?;
         st.manifest.save(&self.dir)
+    }
+
+    /// Adds a node the genesis does not name, operated by `org`, and starts it: a key, a
+    /// directory, ports (or a namespace), a config dialling every other node, and every
+    /// other node's config naming it (read at their next start; until then they learn its
+    /// address when it connects). Returns its entry for the governance record that admits
+    /// it as a validator ([`Network::admit_validator`]): until that record commits, every
+    /// peer refuses its connections.
+    pub fn add_node(&self, org: &str) -> Result<Validator> {
+        let org_id = OrgId::new(org).with_context(|| format!("organisation id {org:?}"))?;
+        if self.genesis.org(&org_id).is_none() {
+            let known: Vec<&str> = self.genesis.organisations.iter().map(|o| o.id.as_str()).collect();
+            bail!("organisation {org:?} is not in the genesis; known: {}", known.join(", "));
+        }
+        let mut st = self.lock();
+        if st.manifest.nodes.len() as u32 >= NODES_MAX {
+            bail!("the network already has {NODES_MAX} nodes");
+        }
+        let taken: BTreeSet<&str> = st.manifest.nodes.iter().map(|n| n.node_id.as_str()).collect();
+        let node_id =
+            (1..).map(crate::cast::node_name).find(|name| !taken.contains(name.as_str())).expect("a free node name");
+        let key = crate::keyfile::generate_key()?;
+        let entry = Validator {
+            node_id: NodeId::new(node_id.clone()).with_context(|| format!("node id {node_id:?}"))?,
+            org: org_id,
+            public_key: PublicKey::from_bytes(key.verifying_key().to_bytes()).context("node public key")?,
+        };
+        let rel = Path::new(NODES_DIR).join(&node_id);
+        let node_dir = self.dir.join(&rel);
+        std::fs::create_dir_all(&node_dir).with_context(|| format!("create {}", node_dir.display()))?;
+        write_key_file(&node_dir.join(NODE_KEY_FILE), &key)?;
+        let (ip, ports, link) = match (st.manifest.net, &st.manifest.layout) {
+            (NetMode::Loopback, _) => {
+                (Ipv4Addr::LOCALHOST, crate::ports::pick_ports(3, &st.manifest.used_ports())?, None)
+            }
+            (NetMode::Namespaces, Some(layout)) => {
+                let link = crate::netns::add(&self.dir, layout, &st.manifest.links(), &node_id)?;
+                (link.ip, vec![NETNS_P2P_PORT, NETNS_GRPC_PORT, NETNS_HTTP_PORT], Some(link))
+            }
+            (NetMode::Namespaces, None) => bail!("the network's namespaces do not exist (it is down); start it first"),
+        };
+        st.manifest.nodes.push(ManifestNode {
+            node_id: node_id.clone(),
+            role: NodeRole::Validator,
+            org: org.to_string(),
+            dir: rel,
+            ip,
+            link,
+            p2p_port: ports[0],
+            grpc_port: ports[1],
+            http_port: ports[2],
+            pid: None,
+            pid_start_ticks: None,
+            added: true,
+        });
+        st.manifest.validate().context("manifest with the added node")?;
+        write_configs(&self.dir, &st.manifest)?;
+        st.manifest.save(&self.dir)?;
+        self.start_locked(&mut st, &node_id, 1)?;
+        Ok(entry)
+    }
+
+    /// A governance record admitting `validator`, authored by the first regulator of the
+    /// cast and approved by as many others as the genesis' governance rules ask, signed
+    /// now with `nonce`.
+    pub fn governance(&self, nonce: u64, action: GovernanceAction) -> Result<SignedRecord> {
+        let regulators: Vec<&Organisation> =
+            self.genesis.organisations.iter().filter(|o| o.roles.contains(&Role::Regulator)).collect();
+        let needed = self.genesis.governance.quorum as usize;
+        if regulators.len() < needed.max(1) {
+            bail!("the genesis has {} regulators; governance needs {needed}", regulators.len());
+        }
+        let key_of = |o: &Organisation| -> Result<(&SigningKey, KeyId)> {
+            let key = self.cast.key(o.id.as_str()).with_context(|| format!("no key for {}", o.id))?;
+            let id = o.keys.first().map(|k| k.key_id.clone()).with_context(|| format!("{} has no keys", o.id))?;
+            Ok((key, id))
+        };
+        let author = regulators[0];
+        let (key, key_id) = key_of(author)?;
+        let record = Record {
+            author: author.id.clone(),
+            key_id,
+            time_ms: now_ms(),
+            nonce,
+            body: RecordBody::Governance(action),
+        };
+        let mut signed = SignedRecord::sign(&self.genesis.ledger_id, record, key);
+        for approver in regulators.iter().skip(1).take(needed.saturating_sub(1)) {
+            let (key, key_id) = key_of(approver)?;
+            signed.approve(&self.genesis.ledger_id, approver.id.clone(), key_id, key);
+        }
+        Ok(signed)
     }
 
     /// SIGTERM, then SIGKILL if it has not exited after [`STOP_TIMEOUT`]. A paused node is

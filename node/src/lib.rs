@@ -5,7 +5,8 @@
 //!
 //! - [`config`]: the TOML config and key files;
 //! - [`machine`]: the ledger as Raft's state machine (one entry = one block);
-//! - [`p2p`]: libp2p transport, permissioned by the genesis' node keys;
+//! - [`p2p`]: libp2p transport, permissioned by the members' node keys;
+//! - [`members`]: who is in the network (genesis, then governance) and how to reach them;
 //! - [`service`]: submissions (check, forward, batch, wait), checkpoint signatures,
 //!   membership;
 //! - [`grpc`] / [`serve`]: the listeners; [`query`]: the read queries of the API;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod consumer;
 pub mod grpc;
 pub mod machine;
+pub mod members;
 pub mod p2p;
 pub mod qr;
 pub mod query;

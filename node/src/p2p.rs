@@ -12,11 +12,16 @@
 //! Architecture invariants:
 //! - Permissioned at connection time. A node's libp2p identity is its ed25519 node key;
 //!   only identities in the allow list may hold a connection. The node fills the list with
-//!   the genesis validators and observers at start and does not change it afterwards (a
-//!   validator added by governance is not admitted here); [`P2p::set_allowed`] replaces it
-//!   at run time. Noise proves the remote identity, then libp2p's allow-list behaviour
-//!   refuses any other before a single stream is opened, in both directions. Removing a
-//!   peer from the list closes its connections.
+//!   the genesis validators and observers at start, and keeps it in line with the ledger's
+//!   validator set and Raft's membership through [`P2p::set_members`] (so a validator
+//!   admitted by governance can connect, and a removed one is cut off). Noise proves the
+//!   remote identity, then libp2p's allow-list behaviour refuses any other before a single
+//!   stream is opened, in both directions. Removing a peer from the list closes its
+//!   connections.
+//! - Addresses: configured peers are dialled at start and again whenever their connection
+//!   drops; [`P2p::set_members`] adds more. Once connected, libp2p's identify protocol tells
+//!   each side the other's listen address ([`P2p::identified_addrs`]), which is how the
+//!   leader learns where a node admitted by governance listens.
 //! - Bounded everywhere: the command channel, the inbound channel (when it is full a peer
 //!   is answered [`NodeResponse::Refused`] instead of stalling the swarm), requests in
 //!   flight each way, streams per connection, and every frame on the wire
@@ -27,8 +32,9 @@
 //!   The protocol name carries the version: a change to [`NodeRequest`] or [`NodeResponse`]
 //!   is a new protocol name, not a version byte.
 //!
-//! Deliberately absent: peer discovery (members come from the genesis, their addresses
-//! from the node's config), gossip, and any knowledge of what forwarded submissions or
+//! Deliberately absent: peer discovery beyond identify on allowed connections (members
+//! come from the genesis and the ledger, their addresses from the node's config, Raft's
+//! membership and identify), gossip, and any knowledge of what forwarded submissions or
 //! signature messages contain — they are opaque bytes here.
 
 use std::collections::{HashMap, HashSet};
@@ -44,7 +50,7 @@ use libp2p::allow_block_list::{self, AllowedPeers};
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionDenied, DialError, ListenError, NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, identity, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, identify, identity, noise, tcp, yamux};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -60,6 +66,8 @@ use veritrace_consensus::{
 pub const PROTOCOL_NAME: &str = "/veritrace/node/1";
 /// [`PROTOCOL_NAME`] as libp2p's protocol type.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new(PROTOCOL_NAME);
+/// Protocol version the identify exchange announces (listen addresses between members).
+pub const IDENTIFY_PROTOCOL_NAME: &str = "/veritrace/identify/1";
 
 /// Room in a request for everything around the largest Raft RPC: the [`NodeRequest`]
 /// variant tag (the RPC's own limit already counts its contents).
@@ -468,7 +476,12 @@ enum Command {
     },
     SetAllowed {
         peers: Vec<PeerId>,
+        /// Peers to keep dialled, beside the configured ones; `None` leaves them as they are.
+        dial: Option<Vec<(PeerId, Multiaddr)>>,
         done: oneshot::Sender<()>,
+    },
+    IdentifiedAddrs {
+        reply: oneshot::Sender<HashMap<PeerId, Multiaddr>>,
     },
     Shutdown {
         done: oneshot::Sender<()>,
@@ -491,6 +504,7 @@ struct Behaviour {
     // First, so a refused peer is turned away before any other behaviour sets up a handler.
     allow: allow_block_list::Behaviour<AllowedPeers>,
     rpc: request_response::Behaviour<NodeCodec>,
+    identify: identify::Behaviour,
 }
 
 impl P2p {
@@ -514,7 +528,9 @@ impl P2p {
                 .with_request_timeout(cfg.request_timeout)
                 .with_max_concurrent_streams(STREAMS_PER_CONNECTION_MAX),
         );
-        let behaviour = Behaviour { allow, rpc };
+        let identify =
+            identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL_NAME.to_string(), keypair.public()));
+        let behaviour = Behaviour { allow, rpc, identify };
         let idle_timeout = cfg.idle_timeout;
         let Ok(builder) = SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
@@ -539,9 +555,7 @@ impl P2p {
             .peers
             .iter()
             .filter(|(peer, _)| *peer != local_peer_id)
-            .map(|(peer, addr)| {
-                (*peer, Redial { addr: addr.clone(), backoff: cfg.redial_backoff_min, due: Some(now), since: None })
-            })
+            .map(|(peer, addr)| (*peer, Redial::new(addr.clone(), cfg.redial_backoff_min, now)))
             .collect();
         let task = Task {
             swarm,
@@ -549,8 +563,11 @@ impl P2p {
             inbound,
             outbound: HashMap::new(),
             replies: FuturesUnordered::new(),
+            configured: cfg.peers.iter().map(|(peer, _)| *peer).collect(),
             redial,
             dial_errors: HashMap::new(),
+            remote_addrs: HashMap::new(),
+            identified: HashMap::new(),
             listen_addrs: listen_tx,
             request_timeout: cfg.request_timeout,
             backoff_min: cfg.redial_backoff_min,
@@ -604,11 +621,32 @@ impl P2p {
     /// Replaces the allow list, closing the connections of peers no longer in it. Returns
     /// once the new list is in force.
     pub async fn set_allowed(&self, peers: Vec<PeerId>) {
+        self.set_allowed_and_dial(peers, None).await
+    }
+
+    /// Replaces the allow list (as [`P2p::set_allowed`]) and the peers dialled beside the
+    /// configured ones: each of `dial` is dialled until connected and again whenever its
+    /// connection drops; a peer dropped from `dial` (and not configured) is no longer.
+    pub async fn set_members(&self, allowed: Vec<PeerId>, dial: Vec<(PeerId, Multiaddr)>) {
+        self.set_allowed_and_dial(allowed, Some(dial)).await
+    }
+
+    async fn set_allowed_and_dial(&self, peers: Vec<PeerId>, dial: Option<Vec<(PeerId, Multiaddr)>>) {
         let (done, applied) = oneshot::channel();
-        if self.commands.send(Command::SetAllowed { peers, done }).await.is_ok() {
+        if self.commands.send(Command::SetAllowed { peers, dial, done }).await.is_ok() {
             // An error means the task stopped: no list is in force any more.
             let _ = applied.await;
         }
+    }
+
+    /// The listen address each connected (or once connected) peer announced through
+    /// identify, for peers still allowed; empty once stopped.
+    pub async fn identified_addrs(&self) -> HashMap<PeerId, Multiaddr> {
+        let (reply, addrs) = oneshot::channel();
+        if self.commands.send(Command::IdentifiedAddrs { reply }).await.is_err() {
+            return HashMap::new();
+        }
+        addrs.await.unwrap_or_default()
     }
 
     /// Stops the network task, closing every connection; returns once it has. Requests in
@@ -651,7 +689,7 @@ async fn wait_listening(swarm: &mut Swarm<Behaviour>, listen: &Multiaddr) -> Res
     }
 }
 
-/// Dial state of a configured peer.
+/// Dial state of a peer kept connected.
 struct Redial {
     addr: Multiaddr,
     /// Wait before the next dial after a failure.
@@ -660,6 +698,12 @@ struct Redial {
     due: Option<Instant>,
     /// When the current connection was established.
     since: Option<Instant>,
+}
+
+impl Redial {
+    fn new(addr: Multiaddr, backoff: Duration, due: Instant) -> Self {
+        Redial { addr, backoff, due: Some(due), since: None }
+    }
 }
 
 type Reply = (ResponseChannel<NodeResponse>, PeerId, Option<NodeResponse>);
@@ -677,10 +721,17 @@ struct Task {
     outbound: HashMap<OutboundRequestId, Pending>,
     /// The node's answers to inbound requests, each bounded by the request timeout.
     replies: FuturesUnordered<BoxFuture<'static, Reply>>,
+    /// Peers named in the config: always dialled.
+    configured: HashSet<PeerId>,
+    /// Peers kept connected: the configured ones and those [`P2p::set_members`] adds.
     redial: HashMap<PeerId, Redial>,
     /// Why the last dial of a peer failed, to explain the requests that fail with it. Only
     /// allowed or configured peers are dialled, which bounds it.
     dial_errors: HashMap<PeerId, String>,
+    /// The remote address of each connected peer's latest connection.
+    remote_addrs: HashMap<PeerId, Multiaddr>,
+    /// Listen addresses announced through identify, one per allowed peer.
+    identified: HashMap<PeerId, Multiaddr>,
     listen_addrs: watch::Sender<Vec<Multiaddr>>,
     request_timeout: Duration,
     backoff_min: Duration,
@@ -723,9 +774,15 @@ impl Task {
             Command::ConnectedPeers { reply } => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
-            Command::SetAllowed { peers, done } => {
+            Command::SetAllowed { peers, dial, done } => {
                 self.set_allowed(peers);
+                if let Some(dial) = dial {
+                    self.set_dial(dial);
+                }
                 let _ = done.send(());
+            }
+            Command::IdentifiedAddrs { reply } => {
+                let _ = reply.send(self.identified.clone());
             }
             Command::Shutdown { .. } => unreachable!("handled by the loop"),
         }
@@ -747,12 +804,13 @@ impl Task {
             let _ = reply.send(Err(P2pError::NotAllowed { peer }));
             return;
         }
-        // libp2p forgets an address whose dial failed; the configured one stays usable.
+        // libp2p forgets an address whose dial failed; the configured and the announced
+        // ones stay usable.
         let mut addrs: Vec<Multiaddr> = addr.into_iter().collect();
-        if let Some(known) = self.redial.get(&peer)
-            && !addrs.contains(&known.addr)
-        {
-            addrs.push(known.addr.clone());
+        for known in [self.redial.get(&peer).map(|r| &r.addr), self.identified.get(&peer)].into_iter().flatten() {
+            if !addrs.contains(known) {
+                addrs.push(known.clone());
+            }
         }
         let id = self.swarm.behaviour_mut().rpc.send_request_with_addresses(&peer, request, addrs);
         self.outbound.insert(id, Pending { peer, reply });
@@ -765,6 +823,11 @@ impl Task {
         for peer in old.iter().filter(|p| !new.contains(p)) {
             // Also closes its connections.
             allow.disallow_peer(*peer);
+            self.identified.remove(peer);
+            self.remote_addrs.remove(peer);
+            if !self.configured.contains(peer) {
+                self.redial.remove(peer);
+            }
             info!(%peer, "peer removed from the allow list");
         }
         for peer in new {
@@ -774,12 +837,66 @@ impl Task {
         }
     }
 
+    /// Keeps `dial` dialled beside the configured peers; forgets the others it added.
+    fn set_dial(&mut self, dial: Vec<(PeerId, Multiaddr)>) {
+        let local = *self.swarm.local_peer_id();
+        let wanted: HashMap<PeerId, Multiaddr> = dial.into_iter().filter(|(p, _)| *p != local).collect();
+        let configured = &self.configured;
+        self.redial.retain(|peer, _| configured.contains(peer) || wanted.contains_key(peer));
+        let now = Instant::now();
+        for (peer, addr) in wanted {
+            if self.configured.contains(&peer) {
+                continue;
+            }
+            match self.redial.get_mut(&peer) {
+                Some(r) => r.addr = addr,
+                None => {
+                    debug!(%peer, %addr, "keeping a member dialled");
+                    let mut r = Redial::new(addr, self.backoff_min, now);
+                    if self.swarm.is_connected(&peer) {
+                        (r.due, r.since) = (None, Some(now));
+                    }
+                    self.redial.insert(peer, r);
+                }
+            }
+        }
+    }
+
+    /// Keeps the listen address a peer announced, preferring one on the address the peer
+    /// reached us from (a node listening on every interface announces them all).
+    fn on_identified(&mut self, peer: PeerId, listen_addrs: Vec<Multiaddr>) {
+        use libp2p::multiaddr::Protocol;
+        let ip_of = |a: &Multiaddr| {
+            a.iter().find_map(|p| match p {
+                Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+                Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+                _ => None,
+            })
+        };
+        let usable: Vec<&Multiaddr> =
+            listen_addrs.iter().filter(|a| ip_of(a).is_some_and(|ip| !ip.is_unspecified())).collect();
+        let remote_ip = self.remote_addrs.get(&peer).and_then(ip_of);
+        let chosen = usable.iter().find(|a| ip_of(a) == remote_ip).or(usable.first());
+        if let Some(addr) = chosen {
+            if self.identified.get(&peer) != Some(*addr) {
+                debug!(%peer, %addr, "peer announced its listen address");
+            }
+            self.identified.insert(peer, (*addr).clone());
+        }
+    }
+
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Rpc(event)) => self.on_rpc(event),
             SwarmEvent::Behaviour(BehaviourEvent::Allow(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
+                if let identify::Event::Received { peer_id, info, .. } = event {
+                    self.on_identified(peer_id, info.listen_addrs);
+                }
+            }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                self.remote_addrs.insert(peer_id, endpoint.get_remote_address().clone());
                 self.dial_errors.remove(&peer_id);
                 if let Some(r) = self.redial.get_mut(&peer_id) {
                     r.due = None;

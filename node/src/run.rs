@@ -17,8 +17,9 @@ use veritrace_ledger::store::{Durability, OpenOptions, Store, Verification};
 
 use crate::config::{Config, read_key_file};
 use crate::machine::{LedgerMachine, SnapshotGate};
-use crate::p2p::{P2p, P2pConfig, P2pTransport, peer_id_of};
-use crate::service::{Member, Services, raft_id_of};
+use crate::members::{Members, raft_id_of};
+use crate::p2p::{P2p, P2pConfig, P2pTransport};
+use crate::service::Services;
 
 /// Inbound peer requests queued for the services.
 pub const INBOUND_QUEUE_MAX: usize = 1_024;
@@ -47,30 +48,6 @@ impl RunningNode {
     }
 }
 
-/// Everyone in the genesis with their Raft id and how to reach them.
-fn members(genesis: &Genesis, cfg: &Config, own: &NodeId) -> Result<BTreeMap<u64, Member>> {
-    let addrs: BTreeMap<&str, &str> = cfg.peers.iter().map(|p| (p.node_id.as_str(), p.p2p_addr.as_str())).collect();
-    let mut out = BTreeMap::new();
-    for v in genesis.validators.iter().chain(&genesis.observers) {
-        let peer_id = peer_id_of(v.public_key.as_bytes()).context("genesis node key")?;
-        let addr = if &v.node_id == own {
-            cfg.p2p_listen.clone()
-        } else {
-            addrs.get(v.node_id.as_str()).map(|a| a.to_string()).unwrap_or_default()
-        };
-        out.insert(
-            raft_id_of(&v.public_key),
-            Member {
-                node_id: v.node_id.clone(),
-                raft_id: raft_id_of(&v.public_key),
-                peer: PeerInfo { peer_id: peer_id.to_string(), addr },
-                public_key: v.public_key,
-            },
-        );
-    }
-    Ok(out)
-}
-
 pub async fn start(cfg: Config) -> Result<RunningNode> {
     let genesis_text =
         std::fs::read_to_string(&cfg.genesis).with_context(|| format!("read genesis {}", cfg.genesis.display()))?;
@@ -78,20 +55,26 @@ pub async fn start(cfg: Config) -> Result<RunningNode> {
     let node_id = NodeId::new(cfg.node_id.clone()).context("node_id")?;
     let node_key = read_key_file(&cfg.node_key)?;
     let public = PublicKey::from_bytes(node_key.verifying_key().to_bytes()).context("node key")?;
-    let me = genesis
-        .validators
-        .iter()
-        .chain(&genesis.observers)
-        .find(|v| v.node_id == node_id)
-        .with_context(|| format!("node {node_id} is not a validator or observer of the genesis"))?;
-    if me.public_key != public {
-        bail!(
+    match genesis.validators.iter().chain(&genesis.observers).find(|v| v.node_id == node_id) {
+        Some(me) if me.public_key != public => bail!(
             "node key {} is not the key the genesis names for {node_id} ({})",
             public.to_hex(),
             me.public_key.to_hex()
-        );
+        ),
+        Some(_) => {}
+        // Not in the genesis: the node joins once governance admits its key as a validator
+        // (a peer refuses its connection until then).
+        None => tracing::info!(
+            node = %node_id,
+            key = %public.to_hex(),
+            "not in the genesis: waiting to be admitted by governance"
+        ),
     }
-    let members = members(&genesis, &cfg, &node_id)?;
+    if cfg.peers.is_empty() && !genesis.validators.iter().any(|v| v.node_id == node_id) {
+        tracing::warn!("no [[peers]] configured: nobody will be dialled, so this node waits to be dialled");
+    }
+    let configured = cfg.peers.iter().map(|p| (p.node_id.clone(), p.p2p_addr.clone())).collect();
+    let members = Members::from_genesis(&genesis, configured, &node_id, &cfg.p2p_listen)?;
 
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("create {}", cfg.data_dir.display()))?;
     let backend = RocksBackend::open(&cfg.data_dir.join("ledger")).context("open ledger store")?;
@@ -105,12 +88,9 @@ pub async fn start(cfg: Config) -> Result<RunningNode> {
     let store = Arc::new(RwLock::new(store));
 
     let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(INBOUND_QUEUE_MAX);
-    let allowed = members.values().filter_map(|m| m.peer.peer_id.parse().ok()).collect();
-    let dial = members
-        .values()
-        .filter(|m| m.node_id != node_id && !m.peer.addr.is_empty())
-        .filter_map(|m| Some((m.peer.peer_id.parse().ok()?, m.peer.addr.parse().ok()?)))
-        .collect();
+    let allowed = members.all().iter().filter_map(|m| m.peer_id()).collect();
+    let dial =
+        members.all().iter().filter(|m| m.node_id != node_id).filter_map(|m| Some((m.peer_id()?, m.addr()?))).collect();
     let p2p_cfg = P2pConfig {
         listen: cfg.p2p_listen.parse().with_context(|| format!("p2p_listen {:?}", cfg.p2p_listen))?,
         node_key_seed: node_key.to_bytes(),
@@ -139,7 +119,7 @@ pub async fn start(cfg: Config) -> Result<RunningNode> {
         let voters: BTreeMap<u64, PeerInfo> = genesis
             .validators
             .iter()
-            .filter_map(|v| members.get(&raft_id_of(&v.public_key)).map(|m| (m.raft_id, m.peer.clone())))
+            .filter_map(|v| members.get(&raft_id_of(&v.public_key)).map(|m| (m.raft_id, m.peer)))
             .collect();
         tracing::info!(voters = voters.len(), "initialising the raft cluster");
         if let Err(e) = raft.initialize(voters).await {

@@ -9,10 +9,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::ServerState;
+use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use veritrace_consensus::{ConsensusRaft, NodeId as RaftId, Payload, PeerInfo};
+use veritrace_consensus::{ConsensusRaft, NodeId as RaftId, Payload, PeerInfo, RaftRpc};
 use veritrace_ledger::apply::RejectCode;
 use veritrace_ledger::block::{BlockHeader, CheckpointSignature};
 use veritrace_ledger::codec;
@@ -23,6 +23,7 @@ use veritrace_ledger::view::{Outcome, Receipt};
 
 use crate::config::BatchConfig;
 use crate::machine::{AppliedBlock, Proposal, SharedStore, SnapshotGate};
+pub use crate::members::{Member, Members, raft_id_of};
 use crate::p2p::{Inbound, NodeRequest, NodeResponse, P2p};
 
 /// How long a forwarded submission may wait for the leader's answer.
@@ -227,22 +228,6 @@ struct Pending {
     reply: Option<oneshot::Sender<Result<Receipt, SubmitError>>>,
 }
 
-/// Identity of a network member as the node needs it.
-#[derive(Clone, Debug)]
-pub struct Member {
-    pub node_id: NodeId,
-    pub raft_id: RaftId,
-    pub peer: PeerInfo,
-    pub public_key: PublicKey,
-}
-
-/// The Raft id of a node: the first 8 bytes of blake3 of its public key, so every node
-/// derives the same id from the genesis without coordination.
-pub fn raft_id_of(key: &PublicKey) -> RaftId {
-    let h = blake3::hash(key.as_bytes());
-    u64::from_be_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
-}
-
 /// Shared state of the running services.
 pub struct Services {
     pub node_id: NodeId,
@@ -251,9 +236,11 @@ pub struct Services {
     pub store: SharedStore,
     pub raft: ConsensusRaft,
     pub p2p: P2p,
-    /// Everyone in the genesis (validators and observers), by Raft id.
-    pub members: BTreeMap<RaftId, Member>,
-    pub node_key: Option<ed25519_dalek::SigningKey>,
+    /// The network's members: the genesis' nodes and the validators governance admitted.
+    pub members: Members,
+    /// The node key: it signs checkpoints while the node is a validator.
+    pub node_key: ed25519_dalek::SigningKey,
+    pub public_key: PublicKey,
     /// Height of the latest complete checkpoint (quorum of distinct organisations);
     /// subscribers learn of each newer one.
     complete: tokio::sync::watch::Sender<u64>,
@@ -275,7 +262,7 @@ impl Services {
         store: SharedStore,
         raft: ConsensusRaft,
         p2p: P2p,
-        members: BTreeMap<RaftId, Member>,
+        members: Members,
         node_key: ed25519_dalek::SigningKey,
         batch: BatchConfig,
         snapshot_bytes_max: u64,
@@ -286,7 +273,6 @@ impl Services {
     ) -> Arc<Services> {
         let public = PublicKey::from_bytes(node_key.verifying_key().to_bytes()).expect("node key is a valid point");
         let raft_id = raft_id_of(&public);
-        let is_validator = genesis.validators.iter().any(|v| v.public_key == public);
         let (submit_tx, submit_rx) = mpsc::channel(batch.queue_max as usize);
         let (forward_tx, forward_rx) = mpsc::channel(batch.queue_max as usize);
         let s = Arc::new(Services {
@@ -297,7 +283,8 @@ impl Services {
             raft,
             p2p,
             members,
-            node_key: is_validator.then_some(node_key),
+            node_key,
+            public_key: public,
             complete: tokio::sync::watch::Sender::new(0),
             submit_tx,
             forward_tx,
@@ -313,6 +300,7 @@ impl Services {
         tokio::spawn(answer_peers(s.clone(), inbound));
         tokio::spawn(sign_checkpoints(s.clone(), applied));
         tokio::spawn(reconcile_membership(s.clone()));
+        tokio::spawn(follow_members(s.clone()));
         s
     }
 
@@ -488,7 +476,7 @@ impl Services {
         let leader = self.leader().ok_or(SubmitError::NoLeader)?;
         let member = self.members.get(&leader).ok_or(SubmitError::NoLeader)?;
         let peer = member.peer.peer_id.parse().map_err(|e| SubmitError::Forward(format!("leader peer id: {e}")))?;
-        let addr = member.peer.addr.parse().ok();
+        let addr = member.addr();
         let req = NodeRequest::Forward(parts);
         let resp = tokio::time::timeout(FORWARD_TIMEOUT, self.p2p.request(peer, addr, req))
             .await
@@ -736,7 +724,13 @@ async fn answer_peers(s: Arc<Services>, mut inbound: mpsc::Receiver<Inbound>) {
         let s = s.clone();
         tokio::spawn(async move {
             let reply = match msg.request {
-                NodeRequest::Raft(rpc) => crate::p2p::answer_raft(&s.raft, rpc, s.snapshot_bytes_max).await,
+                NodeRequest::Raft(rpc) => match raft_sender_refusal(&s, &msg.from, &rpc).await {
+                    None => crate::p2p::answer_raft(&s.raft, rpc, s.snapshot_bytes_max).await,
+                    Some(reason) => {
+                        tracing::warn!(peer = %msg.from, "refused: {reason}");
+                        NodeResponse::Refused(reason)
+                    }
+                },
                 NodeRequest::Forward(parts) => {
                     // Each part is one client's submission, decided on its own: a refused
                     // part does not refuse the others it travelled with.
@@ -801,18 +795,24 @@ async fn sign_checkpoints(s: Arc<Services>, mut applied: tokio::sync::broadcast:
             let s2 = s.clone();
             let _ = tokio::task::spawn_blocking(move || s2.take_signature(m)).await;
         }
-        let Some(key) = &s.node_key else { continue };
-        let signature = header.sign(s.node_id.clone(), key);
+        // Only a validator signs: one in the genesis, or one governance made a validator
+        // since (a node it removed stops).
+        let s2 = s.clone();
+        let Ok(validators) = tokio::task::spawn_blocking(move || s2.validators()).await else { continue };
+        if !validators.validators.iter().any(|v| v.public_key == s.public_key && v.node_id == s.node_id) {
+            continue;
+        }
+        let signature = header.sign(s.node_id.clone(), &s.node_key);
         let msg = SignatureMessage { header: header.clone(), signature };
         let bytes = codec::encode(&msg);
         let s2 = s.clone();
-        let _ = tokio::task::spawn_blocking(move || s2.keep_signature(msg, &s2.validators())).await;
+        let _ = tokio::task::spawn_blocking(move || s2.keep_signature(msg, &validators)).await;
         // To every other member: validators gather quorums, observers serve checkpoints too.
-        for m in s.members.values() {
+        for m in s.members.all() {
             if m.node_id == s.node_id {
                 continue;
             }
-            let (Ok(peer), addr) = (m.peer.peer_id.parse(), m.peer.addr.parse().ok()) else { continue };
+            let (Some(peer), addr) = (m.peer_id(), m.addr()) else { continue };
             let Ok(permit) = sends.clone().try_acquire_owned() else {
                 tracing::debug!(height = header.height, "checkpoint signature sends at capacity; skipping");
                 continue;
@@ -831,9 +831,13 @@ async fn sign_checkpoints(s: Arc<Services>, mut applied: tokio::sync::broadcast:
 
 /// On the leader: makes Raft's membership follow the ledger — genesis observers as
 /// learners, the validator set (genesis, then governance) as voters — one change at a time.
+/// A validator governance admitted joins as a learner once the leader knows its address,
+/// and becomes a voter once caught up; one it removed, and the genesis does not name, is
+/// then taken out of Raft altogether.
 async fn reconcile_membership(s: Arc<Services>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(MEMBERS_TICK);
     let mut refused_last: Option<BTreeSet<RaftId>> = None;
+    let mut unreachable_last: BTreeSet<RaftId> = BTreeSet::new();
     loop {
         tick.tick().await;
         if !s.is_leader() {
@@ -844,24 +848,43 @@ async fn reconcile_membership(s: Arc<Services>) {
         let known: BTreeSet<RaftId> = membership.nodes().map(|(id, _)| *id).collect();
         let s2 = s.clone();
         let Ok(validators) = tokio::task::spawn_blocking(move || s2.validators()).await else { continue };
-        let wanted_voters: BTreeSet<RaftId> = validators
-            .validators
-            .iter()
-            .map(|v| raft_id_of(&v.public_key))
-            .filter(|id| s.members.contains_key(id))
-            .collect();
+        let wanted_voters: BTreeSet<RaftId> = validators.validators.iter().map(|v| raft_id_of(&v.public_key)).collect();
         let wanted_learners: BTreeSet<RaftId> = s.genesis.observers.iter().map(|o| raft_id_of(&o.public_key)).collect();
+        let mut unreachable = BTreeSet::new();
         for id in wanted_voters.iter().chain(&wanted_learners) {
-            if !known.contains(id)
-                && let Some(m) = s.members.get(id)
-            {
-                tracing::info!(node = %m.node_id, "adding raft learner");
-                if let Err(e) = s.raft.add_learner(*id, m.peer.clone(), false).await {
-                    tracing::warn!(node = %m.node_id, error = %e, "adding learner failed");
+            if known.contains(id) {
+                continue;
+            }
+            let Some(m) = s.members.get(id) else { continue };
+            if m.peer.addr.is_empty() {
+                // Admitted, but it has not connected to say where it listens.
+                if !unreachable_last.contains(id) {
+                    tracing::info!(node = %m.node_id, "waiting for an admitted node to connect before adding it to raft");
                 }
+                unreachable.insert(*id);
+                continue;
+            }
+            tracing::info!(node = %m.node_id, addr = %m.peer.addr, "adding raft learner");
+            if let Err(e) = s.raft.add_learner(*id, m.peer.clone(), false).await {
+                tracing::warn!(node = %m.node_id, error = %e, "adding learner failed");
             }
         }
+        unreachable_last = unreachable;
+        let wanted_voters: BTreeSet<RaftId> = wanted_voters.into_iter().filter(|id| known.contains(id)).collect();
         if voters == wanted_voters || wanted_voters.is_empty() {
+            // Voters as wanted: drop learners nobody wants (a removed validator the genesis
+            // does not name), which also ends their admission to the network.
+            let stale: BTreeSet<RaftId> = known
+                .iter()
+                .filter(|id| !voters.contains(id) && !wanted_learners.contains(id) && !s.members.in_genesis(id))
+                .copied()
+                .collect();
+            if !stale.is_empty() {
+                tracing::info!(?stale, "removing raft learners no longer admitted");
+                if let Err(e) = s.raft.change_membership(ChangeMembers::RemoveNodes(stale), false).await {
+                    tracing::warn!(error = %e, "removing learners refused");
+                }
+            }
             continue;
         }
         // One voter at a time: first add a missing one, else remove a surplus one.
@@ -894,6 +917,79 @@ async fn reconcile_membership(s: Arc<Services>) {
             tracing::warn!(error = %e, "membership change refused");
         }
     }
+}
+
+/// How often the node brings its member table, allow list and Raft membership in line
+/// with the ledger.
+pub const MEMBERS_TICK: Duration = Duration::from_millis(500);
+
+/// On every node: keeps the member table ([`Members`]) and with it the network's allow
+/// list and dial list in line with the ledger's validator set and Raft's membership.
+async fn follow_members(s: Arc<Services>) {
+    let mut tick = tokio::time::interval(MEMBERS_TICK);
+    let mut first = true;
+    loop {
+        tick.tick().await;
+        let s2 = s.clone();
+        let Ok(validators) = tokio::task::spawn_blocking(move || s2.validators()).await else { continue };
+        let raft: BTreeMap<RaftId, PeerInfo> = s
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, info)| (*id, info.clone()))
+            .collect();
+        let identified = s.p2p.identified_addrs().await;
+        if !s.members.update(&validators, &raft, &identified) && !first {
+            continue;
+        }
+        first = false;
+        let members = s.members.all();
+        let allowed = members.iter().filter_map(|m| m.peer_id()).collect();
+        let dial =
+            members.iter().filter(|m| m.raft_id != s.raft_id).filter_map(|m| Some((m.peer_id()?, m.addr()?))).collect();
+        s.p2p.set_members(allowed, dial).await;
+    }
+}
+
+/// Why a Raft RPC from `from` is refused, if it is: the sender must be a member, the
+/// message must name the sender's own Raft id (a member cannot speak for another), and
+/// that node must be able to vote — a voter of this node's Raft membership or a validator
+/// of its ledger (Raft lets a voter this node has not heard of yet through), or, while
+/// this node has no membership yet (it is joining), a validator of the genesis.
+async fn raft_sender_refusal(s: &Arc<Services>, from: &libp2p::PeerId, rpc: &RaftRpc) -> Option<String> {
+    let Some(member) = s.members.by_peer(from) else {
+        return Some(format!("raft message from {from}, which is not a member"));
+    };
+    let vote = match rpc {
+        RaftRpc::AppendEntries(r) => &r.vote,
+        RaftRpc::Vote(r) => &r.vote,
+        RaftRpc::InstallSnapshot(r) => &r.vote,
+    };
+    let claimed = vote.leader_id().voted_for();
+    if claimed != Some(member.raft_id) {
+        return Some(format!(
+            "raft message from {} ({}) names raft node {claimed:?}, not its own",
+            member.node_id, member.raft_id
+        ));
+    }
+    let (is_voter, joining) = {
+        let metrics = s.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        (membership.voter_ids().any(|id| id == member.raft_id), membership.nodes().next().is_none())
+    };
+    let names =
+        |set: &[veritrace_ledger::org::Validator]| set.iter().any(|v| raft_id_of(&v.public_key) == member.raft_id);
+    if is_voter || (joining && names(&s.genesis.validators)) {
+        return None;
+    }
+    let s2 = s.clone();
+    let validators = tokio::task::spawn_blocking(move || s2.validators()).await.unwrap_or_default();
+    (!names(&validators.validators))
+        .then(|| format!("raft message from {}, which is not a voting member", member.node_id))
 }
 
 /// Raft log entries a voter may lag behind the leader and still count as live.
