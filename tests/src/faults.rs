@@ -17,7 +17,7 @@ use tonic::Code;
 use veritrace_devnet::config::{RaftSettings, Tuning};
 use veritrace_devnet::{NetMode, Network, NetworkSpec};
 use veritrace_ledger::hash::Hash32;
-use veritrace_ledger::org::{KeyId, NodeId, OrgId};
+use veritrace_ledger::org::NodeId;
 use veritrace_ledger::record::{GovernanceAction, RecordBody, SignedRecord};
 use veritrace_proto::v1 as pb;
 use veritrace_proto::v1::ledger_client::LedgerClient;
@@ -370,15 +370,7 @@ pub async fn checkpoint_sampler(net: Arc<Network>, seed: u64, stop: Arc<AtomicBo
 
 /// A governance record by samr approved by customs-pingtan (the cast's quorum of two).
 fn governance(net: &Network, nonce: u64, action: GovernanceAction) -> SignedRecord {
-    let mut r = sign(net, "samr", nonce, RecordBody::Governance(action));
-    let approver = net.cast().key("customs-pingtan").expect("customs key");
-    r.approve(
-        net.ledger_id(),
-        OrgId::new("customs-pingtan").expect("org id"),
-        KeyId::new("k1").expect("key"),
-        approver,
-    );
-    r
+    net.governance(nonce, action).expect("governance record")
 }
 
 /// Submits `record` through the leader (or any node) until it is accepted.
