@@ -9,7 +9,8 @@
 //! - verification of a trace bundle of 20 records;
 //! - at the full log size, the store's part of a trace query (an item's and its lot's
 //!   states, the first page of each chain, every record on it) and building and verifying a
-//!   trace bundle, for items of 100 lots whose 20 records each are spread over the log.
+//!   trace bundle, for items of 100 lots whose 20 records each are spread over the log;
+//! - at the end, the full integrity check a node runs on open ([`Verification::Full`]).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -330,4 +331,18 @@ fn main() {
     apply_breakdown(&mut b);
     proofs(&mut b, leaves);
     traces(&mut b);
+    full_verification(&b);
+}
+
+/// The check on open, on the whole ledger: every record, header, block and index.
+fn full_verification(b: &Bench) {
+    let head = b.store.head();
+    let start = Instant::now();
+    b.store.verify(Verification::Full).expect("the ledger verifies");
+    println!(
+        "full verification at {} leaves, height {}: {:.2} s",
+        head.log_size,
+        head.height,
+        start.elapsed().as_secs_f64()
+    );
 }

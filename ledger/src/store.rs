@@ -37,6 +37,8 @@ const REPLICATION_META_KEY: &[u8] = b"replication";
 pub const PAGE_MAX: u32 = 1_000;
 pub use crate::cache::{LOG_CACHE_NODES_MAX, SMT_CACHE_NODES_MAX, STATE_CACHE_ENTRIES_MAX};
 
+mod verify;
+
 /// Store failures: the backend, corrupt data, or a ledger that does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -75,8 +77,10 @@ pub struct Holding {
 /// How much to check when opening a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verification {
-    /// Re-derive the log root from every record and the state root from every state
-    /// entry: O(size of the ledger).
+    /// Check every column family the node serves against the head: the chain of headers
+    /// and blocks, the Merkle log re-derived from every record, every state entry, index,
+    /// receipt, checkpoint signature, state-map node and state value (module `verify`).
+    /// Linear in the size of the ledger, streaming: memory is bounded by a page and a block.
     Full,
     /// Check the head against the latest header and the stored roots against the nodes
     /// under them: O(log n).
@@ -779,84 +783,7 @@ impl<B: Backend> Store<B> {
         if level == Verification::Quick {
             return Ok(());
         }
-        self.verify_log()?;
-        self.verify_states()
-    }
-
-    /// Re-derives the log root from the records: every record's id, position and leaf.
-    fn verify_log(&self) -> Result<(), StoreError> {
-        let head = &self.head;
-        let mut mem = merkle::MemLogStore::default();
-        let mut size = 0u64;
-        let chunk = 4096u64;
-        while size < head.log_size {
-            let n = chunk.min(head.log_size - size);
-            let mut leaves = Vec::with_capacity(n as usize);
-            for i in size..size + n {
-                let Some(id) = self.record_id_at(i)? else {
-                    return Err(StoreError::Integrity(format!("log position {i} has no record")));
-                };
-                let record = self.record(&id).map_err(|e| match e {
-                    StoreError::Corrupt { reason, .. } => {
-                        StoreError::Integrity(format!("record {id} at position {i} does not decode: {reason}"))
-                    }
-                    other => other,
-                })?;
-                let Some((idx, rec)) = record else {
-                    return Err(StoreError::Integrity(format!("record {id} at position {i} is missing")));
-                };
-                if idx != i || rec.id() != id {
-                    return Err(StoreError::Integrity(format!("record at position {i} does not hash to its id {id}")));
-                }
-                leaves.push(merkle::leaf_hash(id.as_bytes()));
-            }
-            let app = merkle::append(&mem, size, &leaves).map_err(|e| StoreError::Integrity(e.to_string()))?;
-            for (l, i, h) in app.nodes {
-                mem.insert(l, i, h);
-            }
-            size = app.new_size;
-        }
-        let root = merkle::root_at(&mem, size).map_err(|e| StoreError::Integrity(e.to_string()))?;
-        if root != head.log_root {
-            return Err(StoreError::Integrity(format!(
-                "log root re-derived from records is {root}, head says {}",
-                head.log_root
-            )));
-        }
-        Ok(())
-    }
-
-    /// Every state entry must be in the state map under the head's root with its hash, and
-    /// the map must hold no other entries.
-    fn verify_states(&self) -> Result<(), StoreError> {
-        let root = self.head.state_root;
-        let p = self.prefix.clone();
-        let mut start = p.clone();
-        let mut count = 0u64;
-        loop {
-            let page = self.backend.scan(Cf::States, &p, &start, 4096)?;
-            let Some((last, _)) = page.last().cloned() else { break };
-            for (k, v) in page {
-                let key: StateKey =
-                    codec::decode("state key", &k[p.len()..]).map_err(|e| StoreError::Integrity(e.to_string()))?;
-                let value: StateValue =
-                    codec::decode("state value", &v).map_err(|e| StoreError::Integrity(format!("{key:?}: {e}")))?;
-                let in_map =
-                    smt::get(&OnDisk(self), root, &key.map_key()).map_err(|e| StoreError::Integrity(e.to_string()))?;
-                if in_map != Some(value.value_hash()) {
-                    return Err(StoreError::Integrity(format!(
-                        "state entry {key:?} does not match the state root {root}"
-                    )));
-                }
-                count += 1;
-            }
-            start = [last.as_slice(), &[0u8]].concat();
-        }
-        let leaves = smt::count_leaves(&OnDisk(self), root).map_err(|e| StoreError::Integrity(e.to_string()))?;
-        if leaves != count {
-            return Err(StoreError::Integrity(format!("state map holds {leaves} entries, the store {count}")));
-        }
-        Ok(())
+        self.verify_full()
     }
 }
 
@@ -1168,6 +1095,316 @@ mod tests {
         store.backend.write(b).unwrap();
         let e = store.verify(Verification::Quick).unwrap_err();
         assert!(e.to_string().contains("state-map root node") && e.to_string().contains("missing"), "{e}");
+    }
+
+    /// A ledger with rows in every column family: a range and a serial list issued, an item
+    /// inspected (its own state, in its lot's index) and one shipped (detached: a holding of
+    /// its own), a rejected record (a kept receipt), three more blocks, and every validator's
+    /// signature on header 2.
+    fn rich(fx: &Fixture) -> (Store<crate::kv::MemBackend>, RecordId) {
+        use crate::record::{CodeSet, InspectionReport, RecordBody, Ship, TestItem, Verdict};
+        let mut store = fx.mem_store();
+        let t = T0_MS + 1_000;
+        let mut listed = fx.issue_range("S", 1);
+        if let RecordBody::IssueCodes(ic) = &mut listed {
+            let serials = ["S-1", "S-2"].map(|s| crate::ids::Serial::parse(s).expect("serial"));
+            ic.codes = CodeSet::Serials(serials.to_vec());
+        }
+        store
+            .apply_block(&fx.block(
+                1,
+                t,
+                vec![fx.sign("nutri", t, fx.issue_range("A", 10)), fx.sign("nutri", t, listed)],
+            ))
+            .unwrap();
+        let inspection = RecordBody::Inspection(InspectionReport {
+            subjects: vec![fx.item("A", 3)],
+            report_no: "CCIC-AU-2026-00000001".into(),
+            standard: "GB 10765-2021".into(),
+            result: Verdict::Pass,
+            test_items: vec![TestItem {
+                name: "protein".into(),
+                requirement: "1.8-3.0 g/100 kcal".into(),
+                measured: "2.2 g/100 kcal".into(),
+                verdict: Verdict::Pass,
+            }],
+            document_digest: Hash32([3; 32]),
+            valid_until_ms: None,
+        });
+        let ship = RecordBody::Ship(Ship {
+            to: fx.org_id("importer"),
+            subjects: vec![fx.item("A", 4)],
+            location: "Melbourne".into(),
+        });
+        let again = fx.sign_nonce("nutri", t + 1, 1, fx.issue_range("A", 10));
+        let rejected = again.id();
+        let block =
+            fx.block(2, t + 1, vec![fx.sign("ccic-au", t + 1, inspection), fx.sign("nutri", t + 1, ship), again]);
+        let (header, receipts) = store.apply_block(&block).unwrap();
+        let accepted = receipts.iter().map(|r| matches!(r.outcome, crate::view::Outcome::Accepted { .. }));
+        assert_eq!(accepted.collect::<Vec<_>>(), vec![true, true, false], "{receipts:?}");
+        for (node, key) in &fx.validator_keys {
+            store.put_checkpoint_signature(2, &header.sign(node.clone(), key)).unwrap();
+        }
+        grow(fx, &mut store, 3, 2);
+        store.verify(Verification::Full).unwrap();
+        (store, rejected)
+    }
+
+    fn first_key(store: &Store<crate::kv::MemBackend>, cf: Cf, skip: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+        let rows = store.backend.scan(cf, &store.prefix, &store.prefix, usize::MAX).unwrap();
+        rows.into_iter().map(|(k, _)| k).find(|k| !skip(k)).unwrap_or_else(|| panic!("no row in {}", cf.name()))
+    }
+
+    /// One byte of the value flipped (the last byte counted from the end by `from_end`).
+    fn flip(store: &Store<crate::kv::MemBackend>, cf: Cf, key: &[u8], from_end: usize) -> Option<Vec<u8>> {
+        let mut v = store.backend.get(cf, key).unwrap().unwrap_or_else(|| panic!("{} has no such row", cf.name()));
+        let n = v.len();
+        v[n - from_end] ^= 1;
+        Some(v)
+    }
+
+    #[test]
+    fn every_column_family_is_checked_on_open_and_an_edit_is_named() {
+        let fx = Fixture::new();
+        // An edit of one row: the column family, its key, the new value (none: deleted), and
+        // what the refusal must say.
+        type Edit = (Cf, Vec<u8>, Option<Vec<u8>>, Vec<String>);
+        // What is edited, and how, given the store and the id of its rejected record.
+        type Case = (&'static str, Box<dyn Fn(&Store<crate::kv::MemBackend>, &RecordId) -> Edit>);
+        let cases: Vec<Case> = vec![
+            (
+                "the genesis",
+                Box::new(|s, _| {
+                    let k = s.k(b"genesis");
+                    let mut g = s.genesis().unwrap();
+                    g.genesis_time_ms += 1;
+                    (
+                        Cf::Meta,
+                        k,
+                        Some(codec::encode(&g)),
+                        vec!["headers: header 1: does not link to the genesis (meta)".into()],
+                    )
+                }),
+            ),
+            (
+                "a header below the head: its log root",
+                Box::new(|s, _| {
+                    let k = s.k(&2u64.to_be_bytes());
+                    (Cf::Headers, k.clone(), flip(s, Cf::Headers, &k, 33), vec!["headers: header 2: log root".into()])
+                }),
+            ),
+            (
+                "a header below the head: its receipts hash",
+                Box::new(|s, _| {
+                    let k = s.k(&3u64.to_be_bytes());
+                    let mut h = s.header(3).unwrap().unwrap();
+                    h.receipts_hash = Hash32([9; 32]);
+                    (
+                        Cf::Headers,
+                        k,
+                        Some(codec::encode(&h)),
+                        vec!["headers: header 4: does not link to header 3".into()],
+                    )
+                }),
+            ),
+            (
+                "a block",
+                Box::new(|s, _| {
+                    let k = s.k(&2u64.to_be_bytes());
+                    (
+                        Cf::Blocks,
+                        k.clone(),
+                        flip(s, Cf::Blocks, &k, 1),
+                        vec!["blocks: block 2: its record ids do not hash".into()],
+                    )
+                }),
+            ),
+            (
+                "a record",
+                Box::new(|s, _| {
+                    let id = s.record_id_at(2).unwrap().unwrap();
+                    let k = s.k(id.as_bytes());
+                    let want = format!("records: record at position 2 does not hash to its id {id}");
+                    (Cf::Records, k.clone(), flip(s, Cf::Records, &k, 9), vec![want])
+                }),
+            ),
+            (
+                "a position",
+                Box::new(|s, _| {
+                    let other = s.record_id_at(4).unwrap().unwrap();
+                    let want = vec!["log_nodes: node (0, 3)".into(), format!("position 3 names record {other}")];
+                    (Cf::Positions, s.k(&3u64.to_be_bytes()), Some(other.as_bytes().to_vec()), want)
+                }),
+            ),
+            (
+                "a log node",
+                Box::new(|s, _| {
+                    let k = s.k(&log_key(1, 1));
+                    let want = vec!["log_nodes: node (1, 1) is".into(), "the records at positions 2..4".into()];
+                    (Cf::LogNodes, k.clone(), flip(s, Cf::LogNodes, &k, 1), want)
+                }),
+            ),
+            (
+                "a kept rejection, of an earlier block",
+                Box::new(|s, rejected| {
+                    let k = s.k(rejected.as_bytes());
+                    let mut r = s.receipt(rejected).unwrap().unwrap();
+                    r.height = 1;
+                    let want =
+                        format!("receipts: receipt of record {rejected} is of block 1, but block 2 rejected it since");
+                    (Cf::Receipts, k, Some(codec::encode(&r)), vec![want])
+                }),
+            ),
+            (
+                "a kept rejection, of a later block",
+                Box::new(|s, rejected| {
+                    let k = s.k(rejected.as_bytes());
+                    let mut r = s.receipt(rejected).unwrap().unwrap();
+                    r.height = 4;
+                    let want = format!("receipts: receipt of record {rejected} is of block 4, which did not reject it");
+                    (Cf::Receipts, k, Some(codec::encode(&r)), vec![want])
+                }),
+            ),
+            (
+                "a state",
+                Box::new(|s, _| {
+                    let k = s.k(&codec::encode(&StateKey::Subject(lot_a())));
+                    let want = vec!["states: state entry Subject(".into(), "does not match the state root".into()];
+                    (Cf::States, k.clone(), flip(s, Cf::States, &k, 1), want)
+                }),
+            ),
+            (
+                "a state value",
+                Box::new(|s, _| {
+                    let k = first_key(s, Cf::StateValues, |_| false);
+                    let want = format!("state_values: value under {}", hex::encode(&k[s.prefix.len()..]));
+                    (Cf::StateValues, k.clone(), flip(s, Cf::StateValues, &k, 1), vec![want])
+                }),
+            ),
+            (
+                "a state-map node under no current root",
+                Box::new(|s, _| {
+                    let root = s.k(s.head.state_root.as_bytes());
+                    let k = first_key(s, Cf::SmtNodes, |k| *k == root);
+                    let want = format!("smt_nodes: value under {}", hex::encode(&k[s.prefix.len()..]));
+                    (Cf::SmtNodes, k.clone(), flip(s, Cf::SmtNodes, &k, 1), vec![want])
+                }),
+            ),
+            (
+                "a subject's chain",
+                Box::new(|s, _| {
+                    let lot = lot_a().to_string();
+                    let k = s.k(&[lenpref(&lot).as_slice(), &0u64.to_be_bytes()].concat());
+                    let want = format!("subject_records: {lot}: 1 entries chaining to");
+                    (Cf::SubjectRecords, k.clone(), flip(s, Cf::SubjectRecords, &k, 1), vec![want])
+                }),
+            ),
+            (
+                "an organisation's record",
+                Box::new(|s, _| {
+                    let k = s.k(&[lenpref("nutri").as_slice(), &0u64.to_be_bytes()].concat());
+                    let want = "org_records: entry (nutri, 0) is not record".to_string();
+                    (Cf::OrgRecords, k.clone(), flip(s, Cf::OrgRecords, &k, 1), vec![want])
+                }),
+            ),
+            (
+                "a listed code",
+                Box::new(|s, _| {
+                    let k = first_key(s, Cf::ListedCodes, |_| false);
+                    let want = "listed_codes: code 01/".to_string();
+                    (
+                        Cf::ListedCodes,
+                        k.clone(),
+                        flip(s, Cf::ListedCodes, &k, 1),
+                        vec![want, "/21/S-1 is not the issuance".into()],
+                    )
+                }),
+            ),
+            (
+                "an organisation's record that no record makes",
+                Box::new(|s, _| {
+                    let k = s.k(&[lenpref("nutri").as_slice(), &99u64.to_be_bytes()].concat());
+                    let id = s.record_id_at(0).unwrap().unwrap();
+                    let want = "org_records: entry (nutri, 99) is made by no record".to_string();
+                    (Cf::OrgRecords, k, Some(id.as_bytes().to_vec()), vec![want])
+                }),
+            ),
+            (
+                "a listed code that no record issued",
+                Box::new(|s, _| {
+                    let k = first_key(s, Cf::ListedCodes, |_| false);
+                    let value = s.backend.get(Cf::ListedCodes, &k).unwrap();
+                    let code = "01/09312345000012/21/S-3";
+                    let want = format!("listed_codes: entry {code} is made by no record");
+                    (Cf::ListedCodes, s.k(code.as_bytes()), value, vec![want])
+                }),
+            ),
+            (
+                "a serial range",
+                Box::new(|s, _| {
+                    let k = first_key(s, Cf::Ranges, |_| false);
+                    (Cf::Ranges, k.clone(), flip(s, Cf::Ranges, &k, 1), vec!["ranges: range SerialRange".into()])
+                }),
+            ),
+            (
+                "a lot's item, gone",
+                Box::new(|s, _| {
+                    let lot = lot_a().to_string();
+                    let item = crate::testkit::gtin(crate::testkit::NUTRI_PREFIX, 1);
+                    let item = SubjectId::item(item, crate::ids::Serial::parse("A-000003").unwrap()).to_string();
+                    let k = s.k(&[lenpref(&lot).as_slice(), item.as_bytes()].concat());
+                    (Cf::LotItems, k, None, vec![format!("lot_items: ({lot}, {item}) is missing")])
+                }),
+            ),
+            (
+                "a holding that is not one",
+                Box::new(|s, _| {
+                    let item = crate::testkit::gtin(crate::testkit::NUTRI_PREFIX, 1);
+                    let item = SubjectId::item(item, crate::ids::Serial::parse("A-000004").unwrap()).to_string();
+                    let k = s.k(&[lenpref("importer").as_slice(), item.as_bytes()].concat());
+                    (
+                        Cf::Holdings,
+                        k,
+                        Some(vec![]),
+                        vec![format!("holdings: (importer, {item}): the state of {item} says nutri")],
+                    )
+                }),
+            ),
+            (
+                "a checkpoint signature",
+                Box::new(|s, _| {
+                    let k = first_key(s, Cf::CheckpointSigs, |_| false);
+                    let want = vec!["checkpoint_sigs: signature of".into(), "on header 2: does not verify".into()];
+                    (Cf::CheckpointSigs, k.clone(), flip(s, Cf::CheckpointSigs, &k, 1), want)
+                }),
+            ),
+        ];
+        let mut covered = std::collections::BTreeSet::new();
+        for (what, edit) in &cases {
+            let (store, rejected) = rich(&fx);
+            let (cf, key, value, want) = edit(&store, &rejected);
+            covered.insert(cf);
+            let mut b = Batch::default();
+            match value {
+                Some(v) => b.put(cf, key, v),
+                None => b.delete(cf, key),
+            }
+            store.backend.write(b).unwrap();
+            let e = store.verify(Verification::Full).expect_err(what).to_string();
+            println!("{what}: {e}");
+            assert!(e.starts_with("store does not verify: "), "{what}: {e}");
+            for w in &want {
+                assert!(e.contains(w.as_str()), "{what}: {e:?} does not say {w:?}");
+            }
+        }
+        assert_eq!(covered.into_iter().collect::<Vec<_>>(), Cf::ALL.to_vec(), "a column family without a case");
+    }
+
+    /// Lot `A` of [`rich`].
+    fn lot_a() -> SubjectId {
+        let gtin = crate::testkit::gtin(crate::testkit::NUTRI_PREFIX, 1);
+        SubjectId::lot_of(gtin, crate::ids::Lot::parse("A").expect("lot"))
     }
 
     #[test]

@@ -436,6 +436,42 @@ async fn a_value_edited_on_disk_is_refused_and_the_node_rebuilt_from_its_peers()
     println!("edited record approvals: {target} refused to start: {}", refusal(&log));
     put_back(&db, Cf::Records, key, value);
 
+    // A header below the head (height 5): the last byte of its log root. The head and the
+    // Merkle log are untouched; the full check re-derives the log root at every header's
+    // log size.
+    let height5 = 5u64.to_be_bytes();
+    let (key, value) = edit_value(
+        &db,
+        Cf::Headers,
+        |k| k.ends_with(&height5),
+        |v| {
+            let n = v.len();
+            v[n - 33] ^= 1; // the state root (32 bytes) ends the header, the log root before it
+        },
+    );
+    let log = start_refused(&net, &target);
+    assert!(log.contains("does not verify") && log.contains("headers: header 5: log root"), "{log}");
+    println!("edited header 5: {target} refused to start: {}", refusal(&log));
+    put_back(&db, Cf::Headers, key, value);
+
+    // A checkpoint signature a peer sent: one byte of the signature.
+    let (key, value) = edit_value(
+        &db,
+        Cf::CheckpointSigs,
+        |_| true,
+        |v| {
+            let n = v.len();
+            v[n - 1] ^= 1;
+        },
+    );
+    let log = start_refused(&net, &target);
+    assert!(
+        log.contains("checkpoint_sigs: signature of") && log.contains("does not verify with the validator's key"),
+        "{log}"
+    );
+    println!("edited checkpoint signature: {target} refused to start: {}", refusal(&log));
+    put_back(&db, Cf::CheckpointSigs, key, value);
+
     // One byte of a stored state (lot E-3's): it no longer matches the state root.
     edit_value(
         &db,
