@@ -71,6 +71,15 @@ impl Cf {
         Cf::CheckpointSigs,
     ];
 
+    /// Position in [`Cf::ALL`]: how a snapshot stream names the column family.
+    pub fn index(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_index(index: u8) -> Option<Cf> {
+        Cf::ALL.get(usize::from(index)).copied()
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Cf::Meta => "meta",
@@ -194,6 +203,35 @@ pub trait Backend: Send + Sync {
     /// Entries whose key starts with `prefix`, in key order, starting at `start` (which
     /// must itself start with `prefix`), at most `limit` of them.
     fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError>;
+    /// Like [`Backend::scan`], stopping once the page holds `bytes_max` bytes of keys and
+    /// values (it holds at least one entry, if there is one): for walks over column
+    /// families whose values are large, such as blocks.
+    fn scan_bytes(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<Entries, StorageError> {
+        // In small pages, so a backend without its own bounded scan stays near the bound.
+        let mut out: Entries = Vec::new();
+        let mut bytes = 0usize;
+        let mut from = start.to_vec();
+        while out.len() < limit && bytes < bytes_max {
+            let page = self.scan(cf, prefix, &from, 16.min(limit - out.len()))?;
+            let Some((last, _)) = page.last() else { break };
+            from = [last.as_slice(), &[0u8]].concat();
+            for (k, v) in page {
+                if bytes >= bytes_max {
+                    break;
+                }
+                bytes = bytes.saturating_add(k.len() + v.len());
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
     fn write(&self, batch: Batch) -> Result<(), StorageError>;
 }
 
@@ -217,6 +255,27 @@ impl Backend for MemBackend {
             .take(limit)
             .map(|((_, k), v)| (k.clone(), v.clone()))
             .collect())
+    }
+
+    fn scan_bytes(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<Entries, StorageError> {
+        let m = self.cfs.read().map_err(|_| StorageError("memory backend lock poisoned".into()))?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for ((c, k), v) in m.range((cf, start.to_vec())..) {
+            if *c != cf || !k.starts_with(prefix) || out.len() >= limit || bytes >= bytes_max {
+                break;
+            }
+            bytes += k.len() + v.len();
+            out.push((k.clone(), v.clone()));
+        }
+        Ok(out)
     }
 
     fn write(&self, batch: Batch) -> Result<(), StorageError> {
@@ -296,13 +355,26 @@ impl Backend for RocksBackend {
     }
 
     fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError> {
+        self.scan_bytes(cf, prefix, start, limit, usize::MAX)
+    }
+
+    fn scan_bytes(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<Entries, StorageError> {
         let mode = rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward);
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for item in self.db.iterator_cf(self.cf(cf)?, mode) {
             let (k, v) = item.map_err(|e| rerr("scan", e))?;
-            if !k.starts_with(prefix) || out.len() >= limit {
+            if !k.starts_with(prefix) || out.len() >= limit || bytes >= bytes_max {
                 break;
             }
+            bytes = bytes.saturating_add(k.len() + v.len());
             out.push((k.to_vec(), v.to_vec()));
         }
         Ok(out)
