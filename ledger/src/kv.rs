@@ -408,3 +408,61 @@ impl Backend for RocksBackend {
         self.db.write_opt(wb, &wo).map_err(|e| rerr("write", e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend with only the required methods, so the default `scan_bytes` is the one used.
+    struct Plain(MemBackend);
+
+    impl Backend for Plain {
+        fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+            self.0.get(cf, key)
+        }
+        fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError> {
+            self.0.scan(cf, prefix, start, limit)
+        }
+        fn write(&self, batch: Batch) -> Result<(), StorageError> {
+            self.0.write(batch)
+        }
+    }
+
+    #[test]
+    fn a_column_family_index_names_its_place_in_all() {
+        for (i, cf) in Cf::ALL.iter().enumerate() {
+            assert_eq!(usize::from(cf.index()), i);
+            assert_eq!(Cf::from_index(cf.index()), Some(*cf));
+        }
+        assert_eq!(Cf::from_index(Cf::ALL.len() as u8), None);
+    }
+
+    #[test]
+    fn a_scan_bounded_by_bytes_stops_past_the_bound_the_same_on_every_backend() {
+        let plain = Plain(MemBackend::default());
+        let mut batch = Batch::default();
+        for i in 0..50u8 {
+            // Keys of 2 bytes, values of 10 to 59 bytes; one key outside the prefix.
+            batch.put(Cf::Blocks, vec![b'p', i], vec![i; 10 + usize::from(i)]);
+        }
+        batch.put(Cf::Blocks, b"q0".to_vec(), vec![0; 5]);
+        batch.put(Cf::Headers, b"p0".to_vec(), vec![0; 5]);
+        let mem = MemBackend::default();
+        for (cf, k, v) in batch.iter() {
+            let mut b = Batch::default();
+            b.put(cf, k.to_vec(), v.unwrap().to_vec());
+            mem.write(b).unwrap();
+        }
+        plain.write(batch).unwrap();
+        for (limit, bytes_max) in [(100, 1), (100, 100), (100, 1_000), (7, 1_000), (100, usize::MAX), (0, 10)] {
+            let a = plain.scan_bytes(Cf::Blocks, b"p", b"p\x03", limit, bytes_max).unwrap();
+            let b = mem.scan_bytes(Cf::Blocks, b"p", b"p\x03", limit, bytes_max).unwrap();
+            assert_eq!(a, b, "limit {limit}, bytes {bytes_max}");
+            let total: usize = a.iter().map(|(k, v)| k.len() + v.len()).sum();
+            let last = a.last().map_or(0, |(k, v)| k.len() + v.len());
+            assert!(a.len() <= limit && total - last < bytes_max.max(1), "limit {limit}, bytes {bytes_max}");
+            assert!(a.iter().all(|(k, _)| k.starts_with(b"p") && k.as_slice() >= &b"p\x03"[..]));
+        }
+        assert_eq!(plain.scan_bytes(Cf::Blocks, b"p", b"p", 100, usize::MAX).unwrap().len(), 50);
+    }
+}
