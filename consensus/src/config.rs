@@ -38,9 +38,12 @@ pub const SNAPSHOT_LOGS_TO_KEEP_DEFAULT: u64 = 1_000;
 pub const PAYLOAD_ENTRIES_MAX_DEFAULT: u64 = 64;
 /// Default snapshot chunk size: one install-snapshot RPC each.
 pub const SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT: u64 = 4 * 1024 * 1024;
-/// Default largest snapshot. Snapshots are held in memory whole, when built, sent and
-/// received; this bounds that memory.
-pub const SNAPSHOT_BYTES_MAX_DEFAULT: u64 = 512 * 1024 * 1024;
+/// Default largest snapshot. Snapshots are files, streamed when built, sent, received and
+/// installed, so this bounds disk, not memory: a node refuses to build a larger one and
+/// refuses a received chunk that would take a snapshot past it. About 40 million records
+/// of 1.5 KB; a node needs this much free space (twice, while a new snapshot replaces the
+/// old) in its snapshot directory.
+pub const SNAPSHOT_BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024 * 1024;
 
 /// Consensus settings of one node. All members of a cluster should use the same values.
 #[derive(Debug, Clone, PartialEq, Eq)]

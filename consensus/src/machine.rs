@@ -23,15 +23,23 @@
 //!
 //! # Snapshots
 //!
-//! A snapshot is the machine's full data as bytes ([`Machine::snapshot`]), held in memory
-//! and bounded by `snapshot_bytes_max` (see [`ConsensusConfig`](crate::ConsensusConfig)).
-//! The bytes are taken while no entry is being applied (when openraft asks for a builder),
-//! so they match the last-applied id recorded with them. The current snapshot is kept in
-//! one file in the snapshot directory — its metadata and data behind a version byte —
-//! replaced by write-to-temporary, fsync, rename, fsync of the directory, so a crash
-//! leaves the old snapshot or the new one. A snapshot never replaces a newer one. The file
-//! is read again each time openraft asks for the current snapshot (to send it to a lagging
-//! peer, which is rare) rather than kept in memory beside the machine's own data.
+//! A snapshot is a file, streamed end to end so that memory stays bounded whatever the
+//! size of the machine's data: [`Machine::snapshot_to`] writes the data into a temporary
+//! file in the snapshot directory, openraft sends that file in chunks, the receiver writes
+//! the chunks into a temporary file of its own ([`RaftStateMachine::begin_receiving_snapshot`])
+//! and [`Machine::restore_from`] reads it back. Its size is bounded by
+//! `snapshot_bytes_max` (see [`ConsensusConfig`](crate::ConsensusConfig)): a disk bound,
+//! checked as a snapshot is built and as each received chunk lands.
+//!
+//! The data are taken while no entry is being applied (when openraft asks for a builder),
+//! so they match the last-applied id recorded with them. The directory holds one current
+//! snapshot: a data file `<n>.snap` and the pointer `current.meta` (version byte,
+//! metadata, the data file's number and length). A snapshot becomes current by fsync of
+//! its data file, rename from its temporary name, a new pointer written to a temporary,
+//! fsynced and renamed over the old, and fsync of the directory; only then is the old data
+//! file removed. A crash leaves the old snapshot or the new one; leftovers are removed on
+//! open. A snapshot never replaces a newer one. The file is opened again each time
+//! openraft asks for the current snapshot (to send it to a lagging peer).
 //!
 //! # A purge never outruns the snapshot
 //!
@@ -49,14 +57,17 @@
 //! a ledger apply does disk IO and signature checks and must not stall Raft's timers.
 
 use std::fs;
-use std::io::{Cursor, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use crate::codec::{self, CodecError, STORAGE_VERSION};
@@ -91,13 +102,18 @@ pub trait Machine: Send + Sync + 'static {
     /// that never stored one.
     fn raft_meta(&self) -> Result<Option<Vec<u8>>, MachineError>;
 
-    /// The machine's full data as bytes, consistent with the last stored blob.
-    fn snapshot(&self) -> Result<Vec<u8>, MachineError>;
+    /// Writes the machine's full data to `out`, consistent with the last stored blob, and
+    /// returns the bytes written. Should stream: the data may be larger than memory.
+    fn snapshot_to(&self, out: &mut dyn Write) -> Result<u64, MachineError>;
 
-    /// Replaces all data with `snapshot` (bytes made by `snapshot` on some node) and stores
-    /// `raft_meta`, atomically.
-    fn restore(&mut self, snapshot: &[u8], raft_meta: &[u8]) -> Result<(), MachineError>;
+    /// Replaces all data with the snapshot read from `input` (written by `snapshot_to` on
+    /// some node) and stores `raft_meta` with it. Must refuse a stream that is not whole
+    /// and leave the machine so that it cannot be mistaken for the snapshot's data.
+    fn restore_from(&mut self, input: &mut dyn Read, raft_meta: &[u8]) -> Result<(), MachineError>;
 }
+
+/// Bytes buffered between a snapshot file and the machine.
+pub const SNAPSHOT_IO_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// What the Raft metadata blob holds: the last applied log id and the membership in force
 /// after it.
@@ -151,7 +167,9 @@ pub struct MachineStore<M: Machine> {
     /// `None` only while lent to a blocking thread, or for good if that thread panicked.
     machine: Option<M>,
     applied: AppliedState,
-    snapshots: Arc<SnapshotFile>,
+    snapshots: Arc<SnapshotDir>,
+    /// The file [`RaftStateMachine::begin_receiving_snapshot`] handed out last.
+    receiving: Option<Staged>,
 }
 
 impl<M: Machine> MachineStore<M> {
@@ -162,8 +180,8 @@ impl<M: Machine> MachineStore<M> {
             Some(blob) => AppliedState::decode(&blob)?,
             None => AppliedState::default(),
         };
-        let snapshots = Arc::new(SnapshotFile::open(snapshot_dir, snapshot_bytes_max)?);
-        Ok(MachineStore { machine: Some(machine), applied, snapshots })
+        let snapshots = Arc::new(SnapshotDir::open(snapshot_dir, snapshot_bytes_max)?);
+        Ok(MachineStore { machine: Some(machine), applied, snapshots, receiving: None })
     }
 
     /// The log id the snapshot on disk covers, updated each time a snapshot file lands.
@@ -181,12 +199,15 @@ impl<M: Machine> MachineStore<M> {
     /// lost its last writes), the machine is restored from the snapshot on disk if that
     /// covers the purge, and refused otherwise: those entries are nowhere on this node.
     async fn restore_from_file(&mut self) -> Result<(), MachineStoreError> {
-        let (meta, data) = self.snapshots.load().await?.ok_or_else(|| MachineStoreError::Lost {
+        let (meta, file) = self.snapshots.open_current().await?.ok_or_else(|| MachineStoreError::Lost {
             reason: "the snapshot file vanished while the store was open".into(),
         })?;
         let applied = AppliedState { last_applied: meta.last_log_id, last_membership: meta.last_membership };
         let blob = applied.encode()?;
-        self.lend(move |machine| machine.restore(&data, &blob)).await??;
+        self.lend(move |machine| {
+            machine.restore_from(&mut BufReader::with_capacity(SNAPSHOT_IO_BUFFER_BYTES, file), &blob)
+        })
+        .await??;
         self.applied = applied;
         Ok(())
     }
@@ -319,77 +340,123 @@ impl<M: Machine> RaftStateMachine<TypeConfig> for MachineStore<M> {
     }
 
     async fn get_snapshot_builder(&mut self) -> MachineSnapshotBuilder {
-        let data = match self.lend(|machine| machine.snapshot()).await {
-            Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(e)) => Err(MachineStoreError::Machine(e)),
+        let snapshots = self.snapshots.clone();
+        let staged = match self.lend(move |machine| snapshots.stage(|out| machine.snapshot_to(out))).await {
+            Ok(staged) => staged,
             Err(e) => Err(e),
         };
-        MachineSnapshotBuilder { applied: self.applied.clone(), data: Some(data), snapshots: self.snapshots.clone() }
+        MachineSnapshotBuilder {
+            applied: self.applied.clone(),
+            staged: Some(staged),
+            snapshots: self.snapshots.clone(),
+        }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let err = |e: MachineStoreError| sto_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
+        let snapshots = self.snapshots.clone();
+        let (staged, file) = blocking(move || snapshots.receive()).await.map_err(err)?;
+        self.receiving = Some(staged);
+        Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
         let signature = Some(meta.signature());
         let err = |e: MachineStoreError| sto_err(ErrorSubject::Snapshot(signature.clone()), ErrorVerb::Write, e);
-        let data = snapshot.into_inner();
-        self.snapshots.check_size(data.len()).map_err(err)?;
+        let mut file = *snapshot;
+        file.flush().await.map_err(|e| err(self.snapshots.io_err(e)))?;
+        let file = file.into_std().await;
+        let snapshots = self.snapshots.clone();
+        let receiving = self.receiving.take();
+        let staged = blocking(move || snapshots.adopt(file, receiving)).await.map_err(err)?;
         let applied = AppliedState { last_applied: meta.last_log_id, last_membership: meta.last_membership.clone() };
         let blob = applied.encode().map_err(|e| err(e.into()))?;
         // The machine first, then the file: if a crash falls between them the machine is
         // ahead of the snapshot file, which openraft handles (it keeps or rebuilds a
         // snapshot); the other order could leave a snapshot file newer than the data.
-        let (data, restored) = self
+        let path = staged.path.clone();
+        let restored = self
             .lend(move |machine| {
-                let restored = machine.restore(&data, &blob);
-                (data, restored)
+                let file = fs::File::open(&path).map_err(|e| io_err(&path, e))?;
+                let mut input = BufReader::with_capacity(SNAPSHOT_IO_BUFFER_BYTES, file);
+                machine.restore_from(&mut input, &blob).map_err(MachineStoreError::from)
             })
             .await
             .map_err(err)?;
-        restored.map_err(|e| err(e.into()))?;
+        if let Err(e) = restored {
+            staged.discard();
+            return Err(err(e));
+        }
         self.applied = applied;
-        self.snapshots.save(meta.clone(), data).await.map_err(err)?;
+        let snapshots = self.snapshots.clone();
+        let meta = meta.clone();
+        blocking(move || snapshots.publish(meta, staged)).await.map_err(err)?;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let loaded =
-            self.snapshots.load().await.map_err(|e| sto_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-        Ok(loaded.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+        let opened = self
+            .snapshots
+            .open_current()
+            .await
+            .map_err(|e| sto_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        Ok(opened.map(|(meta, file)| Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) }))
     }
 }
 
-/// Builds a snapshot from bytes taken when openraft asked for the builder; writing the
-/// file happens later, concurrently with applying.
+/// Runs blocking file work on tokio's blocking pool.
+async fn blocking<R: Send + 'static>(
+    work: impl FnOnce() -> Result<R, MachineStoreError> + Send + 'static,
+) -> Result<R, MachineStoreError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| MachineStoreError::Lost { reason: e.to_string() })?
+}
+
+/// Publishes a snapshot staged when openraft asked for the builder; publishing happens
+/// later, concurrently with applying.
 pub struct MachineSnapshotBuilder {
     applied: AppliedState,
     /// Taken by the one `build_snapshot` call.
-    data: Option<Result<Vec<u8>, MachineStoreError>>,
-    snapshots: Arc<SnapshotFile>,
+    staged: Option<Result<Staged, MachineStoreError>>,
+    snapshots: Arc<SnapshotDir>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for MachineSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let err = |e: MachineStoreError| sto_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
-        let data = self
-            .data
+        let staged = self
+            .staged
             .take()
             .unwrap_or_else(|| Err(MachineStoreError::Lost { reason: "snapshot builder used twice".into() }))
             .map_err(err)?;
-        self.snapshots.check_size(data.len()).map_err(err)?;
         let meta = SnapshotMeta {
             last_log_id: self.applied.last_applied,
             last_membership: self.applied.last_membership.clone(),
             snapshot_id: snapshot_id(self.applied.last_applied),
         };
-        let data = self.snapshots.save(meta.clone(), data).await.map_err(err)?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        let snapshots = self.snapshots.clone();
+        let published = meta.clone();
+        let file = blocking(move || {
+            // Opened before publishing: the handle reads the data even if a newer snapshot
+            // on disk means this one is discarded.
+            let file = fs::File::open(&staged.path).map_err(|e| io_err(&staged.path, e))?;
+            snapshots.publish(published, staged)?;
+            Ok(file)
+        })
+        .await
+        .map_err(err)?;
+        Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
+    }
+}
+
+impl Drop for MachineSnapshotBuilder {
+    fn drop(&mut self) {
+        if let Some(Ok(staged)) = self.staged.take() {
+            staged.discard();
+        }
     }
 }
 
@@ -408,67 +475,125 @@ fn display_log_id(id: Option<LogId>) -> String {
     id.map(|id| id.to_string()).unwrap_or_else(|| "nothing".into())
 }
 
-/// The one current snapshot on disk.
-///
-/// File layout: version byte, metadata length (u32 BE), metadata (codec bytes), data
-/// length (u64 BE), data.
-struct SnapshotFile {
+fn io_err(path: &Path, e: std::io::Error) -> MachineStoreError {
+    MachineStoreError::SnapshotIo { path: path.display().to_string(), reason: e.to_string() }
+}
+
+/// A snapshot's data file before it is current: being built, received or installed.
+struct Staged {
+    seq: u64,
     path: PathBuf,
+    bytes: u64,
+}
+
+impl Staged {
+    /// Removes the file; a failure only leaves a leftover that the next open removes.
+    fn discard(self) {
+        if let Err(e) = fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not remove a discarded snapshot file");
+        }
+    }
+}
+
+/// The current snapshot as the pointer file names it.
+struct Current {
+    meta: SnapshotMeta,
+    seq: u64,
+    bytes: u64,
+}
+
+/// The snapshot directory: one current snapshot, and the files of snapshots under way.
+///
+/// Files: `current.meta` (version byte, metadata length (u32 BE), metadata (codec bytes),
+/// data file number (u64 BE), data length (u64 BE)) names the current data file
+/// `<number>.snap`, which holds the machine's bytes alone (what openraft sends). Files
+/// being built are `<number>.tmp`, being received `<number>.recv`.
+struct SnapshotDir {
     dir: PathBuf,
     bytes_max: u64,
-    /// Metadata of the file on disk; the lock also serialises writers and readers.
-    current: Mutex<Option<SnapshotMeta>>,
-    /// The last log id the file on disk covers, published after each durable write.
+    /// The current snapshot; the lock also serialises publishing and opening.
+    current: Mutex<Option<Current>>,
+    /// Number of the next data file.
+    next_seq: AtomicU64,
+    /// The last log id the current snapshot covers, published after each durable switch.
     durable: watch::Sender<Option<LogId>>,
 }
 
-const SNAPSHOT_FILE: &str = "current.snapshot";
-const SNAPSHOT_TMP: &str = "current.snapshot.tmp";
+const POINTER_FILE: &str = "current.meta";
+const POINTER_TMP: &str = "current.meta.tmp";
+/// The single-file layout of earlier versions; its data are in the ledger's old snapshot
+/// format, which this build cannot read, so it is removed (and rebuilt if needed).
+const LEGACY_FILES: [&str; 2] = ["current.snapshot", "current.snapshot.tmp"];
+const DATA_EXT: &str = "snap";
+const BUILDING_EXT: &str = "tmp";
+const RECEIVING_EXT: &str = "recv";
 
-impl SnapshotFile {
+impl SnapshotDir {
     fn open(dir: &Path, bytes_max: u64) -> Result<Self, MachineStoreError> {
-        let io = |e: std::io::Error| MachineStoreError::SnapshotIo {
-            path: dir.display().to_string(),
-            reason: e.to_string(),
-        };
-        fs::create_dir_all(dir).map_err(io)?;
-        let file = SnapshotFile {
-            path: dir.join(SNAPSHOT_FILE),
+        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let this = SnapshotDir {
             dir: dir.to_path_buf(),
             bytes_max,
             current: Mutex::new(None),
+            next_seq: AtomicU64::new(1),
             durable: watch::Sender::new(None),
         };
-        let current = file.read()?.map(|(meta, _)| meta);
-        file.durable.send_replace(current.as_ref().and_then(|m| m.last_log_id));
-        *file.lock()? = current;
-        Ok(file)
+        for legacy in LEGACY_FILES {
+            let path = dir.join(legacy);
+            if path.exists() {
+                tracing::warn!(path = %path.display(), "removing a snapshot file of the old layout");
+                fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+            }
+        }
+        let current = this.read_pointer()?;
+        let keep = current.as_ref().map(|c| c.seq);
+        for entry in fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+            let path = entry.map_err(|e| io_err(dir, e))?.path();
+            let leftover = match (file_seq(&path), path.extension().and_then(|e| e.to_str())) {
+                (Some(seq), Some(DATA_EXT)) => Some(seq) != keep,
+                (Some(_), Some(BUILDING_EXT | RECEIVING_EXT)) => true,
+                _ => path.file_name().is_some_and(|n| n == POINTER_TMP),
+            };
+            if leftover {
+                fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+            }
+        }
+        this.next_seq.store(keep.map_or(1, |s| s + 1), Ordering::Relaxed);
+        this.durable.send_replace(current.as_ref().and_then(|c| c.meta.last_log_id));
+        *this.lock()? = current;
+        Ok(this)
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Option<SnapshotMeta>>, MachineStoreError> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Option<Current>>, MachineStoreError> {
         self.current.lock().map_err(|_| MachineStoreError::Lost { reason: "snapshot lock poisoned".into() })
     }
 
-    fn check_size(&self, bytes: usize) -> Result<(), MachineStoreError> {
-        if bytes as u64 > self.bytes_max {
-            return Err(MachineStoreError::SnapshotTooLarge { bytes: bytes as u64, max: self.bytes_max });
+    fn data_path(&self, seq: u64, ext: &str) -> PathBuf {
+        self.dir.join(format!("{seq:020}.{ext}"))
+    }
+
+    fn check_size(&self, bytes: u64) -> Result<(), MachineStoreError> {
+        if bytes > self.bytes_max {
+            return Err(MachineStoreError::SnapshotTooLarge { bytes, max: self.bytes_max });
         }
         Ok(())
     }
 
     fn io_err(&self, e: std::io::Error) -> MachineStoreError {
-        MachineStoreError::SnapshotIo { path: self.path.display().to_string(), reason: e.to_string() }
+        io_err(&self.dir, e)
     }
 
     fn malformed(&self, reason: impl Into<String>) -> MachineStoreError {
-        MachineStoreError::SnapshotMalformed { path: self.path.display().to_string(), reason: reason.into() }
+        let path = self.dir.join(POINTER_FILE);
+        MachineStoreError::SnapshotMalformed { path: path.display().to_string(), reason: reason.into() }
     }
 
-    fn read(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, MachineStoreError> {
-        let bytes = match fs::read(&self.path) {
+    fn read_pointer(&self) -> Result<Option<Current>, MachineStoreError> {
+        let path = self.dir.join(POINTER_FILE);
+        let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io_err(e)),
+            Err(e) => return Err(io_err(&path, e)),
         };
         let (&version, rest) = bytes.split_first().ok_or_else(|| self.malformed("empty file"))?;
         if version != STORAGE_VERSION {
@@ -481,62 +606,182 @@ impl SnapshotFile {
         }
         let (meta_bytes, rest) = rest.split_at(meta_len);
         let meta: SnapshotMeta = codec::decode("snapshot metadata", STORAGE_VERSION, meta_bytes)?;
-        let (data_len, data) = split_u64(rest).ok_or_else(|| self.malformed("truncated data length"))?;
-        if data_len != data.len() as u64 {
-            return Err(self.malformed(format!("data length {data_len}, file holds {} bytes", data.len())));
+        let (seq, rest) = split_u64(rest).ok_or_else(|| self.malformed("truncated data file number"))?;
+        let (len, rest) = split_u64(rest).ok_or_else(|| self.malformed("truncated data length"))?;
+        if !rest.is_empty() {
+            return Err(self.malformed(format!("{} trailing bytes", rest.len())));
         }
-        self.check_size(data.len())?;
-        Ok(Some((meta, data.to_vec())))
+        let data = self.data_path(seq, DATA_EXT);
+        let on_disk = fs::metadata(&data).map_err(|e| io_err(&data, e))?.len();
+        if on_disk != len {
+            return Err(self.malformed(format!("data file {} holds {on_disk} bytes, not {len}", data.display())));
+        }
+        self.check_size(len)?;
+        Ok(Some(Current { meta, seq, bytes: len }))
     }
 
-    fn write(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), MachineStoreError> {
-        let meta_bytes = codec::encode("snapshot metadata", STORAGE_VERSION, meta)?;
+    fn write_pointer(&self, current: &Current) -> Result<(), MachineStoreError> {
+        let meta_bytes = codec::encode("snapshot metadata", STORAGE_VERSION, &current.meta)?;
         let meta_len = u32::try_from(meta_bytes.len()).map_err(|_| self.malformed("metadata over 4 GiB"))?;
-        let tmp = self.dir.join(SNAPSHOT_TMP);
-        let mut file = fs::File::create(&tmp).map_err(|e| self.io_err(e))?;
-        let mut header = vec![STORAGE_VERSION];
-        header.extend_from_slice(&meta_len.to_be_bytes());
-        header.extend_from_slice(&meta_bytes);
-        header.extend_from_slice(&(data.len() as u64).to_be_bytes());
-        file.write_all(&header).map_err(|e| self.io_err(e))?;
-        file.write_all(data).map_err(|e| self.io_err(e))?;
-        file.sync_all().map_err(|e| self.io_err(e))?;
+        let mut bytes = vec![STORAGE_VERSION];
+        bytes.extend_from_slice(&meta_len.to_be_bytes());
+        bytes.extend_from_slice(&meta_bytes);
+        bytes.extend_from_slice(&current.seq.to_be_bytes());
+        bytes.extend_from_slice(&current.bytes.to_be_bytes());
+        let tmp = self.dir.join(POINTER_TMP);
+        let mut file = fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+        file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(|e| io_err(&tmp, e))?;
         drop(file);
-        fs::rename(&tmp, &self.path).map_err(|e| self.io_err(e))?;
-        // The rename is durable only once the directory entry is.
-        fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| self.io_err(e))?;
+        fs::rename(&tmp, self.dir.join(POINTER_FILE)).map_err(|e| io_err(&tmp, e))?;
+        self.sync_dir()
+    }
+
+    /// A rename is durable only once the directory entry is.
+    fn sync_dir(&self) -> Result<(), MachineStoreError> {
+        fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| self.io_err(e))
+    }
+
+    /// Writes a snapshot through `write` into a new file, synced, refusing it once it
+    /// passes the size bound.
+    fn stage(
+        &self,
+        write: impl FnOnce(&mut dyn Write) -> Result<u64, MachineError>,
+    ) -> Result<Staged, MachineStoreError> {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.data_path(seq, BUILDING_EXT);
+        let file = fs::File::create_new(&path).map_err(|e| io_err(&path, e))?;
+        let mut out = Bounded {
+            inner: BufWriter::with_capacity(SNAPSHOT_IO_BUFFER_BYTES, &file),
+            bytes: 0,
+            max: self.bytes_max,
+            over: false,
+        };
+        let written = write(&mut out);
+        let flushed = out.flush();
+        let (bytes, over) = (out.bytes, out.over);
+        drop(out);
+        let staged = Staged { seq, path, bytes };
+        let result = if over {
+            Err(MachineStoreError::SnapshotTooLarge { bytes, max: self.bytes_max })
+        } else {
+            written
+                .map_err(MachineStoreError::from)
+                .and_then(|_| flushed.and_then(|()| file.sync_all()).map_err(|e| io_err(&staged.path, e)))
+        };
+        match result {
+            Ok(()) => Ok(staged),
+            Err(e) => {
+                staged.discard();
+                Err(e)
+            }
+        }
+    }
+
+    /// A new file to receive a snapshot into. openraft receives one snapshot at a time,
+    /// so the files of earlier, abandoned transfers are removed.
+    fn receive(&self) -> Result<(Staged, fs::File), MachineStoreError> {
+        for entry in fs::read_dir(&self.dir).map_err(|e| self.io_err(e))? {
+            let path = entry.map_err(|e| self.io_err(e))?.path();
+            if file_seq(&path).is_some() && path.extension().is_some_and(|e| e == RECEIVING_EXT) {
+                fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+            }
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.data_path(seq, RECEIVING_EXT);
+        let file =
+            fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(|e| io_err(&path, e))?;
+        Ok((Staged { seq, path, bytes: 0 }, file))
+    }
+
+    /// Takes a received snapshot as staged: the file handed out by [`SnapshotDir::receive`]
+    /// as it is, synced, or any other file (openraft's own tests hand over another store's
+    /// snapshot) by copying it.
+    fn adopt(&self, mut file: fs::File, receiving: Option<Staged>) -> Result<Staged, MachineStoreError> {
+        let stat = file.metadata().map_err(|e| self.io_err(e))?;
+        self.check_size(stat.len())?;
+        if let Some(ours) = receiving {
+            match fs::metadata(&ours.path) {
+                Ok(m) if m.dev() == stat.dev() && m.ino() == stat.ino() => {
+                    file.sync_all().map_err(|e| io_err(&ours.path, e))?;
+                    return Ok(Staged { bytes: stat.len(), ..ours });
+                }
+                _ => ours.discard(),
+            }
+        }
+        self.stage(|out| {
+            file.seek(SeekFrom::Start(0))
+                .and_then(|_| std::io::copy(&mut file, out))
+                .map_err(|e| MachineError::Storage { reason: format!("copy received snapshot: {e}") })
+        })
+    }
+
+    /// Makes `staged` the current snapshot under `meta`, unless the current one is newer
+    /// (then `staged` is discarded).
+    fn publish(&self, meta: SnapshotMeta, staged: Staged) -> Result<(), MachineStoreError> {
+        let mut current = self.lock()?;
+        if current.as_ref().is_some_and(|c| c.meta.last_log_id > meta.last_log_id) {
+            tracing::info!(snapshot = %meta, "snapshot not saved: a newer one is on disk");
+            staged.discard();
+            return Ok(());
+        }
+        let data = self.data_path(staged.seq, DATA_EXT);
+        fs::rename(&staged.path, &data).map_err(|e| io_err(&staged.path, e))?;
+        self.sync_dir()?;
+        let new = Current { meta, seq: staged.seq, bytes: staged.bytes };
+        self.write_pointer(&new)?;
+        if let Some(old) = current.take() {
+            let old = self.data_path(old.seq, DATA_EXT);
+            if let Err(e) = fs::remove_file(&old) {
+                tracing::warn!(path = %old.display(), error = %e, "could not remove the previous snapshot");
+            }
+        }
+        tracing::info!(snapshot = %new.meta, bytes = new.bytes, "snapshot saved");
+        self.durable.send_replace(new.meta.last_log_id);
+        *current = Some(new);
         Ok(())
     }
 
-    /// Makes `meta` + `data` the current snapshot unless the current one is newer, and
-    /// hands `data` back.
-    async fn save(self: &Arc<Self>, meta: SnapshotMeta, data: Vec<u8>) -> Result<Vec<u8>, MachineStoreError> {
+    /// The current snapshot's metadata and its data file, opened for reading. The handle
+    /// reads the data even if a newer snapshot replaces the file meanwhile.
+    async fn open_current(self: &Arc<Self>) -> Result<Option<(SnapshotMeta, fs::File)>, MachineStoreError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut current = this.lock()?;
-            let newer_on_disk = current.as_ref().is_some_and(|c| c.last_log_id > meta.last_log_id);
-            if newer_on_disk {
-                tracing::info!(snapshot = %meta, "snapshot not saved: a newer one is on disk");
-            } else {
-                this.write(&meta, &data)?;
-                tracing::info!(snapshot = %meta, bytes = data.len() as u64, "snapshot saved");
-                this.durable.send_replace(meta.last_log_id);
-                *current = Some(meta);
-            }
-            Ok(data)
+        blocking(move || {
+            let current = this.lock()?;
+            let Some(c) = current.as_ref() else { return Ok(None) };
+            let path = this.data_path(c.seq, DATA_EXT);
+            let file = fs::File::open(&path).map_err(|e| io_err(&path, e))?;
+            Ok(Some((c.meta.clone(), file)))
         })
         .await
-        .map_err(|e| MachineStoreError::Lost { reason: e.to_string() })?
+    }
+}
+
+/// The number of a file named `<number>.<ext>` in the snapshot directory.
+fn file_seq(path: &Path) -> Option<u64> {
+    path.file_stem()?.to_str()?.parse().ok()
+}
+
+/// A writer that refuses to go past `max` bytes.
+struct Bounded<W: Write> {
+    inner: W,
+    bytes: u64,
+    max: u64,
+    over: bool,
+}
+
+impl<W: Write> Write for Bounded<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes + buf.len() as u64 > self.max {
+            self.over = true;
+            return Err(std::io::Error::other(format!("snapshot over the limit of {} bytes", self.max)));
+        }
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
     }
 
-    async fn load(self: &Arc<Self>) -> Result<Option<(SnapshotMeta, Vec<u8>)>, MachineStoreError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let _current = this.lock()?;
-            this.read()
-        })
-        .await
-        .map_err(|e| MachineStoreError::Lost { reason: e.to_string() })?
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

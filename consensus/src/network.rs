@@ -130,7 +130,8 @@ pub trait RaftTransport: Clone + Send + Sync + 'static {
 
 /// Answers one request with the local node: what a transport calls for each request it
 /// receives. Refuses a snapshot chunk that would take the snapshot past
-/// `snapshot_bytes_max`, so a peer cannot make this node buffer without bound.
+/// `snapshot_bytes_max`, so a peer cannot make this node fill its disk without bound (a
+/// received snapshot is written to a file as it arrives).
 pub async fn serve_rpc(raft: &ConsensusRaft, rpc: RaftRpc, snapshot_bytes_max: u64) -> RaftRpcReply {
     match rpc {
         RaftRpc::AppendEntries(req) => RaftRpcReply::AppendEntries(raft.append_entries(req).await),

@@ -97,13 +97,17 @@ impl Machine for MemMachine {
         Ok(self.state().raft_meta.clone())
     }
 
-    fn snapshot(&self) -> Result<Vec<u8>, MachineError> {
-        codec::encode("mem machine snapshot", STORAGE_VERSION, &self.state().contents)
-            .map_err(|e| MachineError::Storage { reason: e.to_string() })
+    fn snapshot_to(&self, out: &mut dyn std::io::Write) -> Result<u64, MachineError> {
+        let bytes = codec::encode("mem machine snapshot", STORAGE_VERSION, &self.state().contents)
+            .map_err(|e| MachineError::Storage { reason: e.to_string() })?;
+        out.write_all(&bytes).map_err(|e| MachineError::Storage { reason: e.to_string() })?;
+        Ok(bytes.len() as u64)
     }
 
-    fn restore(&mut self, snapshot: &[u8], raft_meta: &[u8]) -> Result<(), MachineError> {
-        let contents: MemContents = codec::decode("mem machine snapshot", STORAGE_VERSION, snapshot)
+    fn restore_from(&mut self, input: &mut dyn std::io::Read, raft_meta: &[u8]) -> Result<(), MachineError> {
+        let mut bytes = Vec::new();
+        input.read_to_end(&mut bytes).map_err(|e| MachineError::Snapshot { reason: e.to_string() })?;
+        let contents: MemContents = codec::decode("mem machine snapshot", STORAGE_VERSION, &bytes)
             .map_err(|e| MachineError::Snapshot { reason: e.to_string() })?;
         let mut state = self.state();
         state.contents = contents;

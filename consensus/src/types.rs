@@ -5,7 +5,6 @@
 //! decodes the state machine's [`Applied`]; this crate never looks inside either.
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +50,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = PeerInfo,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -38,6 +38,25 @@ fn membership(term: u64, index: u64) -> Entry {
     Entry { log_id: log_id(term, index), payload: EntryPayload::Membership(config) }
 }
 
+/// Every byte of a snapshot's data, from its start.
+async fn bytes_of(mut file: Box<tokio::fs::File>) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    file.seek(std::io::SeekFrom::Start(0)).await.expect("seek");
+    let mut out = Vec::new();
+    file.read_to_end(&mut out).await.expect("read");
+    out
+}
+
+/// The names of the files in `dir`, sorted.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 fn indexes(entries: &[Entry]) -> Vec<u64> {
     entries.iter().map(|e| e.log_id.index).collect()
 }
@@ -132,7 +151,7 @@ async fn snapshot_survives_reopen_and_respects_its_limit() {
     let current = store.get_current_snapshot().await.expect("current").expect("a snapshot");
     assert_eq!(current.meta, built.meta);
     assert_eq!(current.meta.last_log_id, Some(log_id(1, 2)));
-    assert_eq!(current.snapshot.into_inner(), built.snapshot.into_inner());
+    assert_eq!(bytes_of(current.snapshot).await, bytes_of(built.snapshot).await);
 
     // A machine whose snapshot is over the limit cannot build one.
     let small = tempfile::tempdir().expect("temporary directory");
@@ -143,10 +162,69 @@ async fn snapshot_survives_reopen_and_respects_its_limit() {
     assert!(store.get_current_snapshot().await.expect("current").is_none());
 }
 
+#[tokio::test]
+async fn a_received_snapshot_is_streamed_to_a_file_installed_and_kept_as_current() {
+    use tokio::io::AsyncWriteExt;
+    let donor_dir = tempfile::tempdir().expect("temporary directory");
+    let donor = MemMachine::new();
+    let mut donor_store = MachineStore::open(donor.clone(), donor_dir.path(), SNAPSHOT_BYTES_MAX).expect("open");
+    let entries = std::iter::once(membership(1, 1)).chain((2..=40).map(|i| normal(1, i, &[i as u8; 300])));
+    donor_store.apply(entries).await.expect("apply");
+    let built = donor_store.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    let data = bytes_of(built.snapshot).await;
+    assert_eq!(files_in(donor_dir.path()), vec!["00000000000000000001.snap", "current.meta"]);
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let machine = MemMachine::new();
+    let mut store = MachineStore::open(machine.clone(), dir.path(), SNAPSHOT_BYTES_MAX).expect("open");
+    // An abandoned transfer first: its file goes when the next one begins.
+    let mut abandoned = store.begin_receiving_snapshot().await.expect("begin");
+    abandoned.write_all(b"half a snapshot").await.expect("write");
+    drop(abandoned);
+    // Chunks as openraft writes them: out of order is allowed, by offset.
+    let mut file = store.begin_receiving_snapshot().await.expect("begin");
+    assert_eq!(files_in(dir.path()), vec!["00000000000000000002.recv"]);
+    use tokio::io::AsyncSeekExt;
+    let half = data.len() / 2;
+    file.seek(std::io::SeekFrom::Start(half as u64)).await.expect("seek");
+    file.write_all(&data[half..]).await.expect("write");
+    file.seek(std::io::SeekFrom::Start(0)).await.expect("seek");
+    file.write_all(&data[..half]).await.expect("write");
+    file.shutdown().await.expect("shutdown");
+    store.install_snapshot(&built.meta, file).await.expect("install");
+
+    assert_eq!(machine.contents(), donor.contents());
+    assert_eq!(store.applied_state().await.expect("applied").0, Some(log_id(1, 40)));
+    assert_eq!(files_in(dir.path()), vec!["00000000000000000002.snap", "current.meta"], "kept, not copied");
+    let current = store.get_current_snapshot().await.expect("current").expect("a snapshot");
+    assert_eq!(current.meta, built.meta);
+    assert_eq!(bytes_of(current.snapshot).await, data);
+
+    // A snapshot the machine refuses is not kept, and the current one stays.
+    let mut bad = store.begin_receiving_snapshot().await.expect("begin");
+    bad.write_all(&data[..data.len() - 1]).await.expect("write");
+    let mut newer = built.meta.clone();
+    newer.last_log_id = Some(log_id(2, 50));
+    store.install_snapshot(&newer, bad).await.expect_err("a truncated snapshot");
+    assert_eq!(files_in(dir.path()), vec!["00000000000000000002.snap", "current.meta"]);
+
+    // Leftovers of a crash are removed on open; the current snapshot stays.
+    drop(store);
+    for leftover in
+        ["00000000000000000007.tmp", "00000000000000000008.recv", "00000000000000000001.snap", "current.meta.tmp"]
+    {
+        std::fs::write(dir.path().join(leftover), b"x").expect("write");
+    }
+    let mut store = MachineStore::open(machine, dir.path(), SNAPSHOT_BYTES_MAX).expect("reopen");
+    assert_eq!(files_in(dir.path()), vec!["00000000000000000002.snap", "current.meta"]);
+    let current = store.get_current_snapshot().await.expect("current").expect("a snapshot");
+    assert_eq!(bytes_of(current.snapshot).await, data);
+}
+
 #[test]
 fn machine_store_refuses_a_corrupt_snapshot_file() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    std::fs::write(dir.path().join("current.snapshot"), [1, 0, 0]).expect("write");
+    std::fs::write(dir.path().join("current.meta"), [1, 0, 0]).expect("write");
     match MachineStore::open(MemMachine::new(), dir.path(), SNAPSHOT_BYTES_MAX) {
         Err(MachineStoreError::SnapshotMalformed { reason, .. }) => assert_eq!(reason, "truncated metadata length"),
         Err(e) => panic!("unexpected error {e}"),
@@ -231,7 +309,8 @@ async fn machine_ahead_of_its_snapshot_file(snapshots: &Path, last: u64) -> MemM
     .encode()
     .expect("blob");
     let mut landed = machine.clone();
-    veritrace_consensus::Machine::restore(&mut landed, &installed.snapshot.into_inner(), &blob).expect("restore");
+    let data = bytes_of(installed.snapshot).await;
+    veritrace_consensus::Machine::restore_from(&mut landed, &mut &data[..], &blob).expect("restore");
     machine
 }
 

@@ -21,18 +21,10 @@ pub const CODEC_VERSION: u8 = 1;
 /// Largest canonical object the ledger will decode (a block is bounded separately).
 pub const CANONICAL_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// Largest ledger snapshot the ledger will decode ([`decode_snapshot`]): a snapshot holds
-/// the whole ledger, so it is the one object allowed past [`CANONICAL_BYTES_MAX`].
-pub const SNAPSHOT_DECODE_BYTES_MAX: usize = (1 << 30) + 1024;
-
 type Config = Configuration<BigEndian, Fixint, Limit<CANONICAL_BYTES_MAX>>;
 
 fn config() -> Config {
     bincode::config::standard().with_big_endian().with_fixed_int_encoding().with_limit::<CANONICAL_BYTES_MAX>()
-}
-
-fn snapshot_config() -> Configuration<BigEndian, Fixint, Limit<SNAPSHOT_DECODE_BYTES_MAX>> {
-    bincode::config::standard().with_big_endian().with_fixed_int_encoding().with_limit::<SNAPSHOT_DECODE_BYTES_MAX>()
 }
 
 /// A decoding failure, naming what was being decoded.
@@ -84,11 +76,6 @@ impl Writer for Append<'_> {
 /// so that exactly one byte string decodes to each value.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, DecodeError> {
     decode_with(what, bytes, config())
-}
-
-/// [`decode`] for a ledger snapshot, which may be up to [`SNAPSHOT_DECODE_BYTES_MAX`].
-pub fn decode_snapshot<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, DecodeError> {
-    decode_with(what, bytes, snapshot_config())
 }
 
 fn decode_with<T: DeserializeOwned, C: bincode::config::Config>(
@@ -163,22 +150,4 @@ pub fn domain_hash_parts(domain: Domain, parts: &[&[u8]]) -> Hash32 {
         h.update(p);
     }
     h.finalize().into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_snapshot_may_exceed_the_canonical_limit() {
-        // A ledger of some tens of thousands of records makes a snapshot past 64 MiB.
-        let big = vec![7u8; CANONICAL_BYTES_MAX + 1];
-        let bytes = encode(&big);
-        assert!(matches!(decode::<Vec<u8>>("object", &bytes), Err(DecodeError::Malformed { .. })));
-        assert_eq!(decode_snapshot::<Vec<u8>>("snapshot", &bytes).unwrap(), big);
-        // Still canonical: trailing bytes are refused.
-        let mut trailing = bytes;
-        trailing.push(0);
-        assert!(matches!(decode_snapshot::<Vec<u8>>("snapshot", &trailing), Err(DecodeError::Trailing { .. })));
-    }
 }

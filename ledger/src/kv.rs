@@ -71,6 +71,15 @@ impl Cf {
         Cf::CheckpointSigs,
     ];
 
+    /// Position in [`Cf::ALL`]: how a snapshot stream names the column family.
+    pub fn index(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_index(index: u8) -> Option<Cf> {
+        Cf::ALL.get(usize::from(index)).copied()
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Cf::Meta => "meta",
@@ -194,6 +203,35 @@ pub trait Backend: Send + Sync {
     /// Entries whose key starts with `prefix`, in key order, starting at `start` (which
     /// must itself start with `prefix`), at most `limit` of them.
     fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError>;
+    /// Like [`Backend::scan`], stopping once the page holds `bytes_max` bytes of keys and
+    /// values (it holds at least one entry, if there is one): for walks over column
+    /// families whose values are large, such as blocks.
+    fn scan_bytes(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<Entries, StorageError> {
+        // In small pages, so a backend without its own bounded scan stays near the bound.
+        let mut out: Entries = Vec::new();
+        let mut bytes = 0usize;
+        let mut from = start.to_vec();
+        while out.len() < limit && bytes < bytes_max {
+            let page = self.scan(cf, prefix, &from, 16.min(limit - out.len()))?;
+            let Some((last, _)) = page.last() else { break };
+            from = [last.as_slice(), &[0u8]].concat();
+            for (k, v) in page {
+                if bytes >= bytes_max {
+                    break;
+                }
+                bytes = bytes.saturating_add(k.len() + v.len());
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
     fn write(&self, batch: Batch) -> Result<(), StorageError>;
 }
 
@@ -217,6 +255,27 @@ impl Backend for MemBackend {
             .take(limit)
             .map(|((_, k), v)| (k.clone(), v.clone()))
             .collect())
+    }
+
+    fn scan_bytes(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<Entries, StorageError> {
+        let m = self.cfs.read().map_err(|_| StorageError("memory backend lock poisoned".into()))?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for ((c, k), v) in m.range((cf, start.to_vec())..) {
+            if *c != cf || !k.starts_with(prefix) || out.len() >= limit || bytes >= bytes_max {
+                break;
+            }
+            bytes += k.len() + v.len();
+            out.push((k.clone(), v.clone()));
+        }
+        Ok(out)
     }
 
     fn write(&self, batch: Batch) -> Result<(), StorageError> {
@@ -296,13 +355,26 @@ impl Backend for RocksBackend {
     }
 
     fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError> {
+        self.scan_bytes(cf, prefix, start, limit, usize::MAX)
+    }
+
+    fn scan_bytes(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<Entries, StorageError> {
         let mode = rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward);
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for item in self.db.iterator_cf(self.cf(cf)?, mode) {
             let (k, v) = item.map_err(|e| rerr("scan", e))?;
-            if !k.starts_with(prefix) || out.len() >= limit {
+            if !k.starts_with(prefix) || out.len() >= limit || bytes >= bytes_max {
                 break;
             }
+            bytes = bytes.saturating_add(k.len() + v.len());
             out.push((k.to_vec(), v.to_vec()));
         }
         Ok(out)
@@ -334,5 +406,63 @@ impl Backend for RocksBackend {
         let mut wo = rocksdb::WriteOptions::default();
         wo.set_sync(batch.synced());
         self.db.write_opt(wb, &wo).map_err(|e| rerr("write", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend with only the required methods, so the default `scan_bytes` is the one used.
+    struct Plain(MemBackend);
+
+    impl Backend for Plain {
+        fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+            self.0.get(cf, key)
+        }
+        fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError> {
+            self.0.scan(cf, prefix, start, limit)
+        }
+        fn write(&self, batch: Batch) -> Result<(), StorageError> {
+            self.0.write(batch)
+        }
+    }
+
+    #[test]
+    fn a_column_family_index_names_its_place_in_all() {
+        for (i, cf) in Cf::ALL.iter().enumerate() {
+            assert_eq!(usize::from(cf.index()), i);
+            assert_eq!(Cf::from_index(cf.index()), Some(*cf));
+        }
+        assert_eq!(Cf::from_index(Cf::ALL.len() as u8), None);
+    }
+
+    #[test]
+    fn a_scan_bounded_by_bytes_stops_past_the_bound_the_same_on_every_backend() {
+        let plain = Plain(MemBackend::default());
+        let mut batch = Batch::default();
+        for i in 0..50u8 {
+            // Keys of 2 bytes, values of 10 to 59 bytes; one key outside the prefix.
+            batch.put(Cf::Blocks, vec![b'p', i], vec![i; 10 + usize::from(i)]);
+        }
+        batch.put(Cf::Blocks, b"q0".to_vec(), vec![0; 5]);
+        batch.put(Cf::Headers, b"p0".to_vec(), vec![0; 5]);
+        let mem = MemBackend::default();
+        for (cf, k, v) in batch.iter() {
+            let mut b = Batch::default();
+            b.put(cf, k.to_vec(), v.unwrap().to_vec());
+            mem.write(b).unwrap();
+        }
+        plain.write(batch).unwrap();
+        for (limit, bytes_max) in [(100, 1), (100, 100), (100, 1_000), (7, 1_000), (100, usize::MAX), (0, 10)] {
+            let a = plain.scan_bytes(Cf::Blocks, b"p", b"p\x03", limit, bytes_max).unwrap();
+            let b = mem.scan_bytes(Cf::Blocks, b"p", b"p\x03", limit, bytes_max).unwrap();
+            assert_eq!(a, b, "limit {limit}, bytes {bytes_max}");
+            let total: usize = a.iter().map(|(k, v)| k.len() + v.len()).sum();
+            let last = a.last().map_or(0, |(k, v)| k.len() + v.len());
+            assert!(a.len() <= limit && total - last < bytes_max.max(1), "limit {limit}, bytes {bytes_max}");
+            assert!(a.iter().all(|(k, _)| k.starts_with(b"p") && k.as_slice() >= &b"p\x03"[..]));
+        }
+        assert_eq!(plain.scan_bytes(Cf::Blocks, b"p", b"p", 100, usize::MAX).unwrap().len(), 50);
     }
 }

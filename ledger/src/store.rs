@@ -20,6 +20,7 @@ use crate::merkle::{self, LogNodeStore};
 use crate::org::{Genesis, LedgerId, OrgId};
 use crate::record::{RecordId, SignedRecord};
 use crate::smt::{self, SmtNode, SmtNodeStore, SmtProof};
+use crate::snapshot::{SnapshotReader, SnapshotWriter};
 use crate::state::{StateKey, StateValue, SubjectState};
 use crate::view::{Head, Issuance, LedgerView, RangeBucket, RangeIssuance, Receipt, WriteSet};
 
@@ -27,12 +28,16 @@ use crate::view::{Head, Issuance, LedgerView, RangeBucket, RangeIssuance, Receip
 /// Format 2 keeps a block's accepted records by id (format 1 kept them twice), and
 /// receipts of rejections only.
 pub const STORE_FORMAT: u32 = 2;
-/// Largest snapshot a store exports or imports, in bytes.
-pub const SNAPSHOT_BYTES_MAX: usize = 1 << 30;
-/// One entry of a snapshot: column family index, key after the ledger prefix, value.
-type SnapshotEntry = (u8, Vec<u8>, Vec<u8>);
 /// Key (under `meta`) of the replication layer's opaque metadata.
 const REPLICATION_META_KEY: &[u8] = b"replication";
+/// Key (under `meta`) present while a snapshot install is under way: a store holding it
+/// refuses to open (see [`Store::install_snapshot_from`]).
+const INSTALLING_KEY: &[u8] = b"installing";
+/// Bytes of keys and values in one page read or one batch written by a snapshot export
+/// or install: what either holds in memory at once, whatever the ledger's size.
+pub const SNAPSHOT_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Entries in one page read by a snapshot export or install.
+const SNAPSHOT_PAGE_ENTRIES_MAX: usize = 4096;
 /// Largest page a paged query returns.
 pub const PAGE_MAX: u32 = 1_000;
 pub use crate::cache::{LOG_CACHE_NODES_MAX, SMT_CACHE_NODES_MAX, STATE_CACHE_ENTRIES_MAX};
@@ -60,6 +65,12 @@ pub enum StoreError {
     Apply(#[from] ApplyError),
     #[error("{0} not found")]
     NotFound(String),
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error(
+        "a snapshot install into this store was interrupted, so it holds part of a ledger: wipe the node's data and let it catch up from its peers"
+    )]
+    InstallInterrupted,
 }
 
 fn corrupt(what: impl Into<String>, reason: impl ToString) -> StoreError {
@@ -149,6 +160,7 @@ impl<B: Backend> Store<B> {
     /// if it was made from the same genesis.
     pub fn create(backend: B, genesis: &Genesis, opts: OpenOptions) -> Result<Store<B>, StoreError> {
         let prefix = ledger_prefix(&genesis.ledger_id);
+        refuse_interrupted_install(&backend, &prefix)?;
         if backend.get(Cf::Meta, &[prefix.as_slice(), b"head"].concat())?.is_some() {
             let store = Store::open(backend, &genesis.ledger_id, opts)?;
             let stored = store.genesis_hash()?;
@@ -190,6 +202,7 @@ impl<B: Backend> Store<B> {
     /// Opens an existing ledger and checks it verifies; refuses it with the reason if not.
     pub fn open(backend: B, ledger: &LedgerId, opts: OpenOptions) -> Result<Store<B>, StoreError> {
         let prefix = ledger_prefix(ledger);
+        refuse_interrupted_install(&backend, &prefix)?;
         let head_bytes = backend.get(Cf::Meta, &[prefix.as_slice(), b"head"].concat())?.ok_or(StoreError::Empty)?;
         let head: Head = codec::decode("head", &head_bytes).map_err(|e| corrupt("head", e))?;
         let format = backend.get(Cf::Meta, &[prefix.as_slice(), b"format"].concat())?;
@@ -339,55 +352,74 @@ impl<B: Backend> Store<B> {
         Ok(self.backend.get(Cf::Meta, &self.k(REPLICATION_META_KEY))?)
     }
 
-    /// Every stored entry of this ledger, as one canonical blob: the snapshot a new or
-    /// far-behind node installs. Refuses to grow past [`SNAPSHOT_BYTES_MAX`].
-    pub fn export_snapshot(&self) -> Result<Vec<u8>, StoreError> {
-        let mut entries: Vec<SnapshotEntry> = Vec::new();
-        let mut bytes = 0usize;
-        for (i, cf) in Cf::ALL.iter().enumerate() {
+    /// Writes every stored entry of this ledger to `out` as a snapshot stream (module
+    /// [`crate::snapshot`]): the snapshot a new or far-behind node installs. Reads the
+    /// backend page by page, so memory stays bounded whatever the ledger's size; the caller
+    /// keeps the store from changing meanwhile (the backends offer no point-in-time view
+    /// here). Returns the bytes written.
+    pub fn export_snapshot_to(&self, out: &mut dyn std::io::Write) -> Result<u64, StoreError> {
+        let mut w = SnapshotWriter::start(out, &self.head.ledger_id)?;
+        let skip = [self.k(REPLICATION_META_KEY), self.k(INSTALLING_KEY)];
+        for cf in Cf::ALL {
             let mut start = self.prefix.clone();
             loop {
-                let page = self.backend.scan(*cf, &self.prefix, &start, 4096)?;
-                let Some((last, _)) = page.last().cloned() else { break };
-                for (k, v) in page {
-                    if *cf == Cf::Meta && k == self.k(REPLICATION_META_KEY) {
-                        continue; // the installing node writes its own
-                    }
-                    bytes += k.len() + v.len();
-                    if bytes > SNAPSHOT_BYTES_MAX {
-                        return Err(StoreError::Integrity(format!("snapshot would exceed {SNAPSHOT_BYTES_MAX} bytes")));
-                    }
-                    entries.push((i as u8, k[self.prefix.len()..].to_vec(), v));
-                }
+                let page = self.backend.scan_bytes(
+                    cf,
+                    &self.prefix,
+                    &start,
+                    SNAPSHOT_PAGE_ENTRIES_MAX,
+                    SNAPSHOT_BATCH_BYTES_MAX,
+                )?;
+                let Some((last, _)) = page.last() else { break };
                 start = [last.as_slice(), &[0u8]].concat();
+                for (k, v) in page {
+                    // The installing node writes its own replication metadata.
+                    if cf == Cf::Meta && skip.contains(&k) {
+                        continue;
+                    }
+                    w.entry(cf, &k[self.prefix.len()..], &v)?;
+                }
             }
         }
-        Ok(codec::encode(&(self.head.ledger_id.as_str(), entries)))
+        Ok(w.finish()?)
     }
 
-    /// Opens a store on `backend` holding a snapshot made by [`Store::export_snapshot`]
-    /// (replacing whatever copy of `ledger` it held) plus `replication_meta`, written in one
-    /// atomic batch, then checked in full: a snapshot whose data do not match its own roots
-    /// is refused. Checking those roots against a complete checkpoint is
-    /// [`Store::verify_against_checkpoint`].
-    pub fn import_snapshot(
+    /// Opens a store on `backend` holding the snapshot read from `input` (replacing
+    /// whatever copy of `ledger` it held) plus `replication_meta`, as
+    /// [`Store::install_snapshot_from`] does.
+    pub fn import_snapshot_from(
         backend: B,
         ledger: &LedgerId,
-        snapshot: &[u8],
+        input: &mut dyn std::io::Read,
         replication_meta: &[u8],
     ) -> Result<Store<B>, StoreError> {
-        write_snapshot(&backend, ledger, snapshot, replication_meta)?;
+        write_snapshot(&backend, ledger, input, replication_meta)?;
         Store::open(backend, ledger, OpenOptions::default())
     }
 
-    /// Like [`Store::import_snapshot`], in place. On a refusal the store holds the refused
-    /// data and must not serve: the caller stops or installs another snapshot.
-    pub fn install_snapshot(&mut self, snapshot: &[u8], replication_meta: &[u8]) -> Result<(), StoreError> {
+    /// Replaces this ledger with the snapshot stream read from `input` (made by
+    /// [`Store::export_snapshot_to`] on some node) and stores `replication_meta` with it,
+    /// then checks it in full: a snapshot whose data do not match its own roots is
+    /// refused. Checking those roots against a complete checkpoint is
+    /// [`Store::verify_against_checkpoint`].
+    ///
+    /// The stream is written in batches of [`SNAPSHOT_BATCH_BYTES_MAX`], not atomically: an
+    /// install marker goes down first, with the old head removed; the head, the
+    /// replication metadata and the removal of the marker go in the last batch, once the
+    /// stream's hash has checked. A crash or a refusal in between leaves a store that
+    /// refuses to open ([`StoreError::InstallInterrupted`]) rather than a part of a
+    /// ledger. On a refusal the store must not serve: the caller stops or installs
+    /// another snapshot.
+    pub fn install_snapshot_from(
+        &mut self,
+        input: &mut dyn std::io::Read,
+        replication_meta: &[u8],
+    ) -> Result<(), StoreError> {
         let ledger = self.head.ledger_id.clone();
         self.log_top = LogTop::empty(self.log_top.max_nodes());
         self.smt_recent = RecentSmtNodes::default();
         self.states_recent = RecentStates::default();
-        write_snapshot(&self.backend, &ledger, snapshot, replication_meta)?;
+        write_snapshot(&self.backend, &ledger, input, replication_meta)?;
         let head_bytes = self.backend.get(Cf::Meta, &self.k(b"head"))?.ok_or(StoreError::Empty)?;
         self.head = codec::decode("head", &head_bytes).map_err(|e| corrupt("head", e))?;
         self.verify(Verification::Full)?;
@@ -787,39 +819,70 @@ impl<B: Backend> Store<B> {
     }
 }
 
-/// Replaces every entry of `ledger` on `backend` with the snapshot's, in one batch.
+/// Refuses a store whose last snapshot install did not finish.
+fn refuse_interrupted_install<B: Backend>(backend: &B, prefix: &[u8]) -> Result<(), StoreError> {
+    match backend.get(Cf::Meta, &[prefix, INSTALLING_KEY].concat())? {
+        Some(_) => Err(StoreError::InstallInterrupted),
+        None => Ok(()),
+    }
+}
+
+/// Replaces every entry of `ledger` on `backend` with the snapshot stream's, in bounded
+/// batches, the head last (see [`Store::install_snapshot_from`]).
 fn write_snapshot<B: Backend>(
     backend: &B,
     ledger: &LedgerId,
-    snapshot: &[u8],
+    input: &mut dyn std::io::Read,
     replication_meta: &[u8],
 ) -> Result<(), StoreError> {
-    if snapshot.len() > SNAPSHOT_BYTES_MAX + 1024 {
-        return Err(corrupt("snapshot", format!("{} bytes, at most {SNAPSHOT_BYTES_MAX}", snapshot.len())));
-    }
-    let (id, entries): (String, Vec<SnapshotEntry>) =
-        codec::decode_snapshot("snapshot", snapshot).map_err(|e| corrupt("snapshot", e))?;
-    if id != ledger.as_str() {
-        return Err(corrupt("snapshot", format!("is of ledger {id:?}, not {:?}", ledger.as_str())));
-    }
+    let mut reader = SnapshotReader::start(input, ledger)?;
     let prefix = ledger_prefix(ledger);
+    let key = |rest: &[u8]| [prefix.as_slice(), rest].concat();
+    let (head_key, installing_key, meta_key) = (key(b"head"), key(INSTALLING_KEY), key(REPLICATION_META_KEY));
+
+    let mut batch = Batch::default();
+    batch.put(Cf::Meta, installing_key.clone(), Vec::new());
+    batch.delete(Cf::Meta, head_key.clone());
+    backend.write(batch)?;
+
+    // Batches go unsynced but the last: until it lands, the marker refuses the store
+    // whatever of them reached the disk.
     let mut batch = Batch::default();
     for cf in Cf::ALL {
         let mut start = prefix.clone();
         loop {
-            let page = backend.scan(cf, &prefix, &start, 4096)?;
-            let Some((last, _)) = page.last().cloned() else { break };
-            for (k, _) in page {
-                batch.delete(cf, k);
-            }
+            let page = backend.scan_bytes(cf, &prefix, &start, SNAPSHOT_PAGE_ENTRIES_MAX, SNAPSHOT_BATCH_BYTES_MAX)?;
+            let Some((last, _)) = page.last() else { break };
             start = [last.as_slice(), &[0u8]].concat();
+            for (k, _) in page {
+                if cf != Cf::Meta || k != installing_key {
+                    batch.delete(cf, k);
+                }
+            }
+            if batch.bytes() >= SNAPSHOT_BATCH_BYTES_MAX {
+                backend.write(std::mem::take(&mut batch).without_sync())?;
+            }
         }
     }
-    for (i, k, v) in entries {
-        let cf = *Cf::ALL.get(i as usize).ok_or_else(|| corrupt("snapshot", format!("column family {i}")))?;
-        batch.put(cf, [prefix.as_slice(), &k].concat(), v);
+
+    let mut head = None;
+    while let Some((cf, k, v)) = reader.next()? {
+        let k = [prefix.as_slice(), &k].concat();
+        if cf == Cf::Meta && k == head_key {
+            head = Some(v);
+        } else if cf == Cf::Meta && (k == installing_key || k == meta_key) {
+            // Never exported; the installer's own are written below.
+        } else {
+            batch.put(cf, k, v);
+        }
+        if batch.bytes() >= SNAPSHOT_BATCH_BYTES_MAX {
+            backend.write(std::mem::take(&mut batch).without_sync())?;
+        }
     }
-    batch.put(Cf::Meta, [prefix.as_slice(), REPLICATION_META_KEY].concat(), replication_meta.to_vec());
+    let head = head.ok_or_else(|| corrupt("snapshot", "no head"))?;
+    batch.put(Cf::Meta, head_key, head);
+    batch.put(Cf::Meta, meta_key, replication_meta.to_vec());
+    batch.delete(Cf::Meta, installing_key);
     backend.write(batch)?;
     Ok(())
 }
@@ -1488,5 +1551,94 @@ mod tests {
         for r in &expected {
             assert_eq!(store.receipt(&r.record_id).unwrap().as_ref(), Some(r));
         }
+    }
+
+    /// A writer that keeps no bytes: it counts them and the largest single write.
+    #[derive(Default)]
+    struct Counting {
+        bytes: u64,
+        writes: u64,
+        largest: usize,
+    }
+
+    impl std::io::Write for Counting {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.bytes += buf.len() as u64;
+            self.writes += 1;
+            self.largest = self.largest.max(buf.len());
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn exported(store: &Store<crate::kv::MemBackend>) -> Vec<u8> {
+        let mut out = Vec::new();
+        store.export_snapshot_to(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_snapshot_stream_round_trips_and_replaces_what_was_there() {
+        let fx = Fixture::new();
+        let mut source = fx.mem_store();
+        grow(&fx, &mut source, 12, 5);
+        let snap = exported(&source);
+
+        let mut target = fx.mem_store();
+        grow(&fx, &mut target, 3, 2); // an older, different copy: every entry of it goes
+        target.install_snapshot_from(&mut &snap[..], b"raft").unwrap();
+        assert_eq!(target.head(), source.head());
+        assert_eq!(target.replication_meta().unwrap().as_deref(), Some(&b"raft"[..]));
+        assert_eq!(exported(&target), snap, "the installed ledger exports the same stream");
+        // And it goes on applying from there like the source.
+        grow(&fx, &mut target, 1, 3);
+        grow(&fx, &mut source, 1, 3);
+        assert_eq!(target.head(), source.head());
+    }
+
+    #[test]
+    fn a_truncated_or_altered_snapshot_is_refused_and_the_store_no_longer_opens() {
+        let fx = Fixture::new();
+        let mut source = fx.mem_store();
+        grow(&fx, &mut source, 6, 4);
+        let snap = exported(&source);
+        let mut flipped = snap.clone();
+        flipped[snap.len() / 2] ^= 0x01;
+        let cases: [(&str, &[u8]); 3] =
+            [("truncated", &snap[..snap.len() - 1]), ("cut in half", &snap[..snap.len() / 2]), ("flipped", &flipped)];
+        for (what, bad) in cases {
+            let backend = crate::kv::MemBackend::default();
+            let mut store = Store::create(backend, &fx.genesis, OpenOptions::default()).unwrap();
+            let e = store.install_snapshot_from(&mut &bad[..], b"raft").unwrap_err();
+            assert!(matches!(e, StoreError::Snapshot(_)), "{what}: {e}");
+            // Whatever was written of it, the store is refused until it is wiped.
+            let Store { backend, .. } = store;
+            let e = Store::open(backend, fx.ledger(), OpenOptions::default()).err().expect(what);
+            assert_eq!(e, StoreError::InstallInterrupted, "{what}");
+        }
+        let backend = crate::kv::MemBackend::default();
+        let e = Store::create(backend, &fx.genesis, OpenOptions::default()).and_then(|mut s| {
+            s.install_snapshot_from(&mut &snap[..snap.len() - 40], b"")?;
+            Ok(s)
+        });
+        assert!(e.err().unwrap().to_string().contains("truncated at byte"));
+    }
+
+    #[test]
+    fn export_writes_through_without_holding_the_snapshot() {
+        let fx = Fixture::new();
+        let mut store = fx.mem_store();
+        grow(&fx, &mut store, 40, 25);
+        let mut out = Counting::default();
+        let bytes = store.export_snapshot_to(&mut out).unwrap();
+        assert_eq!(bytes, out.bytes);
+        // The stream reached the writer in many pieces no larger than the buffer, so no
+        // copy of it was built first.
+        assert!(out.bytes > 4 * crate::snapshot::SNAPSHOT_BUFFER_BYTES as u64, "{} bytes", out.bytes);
+        assert!(out.largest <= crate::snapshot::SNAPSHOT_BUFFER_BYTES, "a write of {} bytes", out.largest);
+        assert!(out.writes >= out.bytes / crate::snapshot::SNAPSHOT_BUFFER_BYTES as u64);
     }
 }

@@ -122,28 +122,34 @@ fn a_snapshot_moves_a_ledger_to_another_store() {
     let head = build(dir.path(), &fx);
     let store = Store::open(RocksBackend::open(dir.path()).unwrap(), fx.ledger(), OpenOptions::default()).unwrap();
     store.save_replication_meta(b"raft state 1").unwrap();
-    let snap = store.export_snapshot().unwrap();
+    let mut snap = Vec::new();
+    let bytes = store.export_snapshot_to(&mut snap).unwrap();
+    assert_eq!(bytes, snap.len() as u64);
 
     // Into an empty store, and into one that holds an older copy of the ledger.
     let other = tempfile::tempdir().unwrap();
-    let copy = Store::import_snapshot(RocksBackend::open(other.path()).unwrap(), fx.ledger(), &snap, b"m2").unwrap();
+    let backend = RocksBackend::open(other.path()).unwrap();
+    let copy = Store::import_snapshot_from(backend, fx.ledger(), &mut &snap[..], b"m2").unwrap();
     assert_eq!(copy.head(), &head);
     assert_eq!(copy.replication_meta().unwrap().as_deref(), Some(&b"m2"[..]));
     assert_eq!(copy.subject_state(&fx.item("L1", 1)).unwrap(), store.subject_state(&fx.item("L1", 1)).unwrap());
     let mut mem = fx.mem_store();
     let t = T0_MS + 1;
     mem.apply_block(&fx.block(1, t, vec![fx.sign("nutri", t, fx.issue_range("OLD", 5))])).unwrap();
-    let mem = Store::import_snapshot(veritrace_ledger::kv::MemBackend::default(), fx.ledger(), &snap, b"m3").unwrap();
+    mem.install_snapshot_from(&mut &snap[..], b"m3").unwrap();
     assert_eq!(mem.head(), &head);
     assert!(mem.subject_state(&fx.lot_id("OLD")).unwrap().is_none());
+    assert_eq!(mem.replication_meta().unwrap().as_deref(), Some(&b"m3"[..]));
 
     // A snapshot of another ledger, or a damaged one, is refused.
     let wrong = veritrace_ledger::org::LedgerId::new("other").unwrap();
-    assert!(Store::import_snapshot(veritrace_ledger::kv::MemBackend::default(), &wrong, &snap, b"").is_err());
+    let empty = veritrace_ledger::kv::MemBackend::default();
+    assert!(Store::import_snapshot_from(empty, &wrong, &mut &snap[..], b"").is_err());
     let mut bad = snap.clone();
     let n = bad.len();
     bad[n - 3] ^= 0xff;
-    assert!(Store::import_snapshot(veritrace_ledger::kv::MemBackend::default(), fx.ledger(), &bad, b"").is_err());
+    let empty = veritrace_ledger::kv::MemBackend::default();
+    assert!(Store::import_snapshot_from(empty, fx.ledger(), &mut &bad[..], b"").is_err());
 }
 
 #[test]

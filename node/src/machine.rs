@@ -156,15 +156,19 @@ impl Machine for LedgerMachine {
         store.replication_meta().map_err(|e| merr("read raft meta", e))
     }
 
-    fn snapshot(&self) -> Result<Vec<u8>, MachineError> {
+    /// Streams the ledger out under the store's read lock: queries go on, applies wait (as
+    /// they would anyway: the adapter hands the machine one call at a time). RocksDB could
+    /// give a point-in-time view instead, but its snapshot borrows the database that the
+    /// lock guards, so it could not outlive the guard.
+    fn snapshot_to(&self, out: &mut dyn std::io::Write) -> Result<u64, MachineError> {
         let store = self.store.read().map_err(|_| merr("store", "lock poisoned"))?;
-        store.export_snapshot().map_err(|e| merr("snapshot", e))
+        store.export_snapshot_to(out).map_err(|e| merr("snapshot", e))
     }
 
-    fn restore(&mut self, snapshot: &[u8], raft_meta: &[u8]) -> Result<(), MachineError> {
+    fn restore_from(&mut self, input: &mut dyn std::io::Read, raft_meta: &[u8]) -> Result<(), MachineError> {
         let mut store = self.store.write().map_err(|_| merr("store", "lock poisoned"))?;
         let trusted = validators_of(&store)?;
-        store.install_snapshot(snapshot, raft_meta).map_err(|e| MachineError::Snapshot { reason: e.to_string() })?;
+        store.install_snapshot_from(input, raft_meta).map_err(|e| MachineError::Snapshot { reason: e.to_string() })?;
         let head = store.head().clone();
         tracing::info!(height = head.height, log_size = head.log_size, "installed ledger snapshot");
         // The newest checkpoint in the snapshot with a quorum of the validators trusted
