@@ -213,17 +213,7 @@ pub fn run(cmd: &DevnetCmd, out: &Out) -> Result<(), Failure> {
 fn add_node(dir: &Path, org: Option<&str>, timeout: u64, out: &Out) -> Result<(), Failure> {
     let net = open(dir)?;
     let org = match org {
-        Some(o) => {
-            let known = net.genesis().organisations.iter().any(|g| g.id.as_str() == o);
-            if !known {
-                let ids: Vec<&str> = net.genesis().organisations.iter().map(|g| g.id.as_str()).collect();
-                return Err(Failure::bad_input(anyhow!(
-                    "--org {o:?} is not an organisation of the network; known: {}",
-                    ids.join(", ")
-                )));
-            }
-            o.to_string()
-        }
+        Some(o) => net.organisation(o).or_bad_input()?.to_string(),
         None => {
             let manifest = net.manifest();
             let running: Vec<&str> = manifest.nodes.iter().map(|n| n.org.as_str()).collect();

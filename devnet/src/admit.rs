@@ -16,7 +16,7 @@ use veritrace_ledger::org::Validator;
 use veritrace_ledger::record::GovernanceAction;
 use veritrace_proto::v1 as pb;
 
-use crate::client::{GRPC_COMMIT_TIMEOUT, connect, status_blocking, submit_until_decided};
+use crate::client::{GRPC_COMMIT_TIMEOUT, block_on, connect, status_blocking, submit_until_decided};
 use crate::demo::DemoTarget;
 use crate::network::{Network, now_ms};
 
@@ -72,19 +72,5 @@ pub fn add_validator(net: &Network, org: &str, timeout: Duration) -> Result<Admi
         voters,
         height,
         elapsed_ms: started.elapsed().as_millis() as u64,
-    })
-}
-
-/// Runs `f` on a runtime of its own in a thread of its own, so it works whether or not the
-/// caller runs inside a tokio runtime.
-fn block_on<T: Send>(f: impl std::future::Future<Output = Result<T>> + Send) -> Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let rt =
-                tokio::runtime::Builder::new_current_thread().enable_all().build().context("build a tokio runtime")?;
-            rt.block_on(f)
-        })
-        .join()
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("the call panicked")))
     })
 }

@@ -40,19 +40,22 @@ pub async fn status(addr: SocketAddr) -> Result<pb::StatusResponse> {
     Ok(r.into_inner())
 }
 
-/// [`status`] from synchronous code, on a runtime of its own in a thread of its own, so it
-/// works whether or not the caller runs inside a tokio runtime.
+/// [`status`] from synchronous code ([`block_on`]).
 pub fn status_blocking(addr: SocketAddr) -> Result<pb::StatusResponse> {
+    block_on(status(addr))
+}
+
+/// Runs `f` from synchronous code, on a runtime of its own in a thread of its own, so it
+/// works whether or not the caller runs inside a tokio runtime.
+pub fn block_on<T: Send>(f: impl std::future::Future<Output = Result<T>> + Send) -> Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("build a tokio runtime for a status call")?;
-            rt.block_on(status(addr))
+            let rt =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().context("build a tokio runtime")?;
+            rt.block_on(f)
         })
         .join()
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("status call to {addr} panicked")))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("a call on its own runtime panicked")))
     })
 }
 

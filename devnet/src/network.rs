@@ -720,6 +720,17 @@ impl Network {
         st.manifest.save(&self.dir)
     }
 
+    /// The id of organisation `org` of the genesis; an error naming it and the known ones
+    /// if there is none.
+    pub fn organisation(&self, org: &str) -> Result<OrgId> {
+        let org_id = OrgId::new(org).with_context(|| format!("organisation id {org:?}"))?;
+        if self.genesis.org(&org_id).is_none() {
+            let known: Vec<&str> = self.genesis.organisations.iter().map(|o| o.id.as_str()).collect();
+            bail!("organisation {org:?} is not in the genesis; known: {}", known.join(", "));
+        }
+        Ok(org_id)
+    }
+
     /// Adds a node the genesis does not name, operated by `org`, and starts it: a key, a
     /// directory, ports (or a namespace), a config dialling every other node, and every
     /// other node's config naming it (read at their next start; until then they learn its
@@ -727,11 +738,7 @@ impl Network {
     /// it as a validator ([`Network::admit_validator`]): until that record commits, every
     /// peer refuses its connections.
     pub fn add_node(&self, org: &str) -> Result<Validator> {
-        let org_id = OrgId::new(org).with_context(|| format!("organisation id {org:?}"))?;
-        if self.genesis.org(&org_id).is_none() {
-            let known: Vec<&str> = self.genesis.organisations.iter().map(|o| o.id.as_str()).collect();
-            bail!("organisation {org:?} is not in the genesis; known: {}", known.join(", "));
-        }
+        let org_id = self.organisation(org)?;
         let mut st = self.lock();
         if st.manifest.nodes.len() as u32 >= NODES_MAX {
             bail!("the network already has {NODES_MAX} nodes");

@@ -35,23 +35,6 @@ const TRACED_LOTS: u64 = 100;
 /// A trace's first page, as the API serves it by default.
 const TRACE_PAGE: u32 = 100;
 
-fn inspection(lot: SubjectId, n: u64) -> RecordBody {
-    RecordBody::Inspection(InspectionReport {
-        subjects: vec![lot],
-        report_no: format!("CCIC-AU-2026-{n:08}"),
-        standard: "GB 10765-2021".into(),
-        result: Verdict::Pass,
-        test_items: vec![TestItem {
-            name: "protein".into(),
-            requirement: "1.8-3.0 g/100 kcal".into(),
-            measured: "2.2 g/100 kcal".into(),
-            verdict: Verdict::Pass,
-        }],
-        document_digest: Hash32(*blake3::hash(&n.to_be_bytes()).as_bytes()),
-        valid_until_ms: None,
-    })
-}
-
 struct Bench {
     fx: Fixture,
     store: Store<RocksBackend>,
@@ -79,7 +62,7 @@ impl Bench {
             .map(|_| {
                 self.n += 1;
                 let lot = self.fx.lot_id(&format!("L{}", self.n % LOTS));
-                self.fx.sign_nonce("ccic-au", self.t, self.n, inspection(lot, self.n))
+                self.fx.sign_nonce("ccic-au", self.t, self.n, self.fx.passed_inspection(vec![lot], self.n))
             })
             .collect()
     }
@@ -176,7 +159,12 @@ fn proofs(b: &mut Bench, leaves: u64) {
             if traced_inspections < TRACED_LOTS * 18 {
                 let lot = b.fx.lot_id(&traced_lot(traced_inspections % TRACED_LOTS));
                 b.n += 1;
-                recs.push(b.fx.sign_nonce("ccic-au", b.t, b.n, inspection(lot, 2_000_000_000 + traced_inspections)));
+                recs.push(b.fx.sign_nonce(
+                    "ccic-au",
+                    b.t,
+                    b.n,
+                    b.fx.passed_inspection(vec![lot], 2_000_000_000 + traced_inspections),
+                ));
                 traced_inspections += 1;
             }
         }
@@ -296,7 +284,7 @@ fn bundle_verification(b: &mut Bench) {
     b.apply(vec![b.fx.sign("nutri", b.t, b.fx.issue_range(lot, 100))]);
     for k in 0..18 {
         b.n += 1;
-        let r = b.fx.sign_nonce("ccic-au", b.t, b.n, inspection(b.fx.lot_id(lot), 1_000_000_000 + k));
+        let r = b.fx.sign_nonce("ccic-au", b.t, b.n, b.fx.passed_inspection(vec![b.fx.lot_id(lot)], 1_000_000_000 + k));
         b.apply(vec![r]);
     }
     let item = b.fx.item(lot, 5);

@@ -202,7 +202,9 @@ pub trait Backend: Send + Sync {
     }
     /// Entries whose key starts with `prefix`, in key order, starting at `start` (which
     /// must itself start with `prefix`), at most `limit` of them.
-    fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError>;
+    fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError> {
+        self.scan_bytes(cf, prefix, start, limit, usize::MAX)
+    }
     /// Like [`Backend::scan`], stopping once the page holds `bytes_max` bytes of keys and
     /// values (it holds at least one entry, if there is one): for walks over column
     /// families whose values are large, such as blocks.
@@ -213,25 +215,7 @@ pub trait Backend: Send + Sync {
         start: &[u8],
         limit: usize,
         bytes_max: usize,
-    ) -> Result<Entries, StorageError> {
-        // In small pages, so a backend without its own bounded scan stays near the bound.
-        let mut out: Entries = Vec::new();
-        let mut bytes = 0usize;
-        let mut from = start.to_vec();
-        while out.len() < limit && bytes < bytes_max {
-            let page = self.scan(cf, prefix, &from, 16.min(limit - out.len()))?;
-            let Some((last, _)) = page.last() else { break };
-            from = [last.as_slice(), &[0u8]].concat();
-            for (k, v) in page {
-                if bytes >= bytes_max {
-                    break;
-                }
-                bytes = bytes.saturating_add(k.len() + v.len());
-                out.push((k, v));
-            }
-        }
-        Ok(out)
-    }
+    ) -> Result<Entries, StorageError>;
     fn write(&self, batch: Batch) -> Result<(), StorageError>;
 }
 
@@ -246,15 +230,6 @@ impl Backend for MemBackend {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let m = self.cfs.read().map_err(|_| StorageError("memory backend lock poisoned".into()))?;
         Ok(m.get(&(cf, key.to_vec())).cloned())
-    }
-
-    fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError> {
-        let m = self.cfs.read().map_err(|_| StorageError("memory backend lock poisoned".into()))?;
-        Ok(m.range((cf, start.to_vec())..)
-            .take_while(|((c, k), _)| *c == cf && k.starts_with(prefix))
-            .take(limit)
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect())
     }
 
     fn scan_bytes(
@@ -354,10 +329,6 @@ impl Backend for RocksBackend {
             .collect()
     }
 
-    fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError> {
-        self.scan_bytes(cf, prefix, start, limit, usize::MAX)
-    }
-
     fn scan_bytes(
         &self,
         cf: Cf,
@@ -413,21 +384,6 @@ impl Backend for RocksBackend {
 mod tests {
     use super::*;
 
-    /// A backend with only the required methods, so the default `scan_bytes` is the one used.
-    struct Plain(MemBackend);
-
-    impl Backend for Plain {
-        fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-            self.0.get(cf, key)
-        }
-        fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError> {
-            self.0.scan(cf, prefix, start, limit)
-        }
-        fn write(&self, batch: Batch) -> Result<(), StorageError> {
-            self.0.write(batch)
-        }
-    }
-
     #[test]
     fn a_column_family_index_names_its_place_in_all() {
         for (i, cf) in Cf::ALL.iter().enumerate() {
@@ -437,32 +393,46 @@ mod tests {
         assert_eq!(Cf::from_index(Cf::ALL.len() as u8), None);
     }
 
-    #[test]
-    fn a_scan_bounded_by_bytes_stops_past_the_bound_the_same_on_every_backend() {
-        let plain = Plain(MemBackend::default());
+    /// Every check of a byte-bounded scan on `backend`, which holds the rows of
+    /// [`bounded_scan_rows`]; returns the pages, to compare backends.
+    fn bounded_scans(backend: &dyn Backend) -> Vec<Entries> {
+        let mut pages = Vec::new();
+        for (limit, bytes_max) in [(100, 1), (100, 100), (100, 1_000), (7, 1_000), (100, usize::MAX), (0, 10)] {
+            let a = backend.scan_bytes(Cf::Blocks, b"p", b"p\x03", limit, bytes_max).unwrap();
+            let total: usize = a.iter().map(|(k, v)| k.len() + v.len()).sum();
+            let last = a.last().map_or(0, |(k, v)| k.len() + v.len());
+            assert!(a.len() <= limit && total - last < bytes_max.max(1), "limit {limit}, bytes {bytes_max}");
+            assert!(!a.is_empty() || limit == 0, "a page holds at least one entry: limit {limit}, bytes {bytes_max}");
+            assert!(a.iter().all(|(k, _)| k.starts_with(b"p") && k.as_slice() >= &b"p\x03"[..]));
+            pages.push(a);
+        }
+        assert_eq!(backend.scan(Cf::Blocks, b"p", b"p", 100).unwrap().len(), 50, "scan is unbounded in bytes");
+        pages
+    }
+
+    /// 50 rows under prefix `p` (keys of 2 bytes, values of 10 to 59 bytes), one row outside
+    /// the prefix and one in another column family.
+    fn bounded_scan_rows() -> Batch {
         let mut batch = Batch::default();
         for i in 0..50u8 {
-            // Keys of 2 bytes, values of 10 to 59 bytes; one key outside the prefix.
             batch.put(Cf::Blocks, vec![b'p', i], vec![i; 10 + usize::from(i)]);
         }
         batch.put(Cf::Blocks, b"q0".to_vec(), vec![0; 5]);
         batch.put(Cf::Headers, b"p0".to_vec(), vec![0; 5]);
+        batch
+    }
+
+    #[test]
+    fn a_scan_bounded_by_bytes_stops_past_the_bound_the_same_on_every_backend() {
         let mem = MemBackend::default();
-        for (cf, k, v) in batch.iter() {
-            let mut b = Batch::default();
-            b.put(cf, k.to_vec(), v.unwrap().to_vec());
-            mem.write(b).unwrap();
+        mem.write(bounded_scan_rows()).unwrap();
+        let in_memory = bounded_scans(&mem);
+        #[cfg(feature = "rocksdb")]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let rocks = RocksBackend::open(dir.path()).unwrap();
+            rocks.write(bounded_scan_rows()).unwrap();
+            assert_eq!(bounded_scans(&rocks), in_memory, "RocksDB and memory backends page alike");
         }
-        plain.write(batch).unwrap();
-        for (limit, bytes_max) in [(100, 1), (100, 100), (100, 1_000), (7, 1_000), (100, usize::MAX), (0, 10)] {
-            let a = plain.scan_bytes(Cf::Blocks, b"p", b"p\x03", limit, bytes_max).unwrap();
-            let b = mem.scan_bytes(Cf::Blocks, b"p", b"p\x03", limit, bytes_max).unwrap();
-            assert_eq!(a, b, "limit {limit}, bytes {bytes_max}");
-            let total: usize = a.iter().map(|(k, v)| k.len() + v.len()).sum();
-            let last = a.last().map_or(0, |(k, v)| k.len() + v.len());
-            assert!(a.len() <= limit && total - last < bytes_max.max(1), "limit {limit}, bytes {bytes_max}");
-            assert!(a.iter().all(|(k, _)| k.starts_with(b"p") && k.as_slice() >= &b"p\x03"[..]));
-        }
-        assert_eq!(plain.scan_bytes(Cf::Blocks, b"p", b"p", 100, usize::MAX).unwrap().len(), 50);
     }
 }

@@ -1165,7 +1165,7 @@ mod tests {
     /// its own), a rejected record (a kept receipt), three more blocks, and every validator's
     /// signature on header 2.
     fn rich(fx: &Fixture) -> (Store<crate::kv::MemBackend>, RecordId) {
-        use crate::record::{CodeSet, InspectionReport, RecordBody, Ship, TestItem, Verdict};
+        use crate::record::{CodeSet, RecordBody, Ship};
         let mut store = fx.mem_store();
         let t = T0_MS + 1_000;
         let mut listed = fx.issue_range("S", 1);
@@ -1180,20 +1180,7 @@ mod tests {
                 vec![fx.sign("nutri", t, fx.issue_range("A", 10)), fx.sign("nutri", t, listed)],
             ))
             .unwrap();
-        let inspection = RecordBody::Inspection(InspectionReport {
-            subjects: vec![fx.item("A", 3)],
-            report_no: "CCIC-AU-2026-00000001".into(),
-            standard: "GB 10765-2021".into(),
-            result: Verdict::Pass,
-            test_items: vec![TestItem {
-                name: "protein".into(),
-                requirement: "1.8-3.0 g/100 kcal".into(),
-                measured: "2.2 g/100 kcal".into(),
-                verdict: Verdict::Pass,
-            }],
-            document_digest: Hash32([3; 32]),
-            valid_until_ms: None,
-        });
+        let inspection = fx.passed_inspection(vec![fx.item("A", 3)], 1);
         let ship = RecordBody::Ship(Ship {
             to: fx.org_id("importer"),
             subjects: vec![fx.item("A", 4)],

@@ -12,7 +12,9 @@ use crate::org::{
     CodePrefix, GENESIS_FORMAT, Genesis, GovernanceRules, KeyId, LedgerId, NodeId, OrgId, OrgKey, Organisation,
     PublicKey, Role, Validator,
 };
-use crate::record::{CodeSet, IssueCodes, Product, Record, RecordBody, SignedRecord};
+use crate::record::{
+    CodeSet, InspectionReport, IssueCodes, Product, Record, RecordBody, SignedRecord, TestItem, Verdict,
+};
 use crate::store::{OpenOptions, Store};
 
 /// GS1's EPCIS 2.0 schema and example documents: `shared/epcis` beside the clone (never
@@ -226,6 +228,25 @@ impl Fixture {
             expiry_date: Some("2028-01-09".into()),
             codes: CodeSet::Range(SerialRange { prefix: format!("{lot}-"), start: 0, count, width: 6 }),
             factory: "Melbourne, VIC".into(),
+        })
+    }
+
+    /// A passed inspection of `subjects` against the formula's standard by ccic-au's
+    /// laboratory, report number `n` (its document digest derived from `n`).
+    pub fn passed_inspection(&self, subjects: Vec<SubjectId>, n: u64) -> RecordBody {
+        RecordBody::Inspection(InspectionReport {
+            subjects,
+            report_no: format!("CCIC-AU-2026-{n:08}"),
+            standard: "GB 10765-2021".into(),
+            result: Verdict::Pass,
+            test_items: vec![TestItem {
+                name: "protein".into(),
+                requirement: "1.8-3.0 g/100 kcal".into(),
+                measured: "2.2 g/100 kcal".into(),
+                verdict: Verdict::Pass,
+            }],
+            document_digest: crate::hash::Hash32(*blake3::hash(&n.to_be_bytes()).as_bytes()),
+            valid_until_ms: None,
         })
     }
 

@@ -62,7 +62,22 @@ pub struct Members {
     genesis: BTreeMap<RaftId, Member>,
     /// Addresses from the node's config, by node id.
     configured: BTreeMap<String, String>,
-    current: RwLock<BTreeMap<RaftId, Member>>,
+    current: RwLock<Table>,
+}
+
+/// The current members, and their Raft ids by libp2p identity (every Raft message is
+/// checked against its sender's: [`Members::by_peer`]).
+#[derive(Default)]
+struct Table {
+    members: BTreeMap<RaftId, Member>,
+    by_peer: HashMap<PeerId, RaftId>,
+}
+
+impl Table {
+    fn of(members: BTreeMap<RaftId, Member>) -> Table {
+        let by_peer = members.values().filter_map(|m| Some((m.peer_id()?, m.raft_id))).collect();
+        Table { members, by_peer }
+    }
 }
 
 impl Members {
@@ -93,25 +108,25 @@ impl Members {
             let m = Member::of(v, addr)?;
             table.insert(m.raft_id, m);
         }
-        Ok(Members { genesis: table.clone(), configured, current: RwLock::new(table) })
+        Ok(Members { genesis: table.clone(), configured, current: RwLock::new(Table::of(table)) })
     }
 
     pub fn get(&self, id: &RaftId) -> Option<Member> {
-        self.current.read().expect("members lock").get(id).cloned()
+        self.current.read().expect("members lock").members.get(id).cloned()
     }
 
     pub fn contains(&self, id: &RaftId) -> bool {
-        self.current.read().expect("members lock").contains_key(id)
+        self.current.read().expect("members lock").members.contains_key(id)
     }
 
     pub fn all(&self) -> Vec<Member> {
-        self.current.read().expect("members lock").values().cloned().collect()
+        self.current.read().expect("members lock").members.values().cloned().collect()
     }
 
     /// The member a libp2p identity belongs to.
     pub fn by_peer(&self, peer: &PeerId) -> Option<Member> {
-        let peer = peer.to_string();
-        self.current.read().expect("members lock").values().find(|m| m.peer.peer_id == peer).cloned()
+        let table = self.current.read().expect("members lock");
+        table.by_peer.get(peer).and_then(|id| table.members.get(id)).cloned()
     }
 
     /// Whether the genesis names this node as a validator or observer.
@@ -130,7 +145,8 @@ impl Members {
         identified: &HashMap<PeerId, Multiaddr>,
     ) -> bool {
         let mut next = self.genesis.clone();
-        let mut current = self.current.write().expect("members lock");
+        let mut table = self.current.write().expect("members lock");
+        let current = &table.members;
         for v in &validators.validators {
             let id = raft_id_of(&v.public_key);
             if next.contains_key(&id) {
@@ -167,7 +183,7 @@ impl Members {
             if !added.is_empty() || !gone.is_empty() {
                 tracing::info!(?added, ?gone, "network members changed");
             }
-            *current = next;
+            *table = Table::of(next);
         }
         changed
     }

@@ -23,7 +23,7 @@ use veritrace_ledger::view::{Outcome, Receipt};
 
 use crate::config::BatchConfig;
 use crate::machine::{AppliedBlock, Proposal, SharedStore, SnapshotGate};
-pub use crate::members::{Member, Members, raft_id_of};
+use crate::members::{Members, raft_id_of};
 use crate::p2p::{Inbound, NodeRequest, NodeResponse, P2p};
 
 /// How long a forwarded submission may wait for the leader's answer.
@@ -927,7 +927,6 @@ pub const MEMBERS_TICK: Duration = Duration::from_millis(500);
 /// list and dial list in line with the ledger's validator set and Raft's membership.
 async fn follow_members(s: Arc<Services>) {
     let mut tick = tokio::time::interval(MEMBERS_TICK);
-    let mut first = true;
     loop {
         tick.tick().await;
         let s2 = s.clone();
@@ -942,10 +941,9 @@ async fn follow_members(s: Arc<Services>) {
             .map(|(id, info)| (*id, info.clone()))
             .collect();
         let identified = s.p2p.identified_addrs().await;
-        if !s.members.update(&validators, &raft, &identified) && !first {
+        if !s.members.update(&validators, &raft, &identified) {
             continue;
         }
-        first = false;
         let members = s.members.all();
         let allowed = members.iter().filter_map(|m| m.peer_id()).collect();
         let dial =

@@ -18,8 +18,8 @@ use veritrace_consensus::RaftRpc;
 use veritrace_devnet::Network;
 use veritrace_devnet::network::NODE_KEY_FILE;
 use veritrace_node::config::read_key_file;
+use veritrace_node::members::raft_id_of;
 use veritrace_node::p2p::{NodeRequest, NodeResponse, P2p, P2pConfig, peer_id_of};
-use veritrace_node::service::raft_id_of;
 use veritrace_tests::{WAIT, agree, commit, issue, network};
 
 const TARGET: &str = "node-1";
