@@ -24,6 +24,14 @@ pub const SUBMIT_QUEUE_MAX_DEFAULT: u32 = 20_000;
 pub const APPEND_ENTRIES_BLOCKS_MAX: u64 = 8;
 /// Default Raft log entries between snapshots.
 pub const SNAPSHOT_INTERVAL_DEFAULT: u64 = 5_000;
+/// Default checkpoint cadence under load: validators sign every header whose height is a
+/// multiple of this (and the head once blocks pause, `checkpoint.idle_ms`).
+pub const CHECKPOINT_EVERY_BLOCKS_DEFAULT: u64 = 8;
+/// Largest `checkpoint.every_blocks`: a node looks back this far for its latest complete
+/// checkpoint when it starts ([`crate::service`]).
+pub const CHECKPOINT_EVERY_BLOCKS_MAX: u64 = 1_000;
+/// Default pause after which a validator signs the head it has, whatever its height.
+pub const CHECKPOINT_IDLE_MS_DEFAULT: u64 = 20;
 
 /// How a node reaches another node of the network.
 #[derive(Clone, Debug, Deserialize)]
@@ -55,6 +63,27 @@ impl Default for BatchConfig {
             in_flight_max: BATCH_IN_FLIGHT_MAX_DEFAULT,
             queue_max: SUBMIT_QUEUE_MAX_DEFAULT,
         }
+    }
+}
+
+/// Which headers validators sign (docs/operations.md, "Checkpoints").
+///
+/// A checkpoint costs every validator a signature, a message to every other member and a
+/// verification of each one it receives: n² messages per signed header, as much as the
+/// Raft round of a small block. So under load validators sign only the heights that are a
+/// multiple of `every_blocks` — the same heights on every validator, so each one gathers a
+/// quorum — and, whenever no newer block follows within `idle_ms`, the head they have, so
+/// the last block before a pause is covered within about `idle_ms`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    pub every_blocks: u64,
+    pub idle_ms: u64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { every_blocks: CHECKPOINT_EVERY_BLOCKS_DEFAULT, idle_ms: CHECKPOINT_IDLE_MS_DEFAULT }
     }
 }
 
@@ -115,6 +144,8 @@ pub struct Config {
     pub batch: BatchConfig,
     #[serde(default)]
     pub raft: RaftConfig,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
 }
 
 impl Config {
@@ -154,6 +185,13 @@ impl Config {
         if self.raft.snapshot_interval == 0 {
             bail!("raft.snapshot_interval must be positive");
         }
+        let c = &self.checkpoint;
+        if c.every_blocks == 0 || c.every_blocks > CHECKPOINT_EVERY_BLOCKS_MAX {
+            bail!("checkpoint.every_blocks {} must be 1..={CHECKPOINT_EVERY_BLOCKS_MAX}", c.every_blocks);
+        }
+        if c.idle_ms == 0 || c.idle_ms > 10_000 {
+            bail!("checkpoint.idle_ms {} must be 1..=10000", c.idle_ms);
+        }
         Ok(())
     }
 
@@ -185,4 +223,37 @@ fn openraft_policy(n: u64) -> openraft::SnapshotPolicy {
 pub fn read_key_file(path: &Path) -> Result<ed25519_dalek::SigningKey> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read key file {}", path.display()))?;
     veritrace_ledger::keyfile::parse_key_file(&text).with_context(|| format!("key file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Result<Config> {
+        let text = format!(
+            "node_id = \"node-1\"\ndata_dir = \"d\"\ngenesis = \"g\"\nnode_key = \"k\"\n\
+             p2p_listen = \"/ip4/127.0.0.1/tcp/0\"\ngrpc_listen = \"127.0.0.1:0\"\n\
+             http_listen = \"127.0.0.1:0\"\n{extra}"
+        );
+        let cfg: Config = toml::from_str(&text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn checkpoint_cadence_defaults_and_bounds() {
+        let c = config("").expect("defaults").checkpoint;
+        assert_eq!((c.every_blocks, c.idle_ms), (CHECKPOINT_EVERY_BLOCKS_DEFAULT, CHECKPOINT_IDLE_MS_DEFAULT));
+        let c = config("[checkpoint]\nevery_blocks = 1\nidle_ms = 5\n").expect("every block").checkpoint;
+        assert_eq!((c.every_blocks, c.idle_ms), (1, 5));
+        for (extra, named) in [
+            ("[checkpoint]\nevery_blocks = 0\n", "checkpoint.every_blocks 0"),
+            ("[checkpoint]\nevery_blocks = 1001\n", "checkpoint.every_blocks 1001"),
+            ("[checkpoint]\nidle_ms = 0\n", "checkpoint.idle_ms 0"),
+        ] {
+            let e = config(extra).expect_err(extra).to_string();
+            assert!(e.contains(named), "{e}");
+        }
+        assert!(config("[checkpoint]\nevery = 4\n").is_err(), "unknown keys are refused");
+    }
 }

@@ -136,6 +136,7 @@ pub async fn start(cfg: Config) -> Result<RunningNode> {
         members,
         node_key,
         cfg.batch.clone(),
+        cfg.checkpoint.clone(),
         consensus.snapshot_bytes_max,
         cfg.data_dir.join("evidence"),
         gate,

@@ -21,7 +21,7 @@ use veritrace_ledger::record::{RecordId, SignedRecord};
 use veritrace_ledger::state::{StateKey, StateValue};
 use veritrace_ledger::view::{Outcome, Receipt};
 
-use crate::config::BatchConfig;
+use crate::config::{BatchConfig, CHECKPOINT_EVERY_BLOCKS_MAX, CheckpointConfig};
 use crate::machine::{AppliedBlock, Proposal, SharedStore, SnapshotGate};
 use crate::members::{Members, raft_id_of};
 use crate::p2p::{Inbound, NodeRequest, NodeResponse, P2p};
@@ -265,6 +265,7 @@ impl Services {
         members: Members,
         node_key: ed25519_dalek::SigningKey,
         batch: BatchConfig,
+        checkpoint: CheckpointConfig,
         snapshot_bytes_max: u64,
         evidence_dir: std::path::PathBuf,
         gate: Arc<SnapshotGate>,
@@ -298,7 +299,7 @@ impl Services {
         tokio::spawn(batcher(s.clone(), submit_rx, batch));
         tokio::spawn(forwarder(s.clone(), forward_rx));
         tokio::spawn(answer_peers(s.clone(), inbound));
-        tokio::spawn(sign_checkpoints(s.clone(), applied));
+        tokio::spawn(sign_checkpoints(s.clone(), applied, checkpoint));
         tokio::spawn(reconcile_membership(s.clone()));
         tokio::spawn(follow_members(s.clone()));
         s
@@ -534,12 +535,13 @@ impl Services {
         });
     }
 
-    /// Re-derives the latest complete checkpoint height, looking back at most 1,000 blocks.
+    /// Re-derives the latest complete checkpoint height, looking back at most
+    /// [`CHECKPOINT_EVERY_BLOCKS_MAX`] blocks (every cadence signs at least that often).
     fn recompute_complete_height(&self) {
         let validators = self.validators();
         let Ok(store) = self.store.read() else { return };
         let head = store.head().height;
-        for h in (head.saturating_sub(1_000)..=head).rev() {
+        for h in (head.saturating_sub(CHECKPOINT_EVERY_BLOCKS_MAX)..=head).rev() {
             if let Ok(Some(cp)) = store.checkpoint(h)
                 && cp.verify(&self.genesis.ledger_id, &validators).is_ok()
             {
@@ -771,12 +773,32 @@ async fn answer_peers(s: Arc<Services>, mut inbound: mpsc::Receiver<Inbound>) {
     }
 }
 
-/// Validators sign every applied header and send the signature to every other node.
-async fn sign_checkpoints(s: Arc<Services>, mut applied: tokio::sync::broadcast::Receiver<BlockHeader>) {
+/// Validators sign applied headers at the cadence of [`CheckpointConfig`] and send each
+/// signature to every other member: every height that is a multiple of `every_blocks`
+/// (only the newest such one when applied headers queue up behind this task), and the head
+/// once no newer block follows within `idle_ms`.
+async fn sign_checkpoints(
+    s: Arc<Services>,
+    mut applied: tokio::sync::broadcast::Receiver<BlockHeader>,
+    cadence: CheckpointConfig,
+) {
     let sends = Arc::new(Semaphore::new(SIGNATURE_SENDS_MAX));
+    let idle = Duration::from_millis(cadence.idle_ms);
     let mut last_height = 0;
+    // The newest header applied and not signed, signed if the chain pauses after it.
+    let mut unsigned: Option<BlockHeader> = None;
     loop {
-        let header = match applied.recv().await {
+        let next = match unsigned.take() {
+            None => applied.recv().await,
+            Some(head) => match tokio::time::timeout(idle, applied.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    sign_and_send(&s, head, &sends).await;
+                    continue;
+                }
+            },
+        };
+        let header = match next {
             Ok(h) => h,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 tracing::warn!(missed = n, "checkpoint signer lagged; skipping to newer blocks");
@@ -795,37 +817,54 @@ async fn sign_checkpoints(s: Arc<Services>, mut applied: tokio::sync::broadcast:
             let s2 = s.clone();
             let _ = tokio::task::spawn_blocking(move || s2.take_signature(m)).await;
         }
-        // Only a validator signs: one in the genesis, or one governance made a validator
-        // since (a node it removed stops).
-        let s2 = s.clone();
-        let Ok(validators) = tokio::task::spawn_blocking(move || s2.validators()).await else { continue };
-        if !validators.validators.iter().any(|v| v.public_key == s.public_key && v.node_id == s.node_id) {
+        if signs_at_once(header.height, applied.len() as u64, cadence.every_blocks) {
+            sign_and_send(&s, header, &sends).await;
+        } else {
+            unsigned = Some(header);
+        }
+    }
+}
+
+/// Whether a header at `height`, with `queued` applied headers already waiting behind it,
+/// is signed as soon as it is applied: the multiples of `every`, except one that a queued
+/// header supersedes (queued headers are the next heights, so they reach the next multiple
+/// when `queued >= every`). Every other header is signed only if the chain pauses after it.
+fn signs_at_once(height: u64, queued: u64, every: u64) -> bool {
+    height.is_multiple_of(every) && queued < every
+}
+
+/// Signs `header` if this node is a validator — one in the genesis, or one governance made
+/// a validator since (a node it removed stops) — keeps the signature and sends it to every
+/// other member: validators gather quorums, observers serve checkpoints too.
+async fn sign_and_send(s: &Arc<Services>, header: BlockHeader, sends: &Arc<Semaphore>) {
+    let s2 = s.clone();
+    let Ok(validators) = tokio::task::spawn_blocking(move || s2.validators()).await else { return };
+    if !validators.validators.iter().any(|v| v.public_key == s.public_key && v.node_id == s.node_id) {
+        return;
+    }
+    let signature = header.sign(s.node_id.clone(), &s.node_key);
+    let height = header.height;
+    let msg = SignatureMessage { header, signature };
+    let bytes = codec::encode(&msg);
+    let s2 = s.clone();
+    let _ = tokio::task::spawn_blocking(move || s2.keep_signature(msg, &validators)).await;
+    for m in s.members.all() {
+        if m.node_id == s.node_id {
             continue;
         }
-        let signature = header.sign(s.node_id.clone(), &s.node_key);
-        let msg = SignatureMessage { header: header.clone(), signature };
-        let bytes = codec::encode(&msg);
-        let s2 = s.clone();
-        let _ = tokio::task::spawn_blocking(move || s2.keep_signature(msg, &validators)).await;
-        // To every other member: validators gather quorums, observers serve checkpoints too.
-        for m in s.members.all() {
-            if m.node_id == s.node_id {
-                continue;
+        let (Some(peer), addr) = (m.peer_id(), m.addr()) else { continue };
+        let Ok(permit) = sends.clone().try_acquire_owned() else {
+            tracing::debug!(height, "checkpoint signature sends at capacity; skipping");
+            continue;
+        };
+        let p2p = s.p2p.clone();
+        let req = NodeRequest::Signature(bytes.clone());
+        tokio::spawn(async move {
+            if let Err(e) = p2p.request(peer, addr, req).await {
+                tracing::debug!(error = %e, "sending a checkpoint signature");
             }
-            let (Some(peer), addr) = (m.peer_id(), m.addr()) else { continue };
-            let Ok(permit) = sends.clone().try_acquire_owned() else {
-                tracing::debug!(height = header.height, "checkpoint signature sends at capacity; skipping");
-                continue;
-            };
-            let p2p = s.p2p.clone();
-            let req = NodeRequest::Signature(bytes.clone());
-            tokio::spawn(async move {
-                if let Err(e) = p2p.request(peer, addr, req).await {
-                    tracing::debug!(error = %e, "sending a checkpoint signature");
-                }
-                drop(permit);
-            });
-        }
+            drop(permit);
+        });
     }
 }
 
@@ -1018,6 +1057,18 @@ async fn live_voters(s: &Services, voters: &BTreeSet<RaftId>) -> BTreeSet<RaftId
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validators_sign_the_same_heights_under_load_and_only_the_newest_when_behind() {
+        let signed: Vec<u64> = (1..=40).filter(|h| signs_at_once(*h, 0, 8)).collect();
+        assert_eq!(signed, [8, 16, 24, 32, 40]);
+        // Behind: 16 is superseded by 24, which is queued already; 24 with 7 queued is not.
+        assert!(!signs_at_once(16, 8, 8));
+        assert!(signs_at_once(24, 7, 8));
+        // Every block, as before the cadence, unless a newer one waits.
+        assert!((1..=10).all(|h| signs_at_once(h, 0, 1)));
+        assert!(!signs_at_once(5, 1, 1));
+    }
 
     /// An item of `records` records and `bytes` bytes, named by `id`.
     struct Item(u32, usize, usize);
