@@ -8,7 +8,8 @@
 #     validator verifying every record's signature when it applies the block), measured with
 #     `veritrace bench`: signed inspection reports and ship/receive pairs, one per request,
 #     each waited for until committed;
-#  3. one table: clients, etcd puts/s, veritrace records/s, ratio, both p99 latencies;
+#  3. one table: clients, etcd puts/s, veritrace records/s, ratio, both p99 latencies; and
+#     the commit latency at half of veritrace's peak rate, offered open-loop (`--rate`);
 #  4. on the ledger those runs left, 16 clients each: records in batches of 100, range
 #     issuance (codes/s), trace queries and bundles verified offline (p50/p99), then the
 #     catch-up of node-3 started again with no data (bounded at 120 s), and the peak
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
         --duration) DURATION="$2"; shift 2 ;;
         --clients) CLIENTS="$2"; shift 2 ;;
         --batch) BATCH="$2"; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -139,6 +140,21 @@ for n in $CLIENTS; do
     V_ERR[$n]=$(jq -r '.errors // "-"' <<<"$line")
 done
 
+# Commit latency at half of the peak: the best rate above, halved, offered open-loop (evenly
+# spaced, latency counted from when each request was due) with as many clients as the
+# largest run, so that the pace is kept.
+PEAK=$(printf '%s\n' "${V_RATE[@]}" | awk '$1 + 0 == $1 && $1 > m { m = $1 } END { print m + 0 }')
+HALF_CLIENTS=$(printf '%s\n' $CLIENTS | sort -n | tail -1)
+HALF_RATE=$(awk -v p="$PEAK" 'BEGIN { printf "%.0f", p / 2 }')
+HALF=""
+if [ "$HALF_RATE" -gt 0 ]; then
+    echo "== veritrace: half of the peak, $HALF_RATE records/s offered by $HALF_CLIENTS clients, $DURATION s"
+    line=$("$VT" --json bench --dir "$DEVNET" --clients "$HALF_CLIENTS" --duration "$DURATION" --batch "$BATCH" \
+        --rate "$HALF_RATE" | tail -1 || true)
+    echo "$line"
+    HALF=$(jq -r '"\(.records_per_s | floor) records/s committed of \(.offered_per_s | floor) offered: p50 \(.latency_ms.p50) ms, p99 \(.latency_ms.p99) ms, errors \(.errors)"' <<<"$line" || echo "error")
+fi
+
 # Lower-priority figures, on the ledger the runs above left (its size is printed).
 LOG_SIZE=$("$VT" --json devnet status --dir "$DEVNET" | jq -r '[.nodes[].log_size] | max')
 EXTRA=()
@@ -197,6 +213,8 @@ for n in $CLIENTS; do
         "${E_P99[$n]}" "${V_P99[$n]}" "${E_ERR[$n]}" "${V_ERR[$n]}" 2>/dev/null ||
         echo "| $n | ${E_RATE[$n]} | ${V_RATE[$n]} | $ratio | ${E_P99[$n]} | ${V_P99[$n]} | ${E_ERR[$n]} / ${V_ERR[$n]} |"
 done
+echo
+echo "half of the peak ($PEAK records/s), open-loop: ${HALF:-not measured}"
 echo
 echo "On the same ledger afterwards (log size $LOG_SIZE records), 16 clients, $DURATION s each:"
 echo

@@ -62,6 +62,34 @@ const ISSUE_LOT_ITEMS_DEFAULT: u64 = 6_000;
 const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest HTTP response `bench-etcd` reads.
 const HTTP_RESPONSE_BYTES_MAX: usize = 64 * 1024;
+/// Highest `--rate`, records/s.
+const RATE_MAX: f64 = 1_000_000.0;
+
+/// Due times of an open-loop run (`--rate`): one request every `interval` from `start`,
+/// handed out in order to whichever client asks next.
+struct Pace {
+    start: Instant,
+    interval: Duration,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Pace {
+    fn new(start: Instant, records_per_s: f64, batch: u32) -> Pace {
+        let interval = Duration::from_secs_f64(f64::from(batch) / records_per_s);
+        Pace { start, interval, next: Default::default() }
+    }
+
+    /// The next request's due time, waited for; `None` once it is at or past `stop_at`.
+    async fn due(&self, stop_at: Instant) -> Option<Instant> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let at = self.start + self.interval.mul_f64(n as f64);
+        if at >= stop_at {
+            return None;
+        }
+        tokio::time::sleep_until(at.into()).await;
+        Some(at)
+    }
+}
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -89,6 +117,12 @@ pub struct BenchArgs {
     /// Codes per lot issued by `--workload issue` (one range record per lot).
     #[arg(long, value_name = "N", default_value_t = ISSUE_LOT_ITEMS_DEFAULT)]
     lot_items: u64,
+    /// Offer this many records per second in all (`--workload records`), evenly spaced,
+    /// instead of each client sending its next request as soon as the last one commits.
+    /// Latency is then counted from when a request was due, so a request that waited for
+    /// a free client counts its wait too. The clients must be enough to keep the pace.
+    #[arg(long, value_name = "RECORDS_PER_S")]
+    rate: Option<f64>,
 }
 
 /// What the clients of `veritrace bench` do.
@@ -146,6 +180,8 @@ pub struct BenchEtcdArgs {
 /// What a run measured.
 struct Report {
     system: &'static str,
+    /// The pace offered (`--rate`), records/s; `None`: every client as fast as it can.
+    offered: Option<f64>,
     workload: Workload,
     /// Codes per issued lot (`--workload issue`), for codes/s.
     lot_items: u64,
@@ -202,6 +238,9 @@ impl Report {
             "targets": self.targets,
         });
         let mut value = value;
+        if let Some(rate) = self.offered {
+            value["offered_per_s"] = json!(round3(rate));
+        }
         if self.system != "etcd" {
             value["workload"] = json!(self.workload.as_str());
         }
@@ -229,6 +268,11 @@ impl Report {
                 self.errors,
                 self.item_bytes,
             );
+            if let Some(rate) = self.offered {
+                s.push_str(&format!(
+                    "\n  offered {rate:.1} {unit}/s, evenly spaced; latency counted from when each was due"
+                ));
+            }
             if self.workload == Workload::Issue {
                 s.push_str(&format!(
                     "\n  {:.0} codes/s issued ({} codes per range record)",
@@ -278,6 +322,7 @@ impl ClientTally {
 /// What was run, before anything is measured.
 struct RunSpec {
     system: &'static str,
+    offered: Option<f64>,
     workload: Workload,
     lot_items: u64,
     clients: u32,
@@ -296,9 +341,10 @@ async fn join_clients(tasks: Vec<tokio::task::JoinHandle<ClientTally>>) -> Resul
 }
 
 fn merge(spec: RunSpec, elapsed: Duration, tallies: Vec<ClientTally>) -> Report {
-    let RunSpec { system, workload, lot_items, clients, batch, targets } = spec;
+    let RunSpec { system, offered, workload, lot_items, clients, batch, targets } = spec;
     let mut r = Report {
         system,
+        offered,
         workload,
         lot_items,
         clients,
@@ -502,6 +548,17 @@ pub fn run(a: &BenchArgs, out: &Out) -> Result<(), Failure> {
     if a.lot_items == 0 {
         return Err(Failure::bad_input(anyhow!("--lot-items 0: a lot needs at least one code")));
     }
+    if let Some(rate) = a.rate {
+        if !(rate.is_finite() && rate > 0.0 && rate <= RATE_MAX) {
+            return Err(Failure::bad_input(anyhow!("--rate {rate}: must be more than 0 and at most {RATE_MAX}")));
+        }
+        if a.workload != Workload::Records {
+            return Err(Failure::bad_input(anyhow!(
+                "--rate applies to --workload records, not --workload {}",
+                a.workload.as_str()
+            )));
+        }
+    }
     let targets: Vec<String> = if a.nodes.is_empty() {
         let addrs: Result<Vec<SocketAddr>> = net.node_ids().iter().map(|n| net.grpc_addr(n)).collect();
         addrs.or_bad_input()?.iter().map(|s| s.to_string()).collect()
@@ -603,6 +660,7 @@ async fn bench_veritrace(
     let bar = out.spinner(format!("{} clients for {} s", a.clients, a.duration));
     let start = Instant::now();
     let stop_at = start + Duration::from_secs(a.duration);
+    let pace = a.rate.map(|rate| Arc::new(Pace::new(start, rate, a.batch)));
     let mut tasks = Vec::with_capacity(a.clients as usize);
     for (c, mine) in lots.into_iter().enumerate() {
         let conn = conns[c % conns.len()].clone();
@@ -610,7 +668,10 @@ async fn bench_veritrace(
         let c = c as u32;
         let batch = a.batch;
         let task = match a.workload {
-            Workload::Records => tokio::spawn(veritrace_client(c, batch, mine, conn, signers, stop_at, timeout)),
+            Workload::Records => {
+                let pace = pace.clone();
+                tokio::spawn(veritrace_client(c, batch, mine, conn, signers, pace, stop_at, timeout))
+            }
             Workload::Issue => {
                 let setup = Setup { signers, product: setup.product.clone(), tag: tag.clone() };
                 let (clients, items) = (a.clients, a.lot_items);
@@ -629,6 +690,7 @@ async fn bench_veritrace(
     bar.finish_and_clear();
     let spec = RunSpec {
         system: "veritrace",
+        offered: a.rate,
         workload: a.workload,
         lot_items: a.lot_items,
         clients: a.clients,
@@ -904,12 +966,14 @@ async fn submit_batch_retrying(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn veritrace_client(
     client: u32,
     batch: u32,
     mut lots: Vec<LotState>,
     conn: LedgerClient<Channel>,
     signers: Arc<Signers>,
+    pace: Option<Arc<Pace>>,
     stop_at: Instant,
     timeout: Duration,
 ) -> ClientTally {
@@ -927,9 +991,15 @@ async fn veritrace_client(
                 }
             }
         }
+        let began = match &pace {
+            None => Instant::now(),
+            Some(p) => match p.due(stop_at).await {
+                Some(due) => due,
+                None => break,
+            },
+        };
         t.item_bytes += records.iter().map(|r| r.len() as u64).sum::<u64>();
         t.items += records.len() as u64;
-        let began = Instant::now();
         t.requests += 1;
         let accepted: Vec<bool> = if batch == 1 {
             let req = pb::SubmitRequest { signed_record: records.swap_remove(0), wait_for_commit: true };
@@ -1027,6 +1097,7 @@ pub fn run_etcd(a: &BenchEtcdArgs, out: &Out) -> Result<(), Failure> {
         bar.finish_and_clear();
         let spec = RunSpec {
             system: "etcd",
+            offered: None,
             workload: Workload::Records,
             lot_items: 0,
             clients: a.clients,
@@ -1179,10 +1250,26 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_pace_hands_out_evenly_spaced_due_times_until_the_stop() {
+        // 100 records/s in requests of 2: one request every 20 ms. Started in the past,
+        // so the due times are not waited for.
+        let start = Instant::now() - Duration::from_secs(1);
+        let pace = Pace::new(start, 100.0, 2);
+        let stop_at = start + Duration::from_millis(50);
+        let mut due = Vec::new();
+        while let Some(at) = pace.due(stop_at).await {
+            due.push(at.duration_since(start).as_millis());
+        }
+        assert_eq!(due, [0, 20, 40]);
+        assert!(pace.due(stop_at).await.is_none());
+    }
+
     #[test]
     fn percentiles_take_the_sample_at_or_above_the_rank() {
         let spec = RunSpec {
             system: "x",
+            offered: None,
             workload: Workload::Records,
             lot_items: 0,
             clients: 1,

@@ -47,6 +47,25 @@ fn bench_runs_against_a_network_with_no_errors() {
         assert_eq!(v["codes_per_s"].is_number(), workload == "issue", "{v}");
     }
 
+    // Open loop: a paced run never sends more than it was asked to (100 due times in 2 s at
+    // 50/s; fewer are sent if the clients fall behind), and says what it offered.
+    let args = ["bench", "--dir", &dir, "--clients", "8", "--duration", "2", "--rate", "50", "--json"];
+    let o = veritrace(&args);
+    assert!(o.status.success(), "bench --rate 50: {}", text(&o));
+    let v = json_of(&o);
+    assert_eq!((v["ok"].clone(), v["offered_per_s"].clone()), (true.into(), 50.0.into()), "{v}");
+    let requests = v["requests"].as_u64().expect("requests");
+    assert!((1..=100).contains(&requests), "50 records/s for 2 s: {v}");
+    for bad in ["0", "-3", "nan"] {
+        let o = veritrace(&["bench", "--dir", &dir, "--clients", "1", "--duration", "1", "--rate", bad]);
+        assert_eq!(o.status.code(), Some(2), "--rate {bad}: {}", text(&o));
+        assert!(text(&o).to_lowercase().contains(bad), "the value is named: {}", text(&o));
+    }
+    let o =
+        veritrace(&["bench", "--dir", &dir, "--clients", "1", "--duration", "1", "--rate", "5", "--workload", "trace"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--workload trace"), "{}", text(&o));
+
     // Human output names the same figures.
     let o = veritrace(&["bench", "--dir", &dir, "--clients", "2", "--duration", "1"]);
     let t = text(&o);
