@@ -559,7 +559,8 @@ pub fn receipts_hash(receipts: &[Receipt]) -> Hash32 {
 }
 
 /// Verifies the authors' signatures of a block in one batch, falling back to one at a
-/// time to find the bad ones. A record whose key is not in the view yet (added earlier in
+/// time to find the bad ones; a signature this node verified already (when the record was
+/// submitted to it, [`crate::sigbatch::VERIFIED`]) is taken as good. A record whose key is not in the view yet (added earlier in
 /// the same block) is marked unverified here and checked during apply.
 fn verify_signatures<V: LedgerView>(
     view: &V,
@@ -586,10 +587,18 @@ fn verify_signatures<V: LedgerView>(
         }
         let org = orgs.get(&r.record.author).and_then(Option::as_ref);
         if let Some(k) = org.and_then(|o| o.key(&r.record.key_id)) {
+            let key = *points.entry(k.public_key).or_insert_with(|| k.public_key.verifying_key());
+            let msg = r.signing_message_from(ledger, &encoded[i]);
+            let sig = r.signature.to_dalek();
+            // Checked by this node when it was submitted here or forwarded to the leader.
+            if crate::sigbatch::VERIFIED.knows(&key, &msg, &sig) {
+                out[i] = SigCheck::Good;
+                continue;
+            }
             idx.push(i);
-            msgs.push(r.signing_message_from(ledger, &encoded[i]));
-            sigs.push(r.signature.to_dalek());
-            keys.push(*points.entry(k.public_key).or_insert_with(|| k.public_key.verifying_key()));
+            msgs.push(msg);
+            sigs.push(sig);
+            keys.push(key);
         }
     }
     let msg_refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();

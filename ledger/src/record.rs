@@ -607,4 +607,11 @@ impl SignedRecord {
     pub fn verify_author(&self, ledger: &LedgerId, key: &PublicKey) -> bool {
         key.verifying_key().verify_strict(&signing_message(ledger, &self.record), &self.signature.to_dalek()).is_ok()
     }
+
+    /// [`SignedRecord::verify_author`], remembered when good ([`crate::sigbatch::VERIFIED`]),
+    /// so that applying the record's block on this node does not verify it again.
+    pub fn verify_author_remembered(&self, ledger: &LedgerId, key: &PublicKey) -> bool {
+        let message = signing_message(ledger, &self.record);
+        crate::sigbatch::VERIFIED.verify_strict(&key.verifying_key(), &message, &self.signature.to_dalek())
+    }
 }

@@ -24,7 +24,8 @@
 //! that *some* signature is bad: callers then check one at a time with `verify_strict`.
 //! Keys are checked for weakness when they are registered ([`crate::org`]), not here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{LazyLock, Mutex};
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
@@ -115,12 +116,107 @@ pub fn verify_each(messages: &[&[u8]], signatures: &[Signature], keys: &[Verifyi
     (0..n).map(|i| keys[i].verify_strict(messages[i], &signatures[i]).is_ok()).collect()
 }
 
+/// Most signatures [`VERIFIED`] remembers: more than the records a node holds between
+/// checking a submission and applying its block (the leader queues at most 20,000).
+pub const VERIFIED_MEMO_MAX: usize = 1 << 16;
+
+/// Good signatures this process has verified, shared by the submission check and apply.
+pub static VERIFIED: LazyLock<VerifiedMemo> = LazyLock::new(|| VerifiedMemo::new(VERIFIED_MEMO_MAX));
+
+/// Signatures found good by `verify_strict`, remembered so that a record the node checked
+/// when it was submitted (or forwarded to the leader) is not checked again when its block
+/// is applied: each node then verifies each record once, where the node that received it
+/// and the leader used to verify it twice.
+///
+/// It memoises a pure function. Only a good verdict is kept, as a BLAKE3 fingerprint of
+/// key, signature and message, so a remembered verdict is the one verification gives (apply
+/// reaches the same verdict whether or not the memo knows the signature: a batch accepts
+/// what `verify_strict` accepts, and falls back to it). The memo is bounded; the oldest
+/// fingerprints go first, and a forgotten signature is simply verified again.
+pub struct VerifiedMemo {
+    capacity: usize,
+    inner: Mutex<Remembered>,
+}
+
+/// The fingerprints remembered, as a set and in the order they came.
+#[derive(Default)]
+struct Remembered {
+    known: HashSet<[u8; 32]>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl VerifiedMemo {
+    pub fn new(capacity: usize) -> VerifiedMemo {
+        VerifiedMemo { capacity: capacity.max(1), inner: Mutex::default() }
+    }
+
+    fn fingerprint(key: &VerifyingKey, message: &[u8], signature: &Signature) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_derive_key("veritrace 2026-11 verified ed25519 signature");
+        h.update(key.as_bytes());
+        h.update(&signature.to_bytes());
+        h.update(message);
+        *h.finalize().as_bytes()
+    }
+
+    /// Whether `signature` over `message` under `key` was verified good here and is still
+    /// remembered.
+    pub fn knows(&self, key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
+        let f = Self::fingerprint(key, message, signature);
+        self.inner.lock().expect("verified memo lock").known.contains(&f)
+    }
+
+    /// `key.verify_strict(message, signature).is_ok()`, from memory when it is known good.
+    pub fn verify_strict(&self, key: &VerifyingKey, message: &[u8], signature: &Signature) -> bool {
+        let f = Self::fingerprint(key, message, signature);
+        if self.inner.lock().expect("verified memo lock").known.contains(&f) {
+            return true;
+        }
+        if key.verify_strict(message, signature).is_err() {
+            return false;
+        }
+        let mut r = self.inner.lock().expect("verified memo lock");
+        if r.known.insert(f) {
+            r.order.push_back(f);
+            while r.order.len() > self.capacity {
+                if let Some(old) = r.order.pop_front() {
+                    r.known.remove(&old);
+                }
+            }
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use ed25519_dalek::{Signer, SigningKey};
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn the_memo_remembers_good_signatures_only_and_forgets_the_oldest_first() {
+        let memo = VerifiedMemo::new(2);
+        let (msgs, sigs, keys) = batch(3, &[1, 2]);
+        let mut forged = sigs[0].to_bytes();
+        forged[0] ^= 1;
+        let forged = Signature::from_bytes(&forged);
+        assert!(!memo.verify_strict(&keys[0], &msgs[0], &forged));
+        assert!(!memo.knows(&keys[0], &msgs[0], &forged), "a bad verdict is never remembered");
+        // Another message, key or signature is another fingerprint.
+        assert!(memo.verify_strict(&keys[0], &msgs[0], &sigs[0]));
+        assert!(memo.knows(&keys[0], &msgs[0], &sigs[0]));
+        assert!(!memo.knows(&keys[0], &msgs[1], &sigs[0]));
+        assert!(!memo.knows(&keys[1], &msgs[0], &sigs[0]));
+        assert!(!memo.verify_strict(&keys[1], &msgs[0], &sigs[0]), "not known good under another key");
+        assert!(memo.verify_strict(&keys[1], &msgs[1], &sigs[1]));
+        assert!(memo.verify_strict(&keys[2], &msgs[2], &sigs[2]));
+        assert!(!memo.knows(&keys[0], &msgs[0], &sigs[0]), "the oldest went first");
+        assert!(memo.knows(&keys[1], &msgs[1], &sigs[1]) && memo.knows(&keys[2], &msgs[2], &sigs[2]));
+        // Forgotten is verified again, and remembered again.
+        assert!(memo.verify_strict(&keys[0], &msgs[0], &sigs[0]));
+        assert!(memo.knows(&keys[0], &msgs[0], &sigs[0]));
+    }
 
     fn key(seed: u8) -> SigningKey {
         SigningKey::from_bytes(&[seed; 32])

@@ -424,7 +424,7 @@ impl Services {
             if let Some(reason) = key.refusal(author, r.record.time_ms) {
                 return Err(SubmitError::BadSignature { index, reason });
             }
-            if !r.verify_author(ledger, &key.public_key) {
+            if !r.verify_author_remembered(ledger, &key.public_key) {
                 return Err(SubmitError::BadSignature {
                     index,
                     reason: format!("signature of {} with key {} does not verify", r.record.author, r.record.key_id),
