@@ -144,15 +144,18 @@ impl Checkpoint {
             });
         }
         let msg = self.header.signing_message();
-        let mut orgs = BTreeSet::new();
-        for s in &self.signatures {
-            let Some(v) = validators.get(&s.node_id) else { continue };
-            v.public_key
-                .verifying_key()
-                .verify_strict(&msg, &s.signature.to_dalek())
-                .map_err(|_| CheckpointError::BadSignature { node: s.node_id.to_string() })?;
-            orgs.insert(v.org.to_string());
+        // The signatures of known validators, checked in one batch (one at a time only to
+        // name a bad one).
+        let signed: Vec<_> =
+            self.signatures.iter().filter_map(|s| validators.get(&s.node_id).map(|v| (s, v))).collect();
+        let msgs = vec![msg.as_slice(); signed.len()];
+        let sigs: Vec<_> = signed.iter().map(|(s, _)| s.signature.to_dalek()).collect();
+        let keys: Vec<_> = signed.iter().map(|(_, v)| v.public_key.verifying_key()).collect();
+        let verdicts = crate::sigbatch::verify_each(&msgs, &sigs, &keys);
+        if let Some(((s, _), _)) = signed.iter().zip(&verdicts).find(|(_, ok)| !**ok) {
+            return Err(CheckpointError::BadSignature { node: s.node_id.to_string() });
         }
+        let orgs: BTreeSet<String> = signed.iter().map(|(_, v)| v.org.to_string()).collect();
         let got = orgs.len() as u32;
         if got < validators.quorum() {
             return Err(CheckpointError::NoQuorum { got, quorum: validators.quorum() });

@@ -54,7 +54,10 @@ fn strangers_do_not_count_and_forgeries_fail() {
     let mut cp = signed(&set, &fx, &["a1", "b1"]);
     cp.signatures[1].signature.0[5] ^= 1;
     assert!(cp.names_a_quorum(&set), "the names are checked, not the signatures");
-    assert!(matches!(cp.verify(fx.ledger(), &set), Err(CheckpointError::BadSignature { .. })));
+    match cp.verify(fx.ledger(), &set) {
+        Err(CheckpointError::BadSignature { node }) => assert_eq!(node, "b1", "the forger is named"),
+        other => panic!("a forged signature verified: {other:?}"),
+    }
     let cp = signed(&set, &fx, &["a1", "b1"]);
     let other = veritrace_ledger::org::LedgerId::new("another").unwrap();
     assert!(matches!(cp.verify(&other, &set), Err(CheckpointError::WrongLedger { .. })));
