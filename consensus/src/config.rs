@@ -25,8 +25,11 @@ pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 250;
 pub const ELECTION_TIMEOUT_MIN_MS_DEFAULT: u64 = 1_000;
 /// Default upper bound of the randomised election timeout.
 pub const ELECTION_TIMEOUT_MAX_MS_DEFAULT: u64 = 2_000;
-/// Default time for sending and installing one snapshot chunk.
-pub const INSTALL_SNAPSHOT_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Default time for sending and installing one snapshot chunk. openraft 0.9 answers the
+/// last chunk only once the whole snapshot is installed and checked, so this must cover
+/// that too (about 20 s for a million records); past it the leader gives up on the
+/// transfer and starts another. A transport's own request timeout must not be shorter.
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Default number of entries applied since the last snapshot that triggers a new one.
 /// Entries are blocks, and a snapshot is the whole ledger: take one rarely.
 pub const SNAPSHOT_LOGS_SINCE_LAST_DEFAULT: u64 = 5_000;
@@ -36,8 +39,10 @@ pub const SNAPSHOT_LOGS_TO_KEEP_DEFAULT: u64 = 1_000;
 /// Default largest number of entries in one append-entries RPC (the RPC byte limit may
 /// cut it further).
 pub const PAYLOAD_ENTRIES_MAX_DEFAULT: u64 = 64;
-/// Default snapshot chunk size: one install-snapshot RPC each.
-pub const SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT: u64 = 4 * 1024 * 1024;
+/// Default snapshot chunk size: one install-snapshot RPC each. Large, as each RPC is a
+/// round trip and the data go raw; a few copies of a chunk are in memory on each side
+/// while it moves.
+pub const SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT: u64 = 16 * 1024 * 1024;
 /// Default largest snapshot. Snapshots are files, streamed when built, sent, received and
 /// installed, so this bounds disk, not memory: a node refuses to build a larger one and
 /// refuses a received chunk that would take a snapshot past it. About 40 million records

@@ -31,6 +31,6 @@ pub mod types;
 
 pub use config::{ConsensusConfig, propose, start_raft};
 pub use log_store::RocksLogStore;
-pub use machine::{Machine, MachineError, MachineStore};
+pub use machine::{Machine, MachineError, MachineStore, SnapshotSource};
 pub use network::{RaftRpc, RaftRpcReply, RaftTransport, TransportError, serve_rpc};
 pub use types::{Applied, ConsensusRaft, NodeId, Payload, PeerInfo, TypeConfig};

@@ -24,15 +24,19 @@
 //! # Snapshots
 //!
 //! A snapshot is a file, streamed end to end so that memory stays bounded whatever the
-//! size of the machine's data: [`Machine::snapshot_to`] writes the data into a temporary
+//! size of the machine's data: [`Machine::snapshot_source`] gives a point-in-time copy of
+//! the data, whose [`SnapshotSource::write_to`] writes it into a temporary
 //! file in the snapshot directory, openraft sends that file in chunks, the receiver writes
 //! the chunks into a temporary file of its own ([`RaftStateMachine::begin_receiving_snapshot`])
 //! and [`Machine::restore_from`] reads it back. Its size is bounded by
 //! `snapshot_bytes_max` (see [`ConsensusConfig`](crate::ConsensusConfig)): a disk bound,
 //! checked as a snapshot is built and as each received chunk lands.
 //!
-//! The data are taken while no entry is being applied (when openraft asks for a builder),
-//! so they match the last-applied id recorded with them. The directory holds one current
+//! The source is taken while no entry is being applied (when openraft asks for a builder),
+//! so it matches the last-applied id recorded with it; taking it is quick, and the builder
+//! writes it out on the blocking pool while the machine goes on applying (openraft runs
+//! `build_snapshot` in a task of its own), so a large snapshot does not stall applies. The
+//! directory holds one current
 //! snapshot: a data file `<n>.snap` and the pointer `current.meta` (version byte,
 //! metadata, the data file's number and length). A snapshot becomes current by fsync of
 //! its data file, rename from its temporary name, a new pointer written to a temporary,
@@ -102,14 +106,23 @@ pub trait Machine: Send + Sync + 'static {
     /// that never stored one.
     fn raft_meta(&self) -> Result<Option<Vec<u8>>, MachineError>;
 
-    /// Writes the machine's full data to `out`, consistent with the last stored blob, and
-    /// returns the bytes written. Should stream: the data may be larger than memory.
-    fn snapshot_to(&self, out: &mut dyn Write) -> Result<u64, MachineError>;
+    /// The machine's full data as they are now, consistent with the last stored blob, to be
+    /// written out later, on another thread, while the machine goes on applying. Should be
+    /// quick (a point-in-time view, not a copy of the data): applies wait while it runs.
+    fn snapshot_source(&self) -> Result<Box<dyn SnapshotSource>, MachineError>;
 
-    /// Replaces all data with the snapshot read from `input` (written by `snapshot_to` on
-    /// some node) and stores `raft_meta` with it. Must refuse a stream that is not whole
+    /// Replaces all data with the snapshot read from `input` (written by a [`SnapshotSource`]
+    /// on some node) and stores `raft_meta` with it. Must refuse a stream that is not whole
     /// and leave the machine so that it cannot be mistaken for the snapshot's data.
     fn restore_from(&mut self, input: &mut dyn Read, raft_meta: &[u8]) -> Result<(), MachineError>;
+}
+
+/// A point-in-time copy of a machine's data (see [`Machine::snapshot_source`]), unchanged
+/// by later applies.
+pub trait SnapshotSource: Send + Sync + 'static {
+    /// Writes the data to `out` and returns the bytes written. Should stream: the data may
+    /// be larger than memory.
+    fn write_to(self: Box<Self>, out: &mut dyn Write) -> Result<u64, MachineError>;
 }
 
 /// Bytes buffered between a snapshot file and the machine.
@@ -340,14 +353,14 @@ impl<M: Machine> RaftStateMachine<TypeConfig> for MachineStore<M> {
     }
 
     async fn get_snapshot_builder(&mut self) -> MachineSnapshotBuilder {
-        let snapshots = self.snapshots.clone();
-        let staged = match self.lend(move |machine| snapshots.stage(|out| machine.snapshot_to(out))).await {
-            Ok(staged) => staged,
+        let source = match self.lend(|machine| machine.snapshot_source()).await {
+            Ok(Ok(source)) => Ok(source),
+            Ok(Err(e)) => Err(e.into()),
             Err(e) => Err(e),
         };
         MachineSnapshotBuilder {
             applied: self.applied.clone(),
-            staged: Some(staged),
+            source: Some(source),
             snapshots: self.snapshots.clone(),
         }
     }
@@ -372,9 +385,17 @@ impl<M: Machine> RaftStateMachine<TypeConfig> for MachineStore<M> {
         let file = file.into_std().await;
         let snapshots = self.snapshots.clone();
         let receiving = self.receiving.take();
-        let staged = blocking(move || snapshots.adopt(file, receiving)).await.map_err(err)?;
+        let (staged, unsynced) = blocking(move || snapshots.adopt(file, receiving)).await.map_err(err)?;
         let applied = AppliedState { last_applied: meta.last_log_id, last_membership: meta.last_membership.clone() };
         let blob = applied.encode().map_err(|e| err(e.into()))?;
+        // The received file reaches the disk while the machine installs from it (a
+        // snapshot's worth of dirty pages takes seconds to sync); it is published only once
+        // both are done.
+        let path = staged.path.clone();
+        let synced = tokio::task::spawn_blocking(move || match unsynced {
+            Some(file) => file.sync_all().map_err(|e| io_err(&path, e)),
+            None => Ok(()),
+        });
         // The machine first, then the file: if a crash falls between them the machine is
         // ahead of the snapshot file, which openraft handles (it keeps or rebuilds a
         // snapshot); the other order could leave a snapshot file newer than the data.
@@ -387,7 +408,8 @@ impl<M: Machine> RaftStateMachine<TypeConfig> for MachineStore<M> {
             })
             .await
             .map_err(err)?;
-        if let Err(e) = restored {
+        let synced = synced.await.map_err(|e| MachineStoreError::Lost { reason: e.to_string() }).and_then(|r| r);
+        if let Err(e) = restored.and(synced) {
             staged.discard();
             return Err(err(e));
         }
@@ -415,20 +437,20 @@ async fn blocking<R: Send + 'static>(
     tokio::task::spawn_blocking(work).await.map_err(|e| MachineStoreError::Lost { reason: e.to_string() })?
 }
 
-/// Publishes a snapshot staged when openraft asked for the builder; publishing happens
-/// later, concurrently with applying.
+/// Writes out and publishes the source taken when openraft asked for the builder; openraft
+/// runs it concurrently with applying.
 pub struct MachineSnapshotBuilder {
     applied: AppliedState,
     /// Taken by the one `build_snapshot` call.
-    staged: Option<Result<Staged, MachineStoreError>>,
+    source: Option<Result<Box<dyn SnapshotSource>, MachineStoreError>>,
     snapshots: Arc<SnapshotDir>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for MachineSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let err = |e: MachineStoreError| sto_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
-        let staged = self
-            .staged
+        let source = self
+            .source
             .take()
             .unwrap_or_else(|| Err(MachineStoreError::Lost { reason: "snapshot builder used twice".into() }))
             .map_err(err)?;
@@ -440,6 +462,7 @@ impl RaftSnapshotBuilder<TypeConfig> for MachineSnapshotBuilder {
         let snapshots = self.snapshots.clone();
         let published = meta.clone();
         let file = blocking(move || {
+            let staged = snapshots.stage(|out| source.write_to(out))?;
             // Opened before publishing: the handle reads the data even if a newer snapshot
             // on disk means this one is discarded.
             let file = fs::File::open(&staged.path).map_err(|e| io_err(&staged.path, e))?;
@@ -449,14 +472,6 @@ impl RaftSnapshotBuilder<TypeConfig> for MachineSnapshotBuilder {
         .await
         .map_err(err)?;
         Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
-    }
-}
-
-impl Drop for MachineSnapshotBuilder {
-    fn drop(&mut self) {
-        if let Some(Ok(staged)) = self.staged.take() {
-            staged.discard();
-        }
     }
 }
 
@@ -696,23 +711,31 @@ impl SnapshotDir {
     /// Takes a received snapshot as staged: the file handed out by [`SnapshotDir::receive`]
     /// as it is, synced, or any other file (openraft's own tests hand over another store's
     /// snapshot) by copying it.
-    fn adopt(&self, mut file: fs::File, receiving: Option<Staged>) -> Result<Staged, MachineStoreError> {
+    ///
+    /// Returns, with the file as staged, the handle still to be synced before it is
+    /// published (`None` for a copy, synced already): the caller syncs it while the machine
+    /// installs, rather than before.
+    fn adopt(
+        &self,
+        mut file: fs::File,
+        receiving: Option<Staged>,
+    ) -> Result<(Staged, Option<fs::File>), MachineStoreError> {
         let stat = file.metadata().map_err(|e| self.io_err(e))?;
         self.check_size(stat.len())?;
         if let Some(ours) = receiving {
             match fs::metadata(&ours.path) {
                 Ok(m) if m.dev() == stat.dev() && m.ino() == stat.ino() => {
-                    file.sync_all().map_err(|e| io_err(&ours.path, e))?;
-                    return Ok(Staged { bytes: stat.len(), ..ours });
+                    return Ok((Staged { bytes: stat.len(), ..ours }, Some(file)));
                 }
                 _ => ours.discard(),
             }
         }
-        self.stage(|out| {
+        let staged = self.stage(|out| {
             file.seek(SeekFrom::Start(0))
                 .and_then(|_| std::io::copy(&mut file, out))
                 .map_err(|e| MachineError::Storage { reason: format!("copy received snapshot: {e}") })
-        })
+        })?;
+        Ok((staged, None))
     }
 
     /// Makes `staged` the current snapshot under `meta`, unless the current one is newer

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, STORAGE_VERSION};
-use crate::machine::{Machine, MachineError};
+use crate::machine::{Machine, MachineError, SnapshotSource};
 use crate::network::{RaftRpc, RaftRpcReply, RaftTransport, TransportError, serve_rpc};
 use crate::types::{ConsensusRaft, NodeId, PeerInfo};
 
@@ -97,11 +97,8 @@ impl Machine for MemMachine {
         Ok(self.state().raft_meta.clone())
     }
 
-    fn snapshot_to(&self, out: &mut dyn std::io::Write) -> Result<u64, MachineError> {
-        let bytes = codec::encode("mem machine snapshot", STORAGE_VERSION, &self.state().contents)
-            .map_err(|e| MachineError::Storage { reason: e.to_string() })?;
-        out.write_all(&bytes).map_err(|e| MachineError::Storage { reason: e.to_string() })?;
-        Ok(bytes.len() as u64)
+    fn snapshot_source(&self) -> Result<Box<dyn SnapshotSource>, MachineError> {
+        Ok(Box::new(MemSource(self.state().contents.clone())))
     }
 
     fn restore_from(&mut self, input: &mut dyn std::io::Read, raft_meta: &[u8]) -> Result<(), MachineError> {
@@ -114,6 +111,18 @@ impl Machine for MemMachine {
         state.raft_meta = Some(raft_meta.to_vec());
         state.restores += 1;
         Ok(())
+    }
+}
+
+/// A [`MemMachine`]'s contents at the time the snapshot source was taken.
+struct MemSource(MemContents);
+
+impl SnapshotSource for MemSource {
+    fn write_to(self: Box<Self>, out: &mut dyn std::io::Write) -> Result<u64, MachineError> {
+        let bytes = codec::encode("mem machine snapshot", STORAGE_VERSION, &self.0)
+            .map_err(|e| MachineError::Storage { reason: e.to_string() })?;
+        out.write_all(&bytes).map_err(|e| MachineError::Storage { reason: e.to_string() })?;
+        Ok(bytes.len() as u64)
     }
 }
 

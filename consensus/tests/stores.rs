@@ -139,6 +139,26 @@ async fn machine_store_resumes_without_reapplying() {
 }
 
 #[tokio::test]
+async fn a_snapshot_holds_the_data_of_its_builder_while_applies_go_on() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let machine = MemMachine::new();
+    let mut store = MachineStore::open(machine.clone(), dir.path(), SNAPSHOT_BYTES_MAX).expect("open");
+    store.apply([membership(1, 1), normal(1, 2, b"a")]).await.expect("apply");
+    let then = machine.contents();
+    let mut builder = store.get_snapshot_builder().await;
+    // The machine goes on before the snapshot is written out.
+    store.apply([normal(1, 3, b"b")]).await.expect("apply while a snapshot is pending");
+    assert_eq!(machine.contents().payloads.len(), 2);
+    let snapshot = builder.build_snapshot().await.expect("build");
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 2)));
+    let restored = MemMachine::new();
+    let mut landed = restored.clone();
+    let data = bytes_of(snapshot.snapshot).await;
+    veritrace_consensus::Machine::restore_from(&mut landed, &mut &data[..], b"blob").expect("restore");
+    assert_eq!(restored.contents(), then, "the snapshot holds what the machine held when it was asked for");
+}
+
+#[tokio::test]
 async fn snapshot_survives_reopen_and_respects_its_limit() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let machine = MemMachine::new();

@@ -3,11 +3,19 @@
 //! The store's key layout and indexes are written once, over [`Backend`]; tests of the
 //! pure parts use [`MemBackend`] and need no disk. Writes come as one [`Batch`], applied
 //! atomically (RocksDB: one WriteBatch, synced unless [`Batch::without_sync`]).
+//!
+//! Two paths serve snapshots, whose size is the whole ledger: [`PointInTime`] gives a
+//! read-only copy of the backend as it was at one moment (RocksDB: a checkpoint of hard
+//! links, opened read-only), so an export streams from it while blocks go on landing in the
+//! backend; [`Backend::bulk_load`] takes a sorted stream of entries (RocksDB: table files
+//! written beside the database and ingested whole, past the write-ahead log and memtables).
 
 use std::collections::BTreeMap;
 #[cfg(feature = "rocksdb")]
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::RwLock;
+#[cfg(feature = "rocksdb")]
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::hash::StorageError;
 
@@ -217,6 +225,56 @@ pub trait Backend: Send + Sync {
         bytes_max: usize,
     ) -> Result<Entries, StorageError>;
     fn write(&self, batch: Batch) -> Result<(), StorageError>;
+
+    /// A loader for a large load of entries in order (column families in the order of
+    /// [`Cf::ALL`], keys strictly increasing within each). What it loads is not atomic and not
+    /// synced until [`BulkLoad::finish`] returns; the caller guards the load (the store's
+    /// install marker). By default, unsynced batches of [`BULK_BATCH_BYTES_MAX`].
+    fn bulk_load(&self) -> Result<Box<dyn BulkLoad + '_>, StorageError> {
+        Ok(Box::new(BatchLoad { backend: self, batch: Batch::default() }))
+    }
+}
+
+/// Bytes of keys and values in one batch of the default [`Backend::bulk_load`].
+pub const BULK_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// A load of sorted entries into a backend (see [`Backend::bulk_load`]).
+pub trait BulkLoad {
+    /// Adds an entry. The caller gives column families in the order of [`Cf::ALL`] and keys
+    /// strictly increasing within each; a backend may refuse any other order.
+    fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) -> Result<(), StorageError>;
+    /// Puts everything added into the backend, durably.
+    fn finish(self: Box<Self>) -> Result<(), StorageError>;
+}
+
+/// The default bulk load: unsynced batches, then the last one synced.
+struct BatchLoad<'a, B: Backend + ?Sized> {
+    backend: &'a B,
+    batch: Batch,
+}
+
+impl<B: Backend + ?Sized> BulkLoad for BatchLoad<'_, B> {
+    fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.batch.put_parts(cf, &[key], &[value]);
+        if self.batch.bytes() >= BULK_BATCH_BYTES_MAX {
+            self.backend.write(std::mem::take(&mut self.batch).without_sync())?;
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), StorageError> {
+        self.backend.write(self.batch)
+    }
+}
+
+/// A backend that can give a read-only copy of itself as it is now, which later writes do not
+/// change: a snapshot is exported from it while the backend goes on taking blocks.
+pub trait PointInTime: Backend {
+    type View: Backend + 'static;
+    /// The copy. It costs what the backend needs to freeze its state (RocksDB: a memtable
+    /// flush and hard links), not a copy of the data; the memory backend copies, being for
+    /// tests.
+    fn point_in_time(&self) -> Result<Self::View, StorageError>;
 }
 
 /// In-memory backend for tests and tools.
@@ -265,16 +323,57 @@ impl Backend for MemBackend {
     }
 }
 
+impl PointInTime for MemBackend {
+    type View = MemBackend;
+
+    fn point_in_time(&self) -> Result<MemBackend, StorageError> {
+        let m = self.cfs.read().map_err(|_| StorageError("memory backend lock poisoned".into()))?;
+        Ok(MemBackend { cfs: RwLock::new(m.clone()) })
+    }
+}
+
 /// RocksDB backend: one column family per [`Cf`], atomic batches (synced unless marked). Behind the
 /// `rocksdb` feature (on by default), so the fuzz targets build without the C++ library.
 #[cfg(feature = "rocksdb")]
 pub struct RocksBackend {
     db: rocksdb::DB,
+    path: PathBuf,
+    /// Options of each column family, in the order of [`Cf::ALL`]: also what a bulk load
+    /// writes its table files with.
+    cf_opts: Vec<rocksdb::Options>,
+    /// Number of the next point-in-time view's directory.
+    next_view: AtomicU64,
 }
+
+/// Directory inside the database's where point-in-time views (checkpoints) live while a
+/// snapshot is exported from them. RocksDB ignores it; leftovers are removed on open.
+#[cfg(feature = "rocksdb")]
+const VIEWS_DIR: &str = "snapshot-views";
+/// Directory inside the database's where a bulk load writes its table files before they
+/// are ingested; removed after each load and on open.
+#[cfg(feature = "rocksdb")]
+const INGEST_DIR: &str = "snapshot-ingest";
+/// Largest table file a bulk load writes before it starts the next: bounds the writer's
+/// index and filter in memory.
+#[cfg(feature = "rocksdb")]
+pub const INGEST_FILE_BYTES_MAX: u64 = 256 * 1024 * 1024;
 
 #[cfg(feature = "rocksdb")]
 fn rerr(what: &str, e: rocksdb::Error) -> StorageError {
     StorageError(format!("rocksdb {what}: {e}"))
+}
+
+#[cfg(feature = "rocksdb")]
+fn ioerr(what: &str, path: &Path, e: std::io::Error) -> StorageError {
+    StorageError(format!("{what} {}: {e}", path.display()))
+}
+
+#[cfg(feature = "rocksdb")]
+fn remove_dir_if_present(path: &Path) -> Result<(), StorageError> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ioerr("remove", path, e)),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(feature = "rocksdb")]
@@ -287,7 +386,30 @@ impl RocksBackend {
         let cfs = Cf::ALL.iter().map(|c| rocksdb::ColumnFamilyDescriptor::new(c.name(), Self::cf_options(*c)));
         let db = rocksdb::DB::open_cf_descriptors(&opts, path, cfs)
             .map_err(|e| StorageError(format!("rocksdb open {}: {e}", path.display())))?;
-        Ok(RocksBackend { db })
+        // Views and loads live only as long as the process that made them.
+        for dir in [VIEWS_DIR, INGEST_DIR] {
+            remove_dir_if_present(&path.join(dir))?;
+        }
+        Ok(RocksBackend::with_db(db, path))
+    }
+
+    /// Opens the checkpoint at `path` read-only.
+    fn open_read_only(path: &Path) -> Result<RocksBackend, StorageError> {
+        let mut opts = rocksdb::Options::default();
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = Cf::ALL.iter().map(|c| rocksdb::ColumnFamilyDescriptor::new(c.name(), Self::cf_options(*c)));
+        let db = rocksdb::DB::open_cf_descriptors_read_only(&opts, path, cfs, false)
+            .map_err(|e| StorageError(format!("rocksdb open {} read-only: {e}", path.display())))?;
+        Ok(RocksBackend::with_db(db, path))
+    }
+
+    fn with_db(db: rocksdb::DB, path: &Path) -> RocksBackend {
+        RocksBackend {
+            db,
+            path: path.to_path_buf(),
+            cf_opts: Cf::ALL.iter().map(|c| Self::cf_options(*c)).collect(),
+            next_view: AtomicU64::new(0),
+        }
     }
 
     /// Options of a column family. Bloom filters let a lookup of an absent key skip the
@@ -377,6 +499,166 @@ impl Backend for RocksBackend {
         let mut wo = rocksdb::WriteOptions::default();
         wo.set_sync(batch.synced());
         self.db.write_opt(wb, &wo).map_err(|e| rerr("write", e))
+    }
+
+    /// Table files written beside the database, one column family at a time, and ingested
+    /// whole: no write-ahead log, no memtable, no compaction of the load through the levels.
+    fn bulk_load(&self) -> Result<Box<dyn BulkLoad + '_>, StorageError> {
+        let dir = self.path.join(INGEST_DIR);
+        remove_dir_if_present(&dir)?;
+        std::fs::create_dir_all(&dir).map_err(|e| ioerr("create", &dir, e))?;
+        Ok(Box::new(RocksLoad { backend: self, dir, writer: None, files: Vec::new(), cf: None, next_file: 0 }))
+    }
+}
+
+/// A bulk load into RocksDB (see [`RocksBackend::bulk_load`]).
+#[cfg(feature = "rocksdb")]
+struct RocksLoad<'a> {
+    backend: &'a RocksBackend,
+    dir: PathBuf,
+    /// The table file being written, and where.
+    writer: Option<(rocksdb::SstFileWriter<'a>, PathBuf)>,
+    /// Finished files of the column family being loaded, not ingested yet.
+    files: Vec<PathBuf>,
+    /// The column family being loaded.
+    cf: Option<Cf>,
+    next_file: u64,
+}
+
+#[cfg(feature = "rocksdb")]
+impl RocksLoad<'_> {
+    fn close_file(&mut self) -> Result<(), StorageError> {
+        if let Some((mut writer, path)) = self.writer.take() {
+            writer.finish().map_err(|e| rerr("finish table file", e))?;
+            self.files.push(path);
+        }
+        Ok(())
+    }
+
+    /// Ingests the files of the column family loaded so far. RocksDB syncs them and its
+    /// manifest before it returns.
+    fn ingest(&mut self) -> Result<(), StorageError> {
+        self.close_file()?;
+        let Some(cf) = self.cf else { return Ok(()) };
+        if self.files.is_empty() {
+            return Ok(());
+        }
+        let mut opts = rocksdb::IngestExternalFileOptions::default();
+        opts.set_move_files(true);
+        let files = std::mem::take(&mut self.files);
+        self.backend.db.ingest_external_file_cf_opts(self.backend.cf(cf)?, &opts, files).map_err(|e| rerr("ingest", e))
+    }
+}
+
+#[cfg(feature = "rocksdb")]
+impl BulkLoad for RocksLoad<'_> {
+    fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        if self.cf != Some(cf) {
+            self.ingest()?;
+            self.cf = Some(cf);
+        }
+        if self.writer.is_none() {
+            let path = self.dir.join(format!("{:08}.sst", self.next_file));
+            self.next_file += 1;
+            let writer = rocksdb::SstFileWriter::create(&self.backend.cf_opts[usize::from(cf.index())]);
+            writer.open(&path).map_err(|e| rerr("open table file", e))?;
+            self.writer = Some((writer, path));
+        }
+        let (writer, _) = self.writer.as_mut().expect("a table file was just opened");
+        writer.put(key, value).map_err(|e| rerr(&format!("table file of {}", cf.name()), e))?;
+        if writer.file_size() >= INGEST_FILE_BYTES_MAX {
+            self.close_file()?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<(), StorageError> {
+        self.ingest()
+    }
+}
+
+#[cfg(feature = "rocksdb")]
+impl Drop for RocksLoad<'_> {
+    fn drop(&mut self) {
+        // Ingested files were moved out; what is left is a refused or abandoned load. A
+        // failure leaves a directory the next open removes.
+        self.writer = None;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A RocksDB checkpoint opened read-only (see [`PointInTime`]); its directory goes when it
+/// is dropped.
+#[cfg(feature = "rocksdb")]
+pub struct RocksView {
+    /// `None` only while dropping: the database closes before its files are removed.
+    backend: Option<RocksBackend>,
+    dir: PathBuf,
+}
+
+#[cfg(feature = "rocksdb")]
+impl RocksView {
+    fn backend(&self) -> &RocksBackend {
+        self.backend.as_ref().expect("a view holds its database until dropped")
+    }
+}
+
+#[cfg(feature = "rocksdb")]
+impl Drop for RocksView {
+    fn drop(&mut self) {
+        self.backend = None;
+        // A failure leaves a directory the next open removes.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(feature = "rocksdb")]
+impl Backend for RocksView {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.backend().get(cf, key)
+    }
+
+    fn multi_get(&self, cf: Cf, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        self.backend().multi_get(cf, keys)
+    }
+
+    fn scan_bytes(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+        bytes_max: usize,
+    ) -> Result<Entries, StorageError> {
+        self.backend().scan_bytes(cf, prefix, start, limit, bytes_max)
+    }
+
+    fn write(&self, _batch: Batch) -> Result<(), StorageError> {
+        Err(StorageError(format!("the point-in-time view {} is read-only", self.dir.display())))
+    }
+
+    fn bulk_load(&self) -> Result<Box<dyn BulkLoad + '_>, StorageError> {
+        Err(StorageError(format!("the point-in-time view {} is read-only", self.dir.display())))
+    }
+}
+
+/// A checkpoint: RocksDB flushes the memtables and hard-links the table files into a new
+/// directory, so the view costs a flush, not a copy, and the files it holds stay on disk
+/// until it is dropped even if compaction replaces them meanwhile.
+#[cfg(feature = "rocksdb")]
+impl PointInTime for RocksBackend {
+    type View = RocksView;
+
+    fn point_in_time(&self) -> Result<RocksView, StorageError> {
+        let views = self.path.join(VIEWS_DIR);
+        std::fs::create_dir_all(&views).map_err(|e| ioerr("create", &views, e))?;
+        let dir = views.join(self.next_view.fetch_add(1, Ordering::Relaxed).to_string());
+        // From here the directory is the view's to remove, whatever fails.
+        let mut view = RocksView { backend: None, dir };
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| rerr("checkpoint", e))?;
+        checkpoint.create_checkpoint(&view.dir).map_err(|e| rerr("checkpoint", e))?;
+        view.backend = Some(RocksBackend::open_read_only(&view.dir)?);
+        Ok(view)
     }
 }
 

@@ -9,7 +9,9 @@
 //! - header: the magic `VTSNAPSH`, the format byte ([`SNAPSHOT_FORMAT`]), the ledger id
 //!   (length byte, then its bytes);
 //! - one frame per entry: column family index (u8, [`Cf::index`]), key length (u32), key
-//!   (after the ledger prefix), value length (u32), value;
+//!   (after the ledger prefix), value length (u32), value; in the order a store holds them
+//!   (column families in the order of [`Cf::ALL`], keys strictly increasing within each),
+//!   so an installer can write them straight into sorted table files;
 //! - the end frame: the tag `0xff`, the number of entry frames (u64), then the blake3 hash
 //!   of every byte before the hash.
 //!
@@ -60,6 +62,8 @@ pub enum SnapshotError {
     Hash { stated: String, found: String },
     #[error("snapshot has bytes after its end frame, at byte {offset}")]
     Trailing { offset: u64 },
+    #[error("snapshot frame at byte {offset} is out of order: entries come sorted by column family, then key")]
+    OutOfOrder { offset: u64 },
 }
 
 /// Writes a snapshot stream: [`SnapshotWriter::start`], one [`SnapshotWriter::entry`] per
@@ -141,6 +145,8 @@ pub struct SnapshotReader<'a> {
     bytes: u64,
     entries: u64,
     ended: bool,
+    /// Column family and key of the last entry, which the next must follow.
+    last: Option<(u8, Vec<u8>)>,
 }
 
 /// One entry of a snapshot: column family, key after the ledger prefix, value.
@@ -155,6 +161,7 @@ impl<'a> SnapshotReader<'a> {
             bytes: 0,
             entries: 0,
             ended: false,
+            last: None,
         };
         let magic: [u8; 8] = r.take_array()?;
         if magic != SNAPSHOT_MAGIC {
@@ -177,6 +184,13 @@ impl<'a> SnapshotReader<'a> {
     /// The next entry, or `None` once the end frame has been read and checked.
     #[allow(clippy::should_implement_trait)] // fallible, and final after `None`
     pub fn next(&mut self) -> Result<Option<SnapshotEntry>, SnapshotError> {
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        Ok(self.next_into(&mut key, &mut value)?.map(|cf| (cf, key, value)))
+    }
+
+    /// Like [`SnapshotReader::next`], into the caller's buffers (replacing what they held),
+    /// so a long stream costs no allocation per entry.
+    pub fn next_into(&mut self, key: &mut Vec<u8>, value: &mut Vec<u8>) -> Result<Option<Cf>, SnapshotError> {
         if self.ended {
             return Ok(None);
         }
@@ -186,10 +200,21 @@ impl<'a> SnapshotReader<'a> {
             return self.end().map(|()| None);
         }
         let cf = Cf::from_index(tag).ok_or(SnapshotError::ColumnFamily { offset, index: tag })?;
-        let key = self.take_len_prefixed("key", SNAPSHOT_KEY_BYTES_MAX)?;
-        let value = self.take_len_prefixed("value", SNAPSHOT_VALUE_BYTES_MAX)?;
+        self.take_len_prefixed("key", SNAPSHOT_KEY_BYTES_MAX, key)?;
+        match &mut self.last {
+            Some((last_tag, last_key)) if (*last_tag, last_key.as_slice()) >= (tag, key.as_slice()) => {
+                return Err(SnapshotError::OutOfOrder { offset });
+            }
+            Some((last_tag, last_key)) => {
+                *last_tag = tag;
+                last_key.clear();
+                last_key.extend_from_slice(key);
+            }
+            None => self.last = Some((tag, key.clone())),
+        }
+        self.take_len_prefixed("value", SNAPSHOT_VALUE_BYTES_MAX, value)?;
         self.entries += 1;
-        Ok(Some((cf, key, value)))
+        Ok(Some(cf))
     }
 
     /// Bytes read so far.
@@ -222,13 +247,17 @@ impl<'a> SnapshotReader<'a> {
         Ok(())
     }
 
-    fn take_len_prefixed(&mut self, what: &'static str, max: u32) -> Result<Vec<u8>, SnapshotError> {
+    fn take_len_prefixed(&mut self, what: &'static str, max: u32, buf: &mut Vec<u8>) -> Result<(), SnapshotError> {
         let offset = self.bytes;
         let len = u32::from_be_bytes(self.take_array()?);
         if len > max {
             return Err(SnapshotError::TooLong { offset, what, bytes: len, max });
         }
-        self.take_vec(len as usize)
+        buf.clear();
+        buf.resize(len as usize, 0);
+        self.read_exact(buf)?;
+        self.hasher.update(buf);
+        Ok(())
     }
 
     fn take_array<const N: usize>(&mut self) -> Result<[u8; N], SnapshotError> {
@@ -328,6 +357,22 @@ mod tests {
         let mut padded = bytes.clone();
         padded.push(0);
         assert!(matches!(read_all(&padded, &ledger()), Err(SnapshotError::Trailing { .. })));
+    }
+
+    #[test]
+    fn entries_out_of_order_are_refused() {
+        let [meta, blocks, sigs] = <[SnapshotEntry; 3]>::try_from(sample()).unwrap();
+        let repeated = (Cf::Blocks, blocks.1.clone(), Vec::new());
+        let cases = [
+            ("column families backwards", vec![blocks.clone(), meta.clone()]),
+            ("keys backwards", vec![(Cf::Meta, b"z".to_vec(), Vec::new()), meta.clone()]),
+            ("a key twice", vec![blocks.clone(), repeated]),
+            ("last family first", vec![sigs, blocks]),
+        ];
+        for (what, entries) in cases {
+            let e = read_all(&stream(&entries), &ledger()).unwrap_err();
+            assert!(matches!(e, SnapshotError::OutOfOrder { .. }), "{what}: {e}");
+        }
     }
 
     #[test]

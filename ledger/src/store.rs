@@ -15,7 +15,7 @@ use crate::cache::{LogTop, RecentSmtNodes, RecentStates};
 use crate::codec;
 use crate::hash::{Hash32, StorageError};
 use crate::ids::{Gtin, SubjectId};
-use crate::kv::{Backend, Batch, Cf};
+use crate::kv::{Backend, Batch, Cf, PointInTime};
 use crate::merkle::{self, LogNodeStore};
 use crate::org::{Genesis, LedgerId, OrgId};
 use crate::record::{RecordId, SignedRecord};
@@ -355,33 +355,24 @@ impl<B: Backend> Store<B> {
     /// Writes every stored entry of this ledger to `out` as a snapshot stream (module
     /// [`crate::snapshot`]): the snapshot a new or far-behind node installs. Reads the
     /// backend page by page, so memory stays bounded whatever the ledger's size; the caller
-    /// keeps the store from changing meanwhile (the backends offer no point-in-time view
-    /// here). Returns the bytes written.
+    /// keeps the store from changing meanwhile, or exports from a [`Store::snapshot_view`]
+    /// instead. Returns the bytes written.
     pub fn export_snapshot_to(&self, out: &mut dyn std::io::Write) -> Result<u64, StoreError> {
-        let mut w = SnapshotWriter::start(out, &self.head.ledger_id)?;
-        let skip = [self.k(REPLICATION_META_KEY), self.k(INSTALLING_KEY)];
-        for cf in Cf::ALL {
-            let mut start = self.prefix.clone();
-            loop {
-                let page = self.backend.scan_bytes(
-                    cf,
-                    &self.prefix,
-                    &start,
-                    SNAPSHOT_PAGE_ENTRIES_MAX,
-                    SNAPSHOT_BATCH_BYTES_MAX,
-                )?;
-                let Some((last, _)) = page.last() else { break };
-                start = [last.as_slice(), &[0u8]].concat();
-                for (k, v) in page {
-                    // The installing node writes its own replication metadata.
-                    if cf == Cf::Meta && skip.contains(&k) {
-                        continue;
-                    }
-                    w.entry(cf, &k[self.prefix.len()..], &v)?;
-                }
-            }
-        }
-        Ok(w.finish()?)
+        export_snapshot(&self.backend, &self.prefix, &self.head.ledger_id, out)
+    }
+
+    /// The ledger as it is now, to export later while this store goes on taking blocks:
+    /// what a node snapshots from, holding its store only while the view is taken (on
+    /// RocksDB a checkpoint: a memtable flush and hard links, whatever the ledger's size).
+    pub fn snapshot_view(&self) -> Result<SnapshotView<B::View>, StoreError>
+    where
+        B: PointInTime,
+    {
+        Ok(SnapshotView {
+            backend: self.backend.point_in_time()?,
+            prefix: self.prefix.clone(),
+            head: self.head.clone(),
+        })
     }
 
     /// Opens a store on `backend` holding the snapshot read from `input` (replacing
@@ -403,7 +394,8 @@ impl<B: Backend> Store<B> {
     /// refused. Checking those roots against a complete checkpoint is
     /// [`Store::verify_against_checkpoint`].
     ///
-    /// The stream is written in batches of [`SNAPSHOT_BATCH_BYTES_MAX`], not atomically: an
+    /// The stream is written through the backend's bulk load ([`Backend::bulk_load`]: on
+    /// RocksDB sorted table files, ingested), not atomically: an
     /// install marker goes down first, with the old head removed; the head, the
     /// replication metadata and the removal of the marker go in the last batch, once the
     /// stream's hash has checked. A crash or a refusal in between leaves a store that
@@ -827,8 +819,57 @@ fn refuse_interrupted_install<B: Backend>(backend: &B, prefix: &[u8]) -> Result<
     }
 }
 
-/// Replaces every entry of `ledger` on `backend` with the snapshot stream's, in bounded
-/// batches, the head last (see [`Store::install_snapshot_from`]).
+/// The ledger as it was when [`Store::snapshot_view`] took it.
+pub struct SnapshotView<V: Backend> {
+    backend: V,
+    prefix: Vec<u8>,
+    head: Head,
+}
+
+impl<V: Backend> SnapshotView<V> {
+    /// The head of the ledger in the view.
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    /// Writes the view as a snapshot stream, as [`Store::export_snapshot_to`] does.
+    pub fn export_to(&self, out: &mut dyn std::io::Write) -> Result<u64, StoreError> {
+        export_snapshot(&self.backend, &self.prefix, &self.head.ledger_id, out)
+    }
+}
+
+/// Writes every entry of the ledger under `prefix` on `backend` as a snapshot stream, page
+/// by page, in the order the stream requires (column families in the order of [`Cf::ALL`],
+/// keys increasing: the backend's scan order).
+fn export_snapshot<B: Backend + ?Sized>(
+    backend: &B,
+    prefix: &[u8],
+    ledger: &LedgerId,
+    out: &mut dyn std::io::Write,
+) -> Result<u64, StoreError> {
+    let mut w = SnapshotWriter::start(out, ledger)?;
+    let key = |rest: &[u8]| [prefix, rest].concat();
+    let skip = [key(REPLICATION_META_KEY), key(INSTALLING_KEY)];
+    for cf in Cf::ALL {
+        let mut start = prefix.to_vec();
+        loop {
+            let page = backend.scan_bytes(cf, prefix, &start, SNAPSHOT_PAGE_ENTRIES_MAX, SNAPSHOT_BATCH_BYTES_MAX)?;
+            let Some((last, _)) = page.last() else { break };
+            start = [last.as_slice(), &[0u8]].concat();
+            for (k, v) in page {
+                // The installing node writes its own replication metadata.
+                if cf == Cf::Meta && skip.contains(&k) {
+                    continue;
+                }
+                w.entry(cf, &k[prefix.len()..], &v)?;
+            }
+        }
+    }
+    Ok(w.finish()?)
+}
+
+/// Replaces every entry of `ledger` on `backend` with the snapshot stream's, through the
+/// backend's bulk load, the head last (see [`Store::install_snapshot_from`]).
 fn write_snapshot<B: Backend>(
     backend: &B,
     ledger: &LedgerId,
@@ -845,8 +886,8 @@ fn write_snapshot<B: Backend>(
     batch.delete(Cf::Meta, head_key.clone());
     backend.write(batch)?;
 
-    // Batches go unsynced but the last: until it lands, the marker refuses the store
-    // whatever of them reached the disk.
+    // Deletes and the load go unsynced; until the last batch lands, the marker refuses the
+    // store whatever of them reached the disk.
     let mut batch = Batch::default();
     for cf in Cf::ALL {
         let mut start = prefix.clone();
@@ -864,22 +905,27 @@ fn write_snapshot<B: Backend>(
             }
         }
     }
+    backend.write(batch.without_sync())?;
 
+    // The stream comes sorted (the reader refuses it otherwise), so the backend can load it
+    // as sorted files; the entries it holds back keep that order.
+    let mut load = backend.bulk_load()?;
     let mut head = None;
-    while let Some((cf, k, v)) = reader.next()? {
-        let k = [prefix.as_slice(), &k].concat();
+    let (mut k, mut rest, mut v) = (prefix.clone(), Vec::new(), Vec::new());
+    while let Some(cf) = reader.next_into(&mut rest, &mut v)? {
+        k.truncate(prefix.len());
+        k.extend_from_slice(&rest);
         if cf == Cf::Meta && k == head_key {
-            head = Some(v);
+            head = Some(v.clone());
         } else if cf == Cf::Meta && (k == installing_key || k == meta_key) {
             // Never exported; the installer's own are written below.
         } else {
-            batch.put(cf, k, v);
-        }
-        if batch.bytes() >= SNAPSHOT_BATCH_BYTES_MAX {
-            backend.write(std::mem::take(&mut batch).without_sync())?;
+            load.put(cf, &k, &v)?;
         }
     }
     let head = head.ok_or_else(|| corrupt("snapshot", "no head"))?;
+    load.finish()?;
+    let mut batch = Batch::default();
     batch.put(Cf::Meta, head_key, head);
     batch.put(Cf::Meta, meta_key, replication_meta.to_vec());
     batch.delete(Cf::Meta, installing_key);

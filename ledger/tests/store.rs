@@ -323,3 +323,107 @@ proptest::proptest! {
         }
     }
 }
+
+/// A copy of `snap` with two adjacent entries of one column family swapped and the end
+/// frame made anew, so only the order is wrong.
+fn out_of_order(snap: &[u8], fx: &Fixture) -> Vec<u8> {
+    use veritrace_ledger::snapshot::{SnapshotReader, SnapshotWriter};
+    let mut input = snap;
+    let mut reader = SnapshotReader::start(&mut input, fx.ledger()).unwrap();
+    let mut entries = Vec::new();
+    while let Some(e) = reader.next().unwrap() {
+        entries.push(e);
+    }
+    let at = entries.windows(2).position(|w| w[0].0 == Cf::Records && w[1].0 == Cf::Records).unwrap();
+    entries.swap(at, at + 1);
+    let mut out = Vec::new();
+    let mut w = SnapshotWriter::start(&mut out, fx.ledger()).unwrap();
+    for (cf, k, v) in &entries {
+        w.entry(*cf, k, v).unwrap();
+    }
+    w.finish().unwrap();
+    out
+}
+
+#[test]
+fn a_snapshot_is_ingested_whole_and_a_bad_one_leaves_a_store_that_will_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::new();
+    let head = build(dir.path(), &fx);
+    let store = Store::open(RocksBackend::open(dir.path()).unwrap(), fx.ledger(), OpenOptions::default()).unwrap();
+    let mut snap = Vec::new();
+    store.export_snapshot_to(&mut snap).unwrap();
+
+    let mut flipped = snap.clone();
+    flipped[snap.len() / 2] ^= 0x01;
+    let swapped = out_of_order(&snap, &fx);
+    let cases: [(&str, &[u8]); 4] = [
+        ("cut short", &snap[..snap.len() - 1]),
+        ("cut in half", &snap[..snap.len() / 2]),
+        ("altered", &flipped),
+        ("out of order", &swapped),
+    ];
+    for (what, bad) in cases {
+        let other = tempfile::tempdir().unwrap();
+        let mut target =
+            Store::create(RocksBackend::open(other.path()).unwrap(), &fx.genesis, OpenOptions::default()).unwrap();
+        let e = target.install_snapshot_from(&mut &bad[..], b"raft").unwrap_err();
+        assert!(matches!(e, StoreError::Snapshot(_)), "{what}: {e}");
+        assert!(!other.path().join("snapshot-ingest").exists(), "{what}: the refused load left its table files");
+        drop(target);
+        let e = Store::open(RocksBackend::open(other.path()).unwrap(), fx.ledger(), OpenOptions::default()).err();
+        assert_eq!(e, Some(StoreError::InstallInterrupted), "{what}");
+    }
+
+    // A whole stream goes in, over an older copy, and the store opens with the full check.
+    let other = tempfile::tempdir().unwrap();
+    let mut target =
+        Store::create(RocksBackend::open(other.path()).unwrap(), &fx.genesis, OpenOptions::default()).unwrap();
+    let t = T0_MS + 1;
+    target.apply_block(&fx.block(1, t, vec![fx.sign("nutri", t, fx.issue_range("OLD", 5))])).unwrap();
+    target.install_snapshot_from(&mut &snap[..], b"raft").unwrap();
+    assert_eq!(target.head(), &head);
+    assert!(!other.path().join("snapshot-ingest").exists(), "the load's directory is removed");
+    drop(target);
+    let target = Store::open(RocksBackend::open(other.path()).unwrap(), fx.ledger(), OpenOptions::default()).unwrap();
+    assert_eq!(target.head(), &head);
+    assert_eq!(target.replication_meta().unwrap().as_deref(), Some(&b"raft"[..]));
+    let mut again = Vec::new();
+    target.export_snapshot_to(&mut again).unwrap();
+    assert_eq!(again, snap, "the installed ledger exports the same stream");
+}
+
+#[test]
+fn a_view_exports_the_ledger_as_it_was_while_the_store_takes_more_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::new();
+    let head = build(dir.path(), &fx);
+    let mut store = Store::open(RocksBackend::open(dir.path()).unwrap(), fx.ledger(), OpenOptions::default()).unwrap();
+    let mut then = Vec::new();
+    store.export_snapshot_to(&mut then).unwrap();
+
+    let view = store.snapshot_view().unwrap();
+    assert_eq!(view.head(), &head);
+    let t = T0_MS + 100_000;
+    store.apply_block(&fx.block(7, t, vec![fx.sign("nutri", t, fx.issue_range("L7", 10))])).unwrap();
+    assert_eq!(store.head().height, 7);
+    let mut from_view = Vec::new();
+    view.export_to(&mut from_view).unwrap();
+    assert_eq!(from_view, then, "the view changed with the store");
+    let mut now = Vec::new();
+    store.export_snapshot_to(&mut now).unwrap();
+    assert_ne!(now, then);
+
+    let views = dir.path().join("snapshot-views");
+    assert_eq!(std::fs::read_dir(&views).unwrap().count(), 1);
+    drop(view);
+    assert_eq!(std::fs::read_dir(&views).unwrap().count(), 0, "a dropped view leaves its checkpoint");
+
+    // What a crash leaves of views and loads goes when the database opens again.
+    std::fs::create_dir_all(views.join("9/x")).unwrap();
+    std::fs::create_dir_all(dir.path().join("snapshot-ingest")).unwrap();
+    drop(store);
+    let store = Store::open(RocksBackend::open(dir.path()).unwrap(), fx.ledger(), OpenOptions::default()).unwrap();
+    assert!(!views.exists() && !dir.path().join("snapshot-ingest").exists());
+    assert_eq!(store.head().height, 7);
+}

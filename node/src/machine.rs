@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
-use veritrace_consensus::{Machine, MachineError};
+use veritrace_consensus::{Machine, MachineError, SnapshotSource};
 use veritrace_ledger::block::{Block, BlockHeader, Checkpoint};
 use veritrace_ledger::codec;
-use veritrace_ledger::kv::RocksBackend;
+use veritrace_ledger::kv::{RocksBackend, RocksView};
 use veritrace_ledger::org::{NodeId, ValidatorSet};
 use veritrace_ledger::record::SignedRecord;
 use veritrace_ledger::state::{StateKey, StateValue};
-use veritrace_ledger::store::Store;
+use veritrace_ledger::store::{SnapshotView, Store};
 use veritrace_ledger::view::Receipt;
 
 /// The ledger store, shared by the state machine (writes) and the API (reads).
@@ -156,13 +156,21 @@ impl Machine for LedgerMachine {
         store.replication_meta().map_err(|e| merr("read raft meta", e))
     }
 
-    /// Streams the ledger out under the store's read lock: queries go on, applies wait (as
-    /// they would anyway: the adapter hands the machine one call at a time). RocksDB could
-    /// give a point-in-time view instead, but its snapshot borrows the database that the
-    /// lock guards, so it could not outlive the guard.
-    fn snapshot_to(&self, out: &mut dyn std::io::Write) -> Result<u64, MachineError> {
+    /// A RocksDB checkpoint of the ledger, taken under the store's read lock (a memtable
+    /// flush and hard links); the stream is written from it afterwards with no lock held,
+    /// while blocks go on applying. (A RocksDB snapshot would borrow the database the lock
+    /// guards, so it could not outlive the guard.)
+    fn snapshot_source(&self) -> Result<Box<dyn SnapshotSource>, MachineError> {
+        let started = std::time::Instant::now();
         let store = self.store.read().map_err(|_| merr("store", "lock poisoned"))?;
-        store.export_snapshot_to(out).map_err(|e| merr("snapshot", e))
+        let view = store.snapshot_view().map_err(|e| merr("snapshot view", e))?;
+        // Applies wait this long: the figure to watch in the commit latency's tail.
+        tracing::info!(
+            height = view.head().height,
+            secs = started.elapsed().as_secs_f64(),
+            "took ledger snapshot view"
+        );
+        Ok(Box::new(LedgerSnapshot(view)))
     }
 
     fn restore_from(&mut self, input: &mut dyn std::io::Read, raft_meta: &[u8]) -> Result<(), MachineError> {
@@ -197,6 +205,19 @@ impl Machine for LedgerMachine {
         self.gate.hold(head.height, trusted);
         self.announce_head(&store);
         Ok(())
+    }
+}
+
+/// The ledger as it was when the snapshot was asked for.
+struct LedgerSnapshot(SnapshotView<RocksView>);
+
+impl SnapshotSource for LedgerSnapshot {
+    fn write_to(self: Box<Self>, out: &mut dyn std::io::Write) -> Result<u64, MachineError> {
+        let head = self.0.head();
+        let (height, started) = (head.height, std::time::Instant::now());
+        let bytes = self.0.export_to(out).map_err(|e| merr("snapshot", e))?;
+        tracing::info!(height, bytes, secs = started.elapsed().as_secs_f64(), "wrote ledger snapshot");
+        Ok(bytes)
     }
 }
 
