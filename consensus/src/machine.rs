@@ -353,11 +353,7 @@ impl<M: Machine> RaftStateMachine<TypeConfig> for MachineStore<M> {
     }
 
     async fn get_snapshot_builder(&mut self) -> MachineSnapshotBuilder {
-        let source = match self.lend(|machine| machine.snapshot_source()).await {
-            Ok(Ok(source)) => Ok(source),
-            Ok(Err(e)) => Err(e.into()),
-            Err(e) => Err(e),
-        };
+        let source = self.lend(|machine| machine.snapshot_source()).await.and_then(|r| r.map_err(Into::into));
         MachineSnapshotBuilder {
             applied: self.applied.clone(),
             source: Some(source),

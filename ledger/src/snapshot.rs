@@ -1,6 +1,6 @@
 //! The snapshot stream: every stored entry of one ledger, framed one by one, so a ledger of
 //! any size moves between nodes through a bounded buffer (the store's export and install,
-//! [`Store::export_snapshot_to`](crate::store::Store::export_snapshot_to) and
+//! [`SnapshotView::export_to`](crate::store::SnapshotView::export_to) and
 //! [`Store::install_snapshot_from`](crate::store::Store::install_snapshot_from), are built
 //! on [`SnapshotWriter`] and [`SnapshotReader`]).
 //!
@@ -145,8 +145,10 @@ pub struct SnapshotReader<'a> {
     bytes: u64,
     entries: u64,
     ended: bool,
-    /// Column family and key of the last entry, which the next must follow.
-    last: Option<(u8, Vec<u8>)>,
+    /// Column family and key of the last entry (once `entries > 0`), which the next must
+    /// follow.
+    last_tag: u8,
+    last_key: Vec<u8>,
 }
 
 /// One entry of a snapshot: column family, key after the ledger prefix, value.
@@ -161,7 +163,8 @@ impl<'a> SnapshotReader<'a> {
             bytes: 0,
             entries: 0,
             ended: false,
-            last: None,
+            last_tag: 0,
+            last_key: Vec::new(),
         };
         let magic: [u8; 8] = r.take_array()?;
         if magic != SNAPSHOT_MAGIC {
@@ -201,17 +204,11 @@ impl<'a> SnapshotReader<'a> {
         }
         let cf = Cf::from_index(tag).ok_or(SnapshotError::ColumnFamily { offset, index: tag })?;
         self.take_len_prefixed("key", SNAPSHOT_KEY_BYTES_MAX, key)?;
-        match &mut self.last {
-            Some((last_tag, last_key)) if (*last_tag, last_key.as_slice()) >= (tag, key.as_slice()) => {
-                return Err(SnapshotError::OutOfOrder { offset });
-            }
-            Some((last_tag, last_key)) => {
-                *last_tag = tag;
-                last_key.clear();
-                last_key.extend_from_slice(key);
-            }
-            None => self.last = Some((tag, key.clone())),
+        if self.entries > 0 && (self.last_tag, self.last_key.as_slice()) >= (tag, key.as_slice()) {
+            return Err(SnapshotError::OutOfOrder { offset });
         }
+        self.last_tag = tag;
+        self.last_key.clone_from(key);
         self.take_len_prefixed("value", SNAPSHOT_VALUE_BYTES_MAX, value)?;
         self.entries += 1;
         Ok(Some(cf))

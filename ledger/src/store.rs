@@ -352,18 +352,10 @@ impl<B: Backend> Store<B> {
         Ok(self.backend.get(Cf::Meta, &self.k(REPLICATION_META_KEY))?)
     }
 
-    /// Writes every stored entry of this ledger to `out` as a snapshot stream (module
-    /// [`crate::snapshot`]): the snapshot a new or far-behind node installs. Reads the
-    /// backend page by page, so memory stays bounded whatever the ledger's size; the caller
-    /// keeps the store from changing meanwhile, or exports from a [`Store::snapshot_view`]
-    /// instead. Returns the bytes written.
-    pub fn export_snapshot_to(&self, out: &mut dyn std::io::Write) -> Result<u64, StoreError> {
-        export_snapshot(&self.backend, &self.prefix, &self.head.ledger_id, out)
-    }
-
-    /// The ledger as it is now, to export later while this store goes on taking blocks:
-    /// what a node snapshots from, holding its store only while the view is taken (on
-    /// RocksDB a checkpoint: a memtable flush and hard links, whatever the ledger's size).
+    /// The ledger as it is now, to export as a snapshot stream (module [`crate::snapshot`],
+    /// what a new or far-behind node installs) while this store goes on taking blocks: the
+    /// store is held only while the view is taken (on RocksDB a checkpoint: a memtable flush
+    /// and hard links, whatever the ledger's size). See [`SnapshotView::export_to`].
     pub fn snapshot_view(&self) -> Result<SnapshotView<B::View>, StoreError>
     where
         B: PointInTime,
@@ -389,7 +381,7 @@ impl<B: Backend> Store<B> {
     }
 
     /// Replaces this ledger with the snapshot stream read from `input` (made by
-    /// [`Store::export_snapshot_to`] on some node) and stores `replication_meta` with it,
+    /// [`SnapshotView::export_to`] on some node) and stores `replication_meta` with it,
     /// then checks it in full: a snapshot whose data do not match its own roots is
     /// refused. Checking those roots against a complete checkpoint is
     /// [`Store::verify_against_checkpoint`].
@@ -832,40 +824,47 @@ impl<V: Backend> SnapshotView<V> {
         &self.head
     }
 
-    /// Writes the view as a snapshot stream, as [`Store::export_snapshot_to`] does.
+    /// Writes every entry of the ledger in the view to `out` as a snapshot stream, page by
+    /// page, in the order the stream requires (column families in the order of [`Cf::ALL`],
+    /// keys increasing: the backend's scan order), so memory stays bounded whatever the
+    /// ledger's size. Returns the bytes written.
     pub fn export_to(&self, out: &mut dyn std::io::Write) -> Result<u64, StoreError> {
-        export_snapshot(&self.backend, &self.prefix, &self.head.ledger_id, out)
+        let mut w = SnapshotWriter::start(out, &self.head.ledger_id)?;
+        let prefix = self.prefix.as_slice();
+        let key = |rest: &[u8]| [prefix, rest].concat();
+        let skip = [key(REPLICATION_META_KEY), key(INSTALLING_KEY)];
+        for cf in Cf::ALL {
+            for_each_page(&self.backend, cf, prefix, |page| {
+                for (k, v) in page {
+                    // The installing node writes its own replication metadata.
+                    if cf == Cf::Meta && skip.contains(&k) {
+                        continue;
+                    }
+                    w.entry(cf, &k[prefix.len()..], &v)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(w.finish()?)
     }
 }
 
-/// Writes every entry of the ledger under `prefix` on `backend` as a snapshot stream, page
-/// by page, in the order the stream requires (column families in the order of [`Cf::ALL`],
-/// keys increasing: the backend's scan order).
-fn export_snapshot<B: Backend + ?Sized>(
+/// Calls `f` with every entry of `cf` under `prefix` on `backend`, in key order, a page of at
+/// most [`SNAPSHOT_PAGE_ENTRIES_MAX`] entries and about [`SNAPSHOT_BATCH_BYTES_MAX`] bytes
+/// at a time: a snapshot's export and the install's clearing of the old copy.
+fn for_each_page<B: Backend + ?Sized>(
     backend: &B,
+    cf: Cf,
     prefix: &[u8],
-    ledger: &LedgerId,
-    out: &mut dyn std::io::Write,
-) -> Result<u64, StoreError> {
-    let mut w = SnapshotWriter::start(out, ledger)?;
-    let key = |rest: &[u8]| [prefix, rest].concat();
-    let skip = [key(REPLICATION_META_KEY), key(INSTALLING_KEY)];
-    for cf in Cf::ALL {
-        let mut start = prefix.to_vec();
-        loop {
-            let page = backend.scan_bytes(cf, prefix, &start, SNAPSHOT_PAGE_ENTRIES_MAX, SNAPSHOT_BATCH_BYTES_MAX)?;
-            let Some((last, _)) = page.last() else { break };
-            start = [last.as_slice(), &[0u8]].concat();
-            for (k, v) in page {
-                // The installing node writes its own replication metadata.
-                if cf == Cf::Meta && skip.contains(&k) {
-                    continue;
-                }
-                w.entry(cf, &k[prefix.len()..], &v)?;
-            }
-        }
+    mut f: impl FnMut(crate::kv::Entries) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut start = prefix.to_vec();
+    loop {
+        let page = backend.scan_bytes(cf, prefix, &start, SNAPSHOT_PAGE_ENTRIES_MAX, SNAPSHOT_BATCH_BYTES_MAX)?;
+        let Some((last, _)) = page.last() else { return Ok(()) };
+        start = [last.as_slice(), &[0u8]].concat();
+        f(page)?;
     }
-    Ok(w.finish()?)
 }
 
 /// Replaces every entry of `ledger` on `backend` with the snapshot stream's, through the
@@ -890,11 +889,7 @@ fn write_snapshot<B: Backend>(
     // store whatever of them reached the disk.
     let mut batch = Batch::default();
     for cf in Cf::ALL {
-        let mut start = prefix.clone();
-        loop {
-            let page = backend.scan_bytes(cf, &prefix, &start, SNAPSHOT_PAGE_ENTRIES_MAX, SNAPSHOT_BATCH_BYTES_MAX)?;
-            let Some((last, _)) = page.last() else { break };
-            start = [last.as_slice(), &[0u8]].concat();
+        for_each_page(backend, cf, &prefix, |page| {
             for (k, _) in page {
                 if cf != Cf::Meta || k != installing_key {
                     batch.delete(cf, k);
@@ -903,7 +898,8 @@ fn write_snapshot<B: Backend>(
             if batch.bytes() >= SNAPSHOT_BATCH_BYTES_MAX {
                 backend.write(std::mem::take(&mut batch).without_sync())?;
             }
-        }
+            Ok(())
+        })?;
     }
     backend.write(batch.without_sync())?;
 
@@ -1609,7 +1605,7 @@ mod tests {
 
     fn exported(store: &Store<crate::kv::MemBackend>) -> Vec<u8> {
         let mut out = Vec::new();
-        store.export_snapshot_to(&mut out).unwrap();
+        store.snapshot_view().unwrap().export_to(&mut out).unwrap();
         out
     }
 
@@ -1666,7 +1662,7 @@ mod tests {
         let mut store = fx.mem_store();
         grow(&fx, &mut store, 40, 25);
         let mut out = Counting::default();
-        let bytes = store.export_snapshot_to(&mut out).unwrap();
+        let bytes = store.snapshot_view().unwrap().export_to(&mut out).unwrap();
         assert_eq!(bytes, out.bytes);
         // The stream reached the writer in many pieces no larger than the buffer, so no
         // copy of it was built first.

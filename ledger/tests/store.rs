@@ -123,7 +123,7 @@ fn a_snapshot_moves_a_ledger_to_another_store() {
     let store = Store::open(RocksBackend::open(dir.path()).unwrap(), fx.ledger(), OpenOptions::default()).unwrap();
     store.save_replication_meta(b"raft state 1").unwrap();
     let mut snap = Vec::new();
-    let bytes = store.export_snapshot_to(&mut snap).unwrap();
+    let bytes = store.snapshot_view().unwrap().export_to(&mut snap).unwrap();
     assert_eq!(bytes, snap.len() as u64);
 
     // Into an empty store, and into one that holds an older copy of the ledger.
@@ -352,7 +352,7 @@ fn a_snapshot_is_ingested_whole_and_a_bad_one_leaves_a_store_that_will_not_open(
     let head = build(dir.path(), &fx);
     let store = Store::open(RocksBackend::open(dir.path()).unwrap(), fx.ledger(), OpenOptions::default()).unwrap();
     let mut snap = Vec::new();
-    store.export_snapshot_to(&mut snap).unwrap();
+    store.snapshot_view().unwrap().export_to(&mut snap).unwrap();
 
     let mut flipped = snap.clone();
     flipped[snap.len() / 2] ^= 0x01;
@@ -389,7 +389,7 @@ fn a_snapshot_is_ingested_whole_and_a_bad_one_leaves_a_store_that_will_not_open(
     assert_eq!(target.head(), &head);
     assert_eq!(target.replication_meta().unwrap().as_deref(), Some(&b"raft"[..]));
     let mut again = Vec::new();
-    target.export_snapshot_to(&mut again).unwrap();
+    target.snapshot_view().unwrap().export_to(&mut again).unwrap();
     assert_eq!(again, snap, "the installed ledger exports the same stream");
 }
 
@@ -400,7 +400,7 @@ fn a_view_exports_the_ledger_as_it_was_while_the_store_takes_more_blocks() {
     let head = build(dir.path(), &fx);
     let mut store = Store::open(RocksBackend::open(dir.path()).unwrap(), fx.ledger(), OpenOptions::default()).unwrap();
     let mut then = Vec::new();
-    store.export_snapshot_to(&mut then).unwrap();
+    store.snapshot_view().unwrap().export_to(&mut then).unwrap();
 
     let view = store.snapshot_view().unwrap();
     assert_eq!(view.head(), &head);
@@ -411,7 +411,7 @@ fn a_view_exports_the_ledger_as_it_was_while_the_store_takes_more_blocks() {
     view.export_to(&mut from_view).unwrap();
     assert_eq!(from_view, then, "the view changed with the store");
     let mut now = Vec::new();
-    store.export_snapshot_to(&mut now).unwrap();
+    store.snapshot_view().unwrap().export_to(&mut now).unwrap();
     assert_ne!(now, then);
 
     let views = dir.path().join("snapshot-views");
