@@ -14,9 +14,18 @@
 //! never stalls a runtime worker; each call awaits its own write, which keeps Raft's
 //! writes in order without any queue.
 //!
-//! Purges can be fenced ([`RocksLogStore::fence_purges`]): a purge then waits until the
-//! state machine's snapshot on disk covers it, so a crash never leaves the log purged
-//! past the snapshot (see [`machine`](crate::machine)).
+//! Purges can be fenced ([`RocksLogStore::fence_purges`]): a purge past the state
+//! machine's snapshot on disk is *held* until the snapshot covers it, so a crash never
+//! leaves the log purged past the snapshot (see [`machine`](crate::machine)). A held purge
+//! returns at once and is carried out by the first append once the snapshot covers it,
+//! in the append's own batch. It must not wait in `purge`: openraft runs log IO inside its
+//! core loop, and it purges when a snapshot install *starts* — a purge waiting there for
+//! the install to end stopped the node's Raft for the whole install (no vote answered, no
+//! metrics, no message handled; seconds per million records). Holding the purge is safe: openraft
+//! reads nothing at or below a purged id, and the entries held back are only deleted
+//! later (a crash meanwhile leaves more log, never less); an append waits for the fence
+//! before it writes past them, so the log never has a hole (openraft appends only once
+//! the install is done, so in practice it never waits).
 
 use std::fmt::Debug;
 use std::io;
@@ -62,8 +71,9 @@ pub enum LogStoreError {
     PurgeFence { upto: String, reason: String },
 }
 
-/// How long a fenced purge waits for the snapshot to cover it before it fails (and
-/// stops Raft). A snapshot install writes the whole ledger, so this is generous.
+/// How long an append waits for the snapshot to cover a held purge before it fails (and
+/// stops Raft). openraft appends only after the install that held the purge has ended,
+/// so this is never reached in practice.
 pub const PURGE_FENCE_WAIT: Duration = Duration::from_secs(600);
 
 fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> LogStoreError {
@@ -79,8 +89,11 @@ fn sto_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: LogStoreError) -> 
 #[derive(Clone)]
 pub struct RocksLogStore {
     db: Arc<DB>,
-    /// When set, the log id the snapshot on disk covers; purges wait for it.
+    /// When set, the log id the snapshot on disk covers; purges past it are held.
     purge_fence: Option<watch::Receiver<Option<LogId>>>,
+    /// A purge not yet carried out because the snapshot did not cover it. In memory only:
+    /// after a crash the log is simply longer, and openraft purges again once it runs.
+    held_purge: Option<LogId>,
 }
 
 impl RocksLogStore {
@@ -94,7 +107,7 @@ impl RocksLogStore {
         let cfs = [CF_LOG, CF_META].into_iter().map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)
             .map_err(|e| LogStoreError::Open { path: dir.display().to_string(), reason: e.to_string() })?;
-        let store = RocksLogStore { db: Arc::new(db), purge_fence: None };
+        let store = RocksLogStore { db: Arc::new(db), purge_fence: None, held_purge: None };
         store.check_format()?;
         Ok(store)
     }
@@ -106,6 +119,11 @@ impl RocksLogStore {
         self.purge_fence = Some(watermark);
     }
 
+    /// Whether the snapshot on disk covers a purge up to `upto` (always, unfenced).
+    fn fence_covers(&self, upto: LogId) -> bool {
+        self.purge_fence.as_ref().is_none_or(|fence| *fence.borrow() >= Some(upto))
+    }
+
     async fn wait_for_fence(&self, upto: LogId) -> Result<(), LogStoreError> {
         let Some(mut fence) = self.purge_fence.clone() else {
             return Ok(());
@@ -113,13 +131,30 @@ impl RocksLogStore {
         if *fence.borrow() >= Some(upto) {
             return Ok(());
         }
-        tracing::info!(upto = %upto, "purge waits for the snapshot to be on disk");
+        tracing::info!(upto = %upto, "append waits for the snapshot to cover a held purge");
         let fail = |reason: String| LogStoreError::PurgeFence { upto: upto.to_string(), reason };
         match tokio::time::timeout(PURGE_FENCE_WAIT, fence.wait_for(|covered| *covered >= Some(upto))).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(fail("the state machine stopped before its snapshot covered it".into())),
             Err(_) => Err(fail(format!("no snapshot covered it within {PURGE_FENCE_WAIT:?}"))),
         }
+    }
+
+    /// Adds a purge up to `log_id` to `batch`: the new last-purged id and the deletion of
+    /// every entry up to it, together, so the log never has a hole its metadata does not
+    /// explain.
+    fn add_purge(&self, batch: &mut WriteBatch, log_id: LogId) -> Result<(), LogStoreError> {
+        let log = cf(&self.db, CF_LOG)?;
+        let meta = cf(&self.db, CF_META)?;
+        batch.put_cf(meta, KEY_LAST_PURGED, codec::encode("last purged", STORAGE_VERSION, &log_id)?);
+        match log_id.index.checked_add(1) {
+            Some(end) => batch.delete_range_cf(log, 0u64.to_be_bytes(), end.to_be_bytes()),
+            None => {
+                batch.delete_range_cf(log, 0u64.to_be_bytes(), u64::MAX.to_be_bytes());
+                batch.delete_cf(log, u64::MAX.to_be_bytes());
+            }
+        }
+        Ok(())
     }
 
     fn check_format(&self) -> Result<(), LogStoreError> {
@@ -288,9 +323,21 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // A held purge goes first, in the same batch: the new entries may follow the
+        // snapshot, past entries the purge deletes, and must not leave a hole behind.
+        let held = self.held_purge;
+        if let Some(upto) = held
+            && let Err(e) = self.wait_for_fence(upto).await
+        {
+            callback.log_io_completed(Err(io::Error::other(e.to_string())));
+            return Err(sto_err(ErrorSubject::Log(upto), ErrorVerb::Delete, e));
+        }
         let prepare = || -> Result<WriteBatch, LogStoreError> {
             let log = cf(&self.db, CF_LOG)?;
             let mut batch = WriteBatch::default();
+            if let Some(upto) = held {
+                self.add_purge(&mut batch, upto)?;
+            }
             for entry in entries {
                 let bytes = codec::encode("raft log entry", STORAGE_VERSION, &entry)?;
                 batch.put_cf(log, entry.log_id.index.to_be_bytes(), bytes);
@@ -305,6 +352,9 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
         // synced write returned.
         match result {
             Ok(()) => {
+                if held.is_some() {
+                    self.held_purge = None;
+                }
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -328,22 +378,22 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        if !self.fence_covers(log_id) {
+            // Held, not awaited: see the module docs. openraft purges forward only.
+            tracing::info!(upto = %log_id, "purge held until the snapshot on disk covers it");
+            self.held_purge = self.held_purge.max(Some(log_id));
+            return Ok(());
+        }
         let write = async {
-            self.wait_for_fence(log_id).await?;
-            let log = cf(&self.db, CF_LOG)?;
-            let meta = cf(&self.db, CF_META)?;
             let mut batch = WriteBatch::default();
-            batch.put_cf(meta, KEY_LAST_PURGED, codec::encode("last purged", STORAGE_VERSION, &log_id)?);
-            match log_id.index.checked_add(1) {
-                Some(end) => batch.delete_range_cf(log, 0u64.to_be_bytes(), end.to_be_bytes()),
-                None => {
-                    batch.delete_range_cf(log, 0u64.to_be_bytes(), u64::MAX.to_be_bytes());
-                    batch.delete_cf(log, u64::MAX.to_be_bytes());
-                }
-            }
+            self.add_purge(&mut batch, log_id)?;
             self.write(batch).await
         };
-        write.await.map_err(|e| sto_err(ErrorSubject::Log(log_id), ErrorVerb::Delete, e))
+        write.await.map_err(|e| sto_err(ErrorSubject::Log(log_id), ErrorVerb::Delete, e))?;
+        if self.held_purge <= Some(log_id) {
+            self.held_purge = None;
+        }
+        Ok(())
     }
 }
 

@@ -24,18 +24,22 @@
 //! # Snapshots
 //!
 //! A snapshot is a file, streamed end to end so that memory stays bounded whatever the
-//! size of the machine's data: [`Machine::snapshot_source`] gives a point-in-time copy of
-//! the data, whose [`SnapshotSource::write_to`] writes it into a temporary
+//! size of the machine's data: [`Machine::snapshot_taker`] gives a handle whose
+//! [`SnapshotTaker::take`] takes a point-in-time copy of the data, whose
+//! [`SnapshotSource::write_to`] writes it into a temporary
 //! file in the snapshot directory, openraft sends that file in chunks, the receiver writes
 //! the chunks into a temporary file of its own ([`RaftStateMachine::begin_receiving_snapshot`])
 //! and [`Machine::restore_from`] reads it back. Its size is bounded by
 //! `snapshot_bytes_max` (see [`ConsensusConfig`](crate::ConsensusConfig)): a disk bound,
 //! checked as a snapshot is built and as each received chunk lands.
 //!
-//! The source is taken while no entry is being applied (when openraft asks for a builder),
-//! so it matches the last-applied id recorded with it; taking it is quick, and the builder
-//! writes it out on the blocking pool while the machine goes on applying (openraft runs
-//! `build_snapshot` in a task of its own), so a large snapshot does not stall applies. The
+//! Nothing of a snapshot is done on the apply path: when openraft asks for a builder (between
+//! applies) the machine gives only a handle, and the builder takes the copy and writes it
+//! out on the blocking pool while the machine goes on applying (openraft runs
+//! `build_snapshot` in a task of its own), so neither taking a large copy (a RocksDB
+//! checkpoint flushes memtables) nor writing it stalls applies. The copy names its own
+//! last-applied id and membership, from the blob stored with its data, so they match it
+//! whatever was applied meanwhile (see [`MachineSnapshotBuilder`]). The
 //! directory holds one current
 //! snapshot: a data file `<n>.snap` and the pointer `current.meta` (version byte,
 //! metadata, the data file's number and length). A snapshot becomes current by fsync of
@@ -90,7 +94,8 @@ pub enum MachineError {
 
 /// The replicated state machine, as the node implements it over its ledger.
 ///
-/// Every method is called from one thread at a time, never concurrently.
+/// Every method is called from one thread at a time, never concurrently (a
+/// [`SnapshotTaker`] runs alongside them).
 pub trait Machine: Send + Sync + 'static {
     /// Applies the committed `payload` at Raft log `index` and stores `raft_meta` in the
     /// same atomic write as the resulting data. Must be deterministic: the same data and
@@ -106,10 +111,10 @@ pub trait Machine: Send + Sync + 'static {
     /// that never stored one.
     fn raft_meta(&self) -> Result<Option<Vec<u8>>, MachineError>;
 
-    /// The machine's full data as they are now, consistent with the last stored blob, to be
-    /// written out later, on another thread, while the machine goes on applying. Should be
-    /// quick (a point-in-time view, not a copy of the data): applies wait while it runs.
-    fn snapshot_source(&self) -> Result<Box<dyn SnapshotSource>, MachineError>;
+    /// A handle that takes a point-in-time copy of the machine's data later, on another
+    /// thread, while the machine goes on applying (see [`SnapshotTaker`]). Should be quick
+    /// (a shared handle, no data): applies wait while it runs.
+    fn snapshot_taker(&self) -> Result<Box<dyn SnapshotTaker>, MachineError>;
 
     /// Replaces all data with the snapshot read from `input` (written by a [`SnapshotSource`]
     /// on some node) and stores `raft_meta` with it. Must refuse a stream that is not whole
@@ -117,9 +122,22 @@ pub trait Machine: Send + Sync + 'static {
     fn restore_from(&mut self, input: &mut dyn Read, raft_meta: &[u8]) -> Result<(), MachineError>;
 }
 
-/// A point-in-time copy of a machine's data (see [`Machine::snapshot_source`]), unchanged
-/// by later applies.
+/// Takes a point-in-time copy of a machine's data (see [`Machine::snapshot_taker`]).
+pub trait SnapshotTaker: Send + Sync + 'static {
+    /// The data as they are at one moment during the call, with the Raft metadata blob
+    /// stored with them at that moment. Runs concurrently with the machine's other calls
+    /// (apply, restore): the copy must be of the data between two of them, never inside
+    /// one, so that the blob names exactly the last entry the copy holds.
+    fn take(self: Box<Self>) -> Result<Box<dyn SnapshotSource>, MachineError>;
+}
+
+/// A point-in-time copy of a machine's data (see [`SnapshotTaker::take`]), unchanged by
+/// later applies.
 pub trait SnapshotSource: Send + Sync + 'static {
+    /// The Raft metadata blob stored with the data in the copy; `None` for a machine that
+    /// never stored one.
+    fn raft_meta(&self) -> Option<&[u8]>;
+
     /// Writes the data to `out` and returns the bytes written. Should stream: the data may
     /// be larger than memory.
     fn write_to(self: Box<Self>, out: &mut dyn Write) -> Result<u64, MachineError>;
@@ -352,13 +370,14 @@ impl<M: Machine> RaftStateMachine<TypeConfig> for MachineStore<M> {
         }
     }
 
+    // Only a handle is taken here, between applies; the copy is taken in `build_snapshot`,
+    // which openraft runs concurrently with the applies that follow.
     async fn get_snapshot_builder(&mut self) -> MachineSnapshotBuilder {
-        let source = self.lend(|machine| machine.snapshot_source()).await.and_then(|r| r.map_err(Into::into));
-        MachineSnapshotBuilder {
-            applied: self.applied.clone(),
-            source: Some(source),
-            snapshots: self.snapshots.clone(),
-        }
+        let taker = match self.machine.as_ref() {
+            Some(machine) => machine.snapshot_taker().map_err(MachineStoreError::from),
+            None => Err(MachineStoreError::Lost { reason: "a previous call panicked".into() }),
+        };
+        MachineSnapshotBuilder { taker: Some(taker), snapshots: self.snapshots.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
@@ -433,37 +452,47 @@ async fn blocking<R: Send + 'static>(
     tokio::task::spawn_blocking(work).await.map_err(|e| MachineStoreError::Lost { reason: e.to_string() })?
 }
 
-/// Writes out and publishes the source taken when openraft asked for the builder; openraft
-/// runs it concurrently with applying.
+/// Takes the machine's copy, writes it out and publishes it; openraft runs it concurrently
+/// with applying.
+///
+/// The snapshot's last log id and membership are read from the blob inside the copy, not
+/// from the adapter's state when the builder was made: the machine stores the blob in the
+/// same atomic write as the data of the entry it names (module docs), and the copy is of
+/// the data between two writes, so the blob names exactly the last entry the copy holds —
+/// whatever was applied while the copy was being taken. That entry is applied, so openraft
+/// may purge the log up to it.
 pub struct MachineSnapshotBuilder {
-    applied: AppliedState,
     /// Taken by the one `build_snapshot` call.
-    source: Option<Result<Box<dyn SnapshotSource>, MachineStoreError>>,
+    taker: Option<Result<Box<dyn SnapshotTaker>, MachineStoreError>>,
     snapshots: Arc<SnapshotDir>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for MachineSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let err = |e: MachineStoreError| sto_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
-        let source = self
-            .source
+        let taker = self
+            .taker
             .take()
             .unwrap_or_else(|| Err(MachineStoreError::Lost { reason: "snapshot builder used twice".into() }))
             .map_err(err)?;
-        let meta = SnapshotMeta {
-            last_log_id: self.applied.last_applied,
-            last_membership: self.applied.last_membership.clone(),
-            snapshot_id: snapshot_id(self.applied.last_applied),
-        };
         let snapshots = self.snapshots.clone();
-        let published = meta.clone();
-        let file = blocking(move || {
+        let (meta, file) = blocking(move || {
+            let source = taker.take()?;
+            let applied = match source.raft_meta() {
+                Some(blob) => AppliedState::decode(blob)?,
+                None => AppliedState::default(),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.last_membership,
+                snapshot_id: snapshot_id(applied.last_applied),
+            };
             let staged = snapshots.stage(|out| source.write_to(out))?;
             // Opened before publishing: the handle reads the data even if a newer snapshot
             // on disk means this one is discarded.
             let file = fs::File::open(&staged.path).map_err(|e| io_err(&staged.path, e))?;
-            snapshots.publish(published, staged)?;
-            Ok(file)
+            snapshots.publish(meta.clone(), staged)?;
+            Ok((meta, file))
         })
         .await
         .map_err(err)?;

@@ -27,6 +27,7 @@ use openraft::{AnyError, RPCTypes};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError, WIRE_VERSION};
+use crate::election;
 use crate::types::{ConsensusRaft, NodeId, PeerInfo, TypeConfig};
 
 /// Largest encoded RPC or reply, in bytes.
@@ -175,16 +176,28 @@ pub trait RaftTransport: Clone + Send + Sync + 'static {
 /// Answers one request with the local node: what a transport calls for each request it
 /// receives. Refuses a snapshot chunk that would take the snapshot past
 /// `snapshot_bytes_max`, so a peer cannot make this node fill its disk without bound (a
-/// received snapshot is written to a file as it arrives).
+/// received snapshot is written to a file as it arrives). Turns the node's elections off
+/// while it receives and installs a snapshot, and back on once its leader is heard from
+/// after it (see the `election` module: openraft 0.9's leader sends no heartbeats to a
+/// node it is sending a snapshot to).
 pub async fn serve_rpc(raft: &ConsensusRaft, rpc: RaftRpc, snapshot_bytes_max: u64) -> RaftRpcReply {
     match rpc {
-        RaftRpc::AppendEntries(req) => RaftRpcReply::AppendEntries(raft.append_entries(req).await),
+        RaftRpc::AppendEntries(req) => {
+            let reply = raft.append_entries(req).await;
+            if matches!(reply, Ok(ref r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                election::leader_heard(raft);
+            }
+            RaftRpcReply::AppendEntries(reply)
+        }
         RaftRpc::Vote(req) => RaftRpcReply::Vote(raft.vote(req).await),
         RaftRpc::InstallSnapshot(req) => {
             let end = req.offset.checked_add(req.data.len() as u64);
             match end {
                 Some(end) if end <= snapshot_bytes_max => {
-                    RaftRpcReply::InstallSnapshot(raft.install_snapshot(req).await)
+                    let generation = election::snapshot_chunk_arrived(raft);
+                    let reply = raft.install_snapshot(req).await;
+                    election::after_snapshot_chunk(raft, generation);
+                    RaftRpcReply::InstallSnapshot(reply)
                 }
                 _ => {
                     let reason = format!(

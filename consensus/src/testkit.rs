@@ -5,11 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, STORAGE_VERSION};
-use crate::machine::{Machine, MachineError, SnapshotSource};
+use crate::machine::{Machine, MachineError, SnapshotSource, SnapshotTaker};
 use crate::network::{RaftRpc, RaftRpcReply, RaftTransport, TransportError, serve_rpc};
 use crate::types::{ConsensusRaft, NodeId, PeerInfo};
 
@@ -27,6 +28,8 @@ struct MemState {
     raft_meta: Option<Vec<u8>>,
     applies: u64,
     restores: u64,
+    /// How long each restore takes at least (a ledger's install is seconds long).
+    restore_delay: Duration,
 }
 
 /// An in-memory [`Machine`]. Clones share the state, so a test keeps one clone to look at
@@ -74,6 +77,11 @@ impl MemMachine {
     pub fn restores(&self) -> u64 {
         self.state().restores
     }
+
+    /// Makes every later restore take at least `delay`, as installing a large ledger does.
+    pub fn slow_restores(&self, delay: Duration) {
+        self.state().restore_delay = delay;
+    }
 }
 
 impl Machine for MemMachine {
@@ -97,11 +105,13 @@ impl Machine for MemMachine {
         Ok(self.state().raft_meta.clone())
     }
 
-    fn snapshot_source(&self) -> Result<Box<dyn SnapshotSource>, MachineError> {
-        Ok(Box::new(MemSource(self.state().contents.clone())))
+    fn snapshot_taker(&self) -> Result<Box<dyn SnapshotTaker>, MachineError> {
+        Ok(Box::new(self.clone()))
     }
 
     fn restore_from(&mut self, input: &mut dyn std::io::Read, raft_meta: &[u8]) -> Result<(), MachineError> {
+        let delay = self.state().restore_delay;
+        std::thread::sleep(delay);
         let mut bytes = Vec::new();
         input.read_to_end(&mut bytes).map_err(|e| MachineError::Snapshot { reason: e.to_string() })?;
         let contents: MemContents = codec::decode("mem machine snapshot", STORAGE_VERSION, &bytes)
@@ -114,10 +124,22 @@ impl Machine for MemMachine {
     }
 }
 
-/// A [`MemMachine`]'s contents at the time the snapshot source was taken.
-struct MemSource(MemContents);
+impl SnapshotTaker for MemMachine {
+    // Under the state's lock, so between two applies.
+    fn take(self: Box<Self>) -> Result<Box<dyn SnapshotSource>, MachineError> {
+        let state = self.state();
+        Ok(Box::new(MemSource(state.contents.clone(), state.raft_meta.clone())))
+    }
+}
+
+/// A [`MemMachine`]'s contents and Raft metadata blob when the copy was taken.
+struct MemSource(MemContents, Option<Vec<u8>>);
 
 impl SnapshotSource for MemSource {
+    fn raft_meta(&self) -> Option<&[u8]> {
+        self.1.as_deref()
+    }
+
     fn write_to(self: Box<Self>, out: &mut dyn std::io::Write) -> Result<u64, MachineError> {
         let bytes = codec::encode("mem machine snapshot", STORAGE_VERSION, &self.0)
             .map_err(|e| MachineError::Storage { reason: e.to_string() })?;

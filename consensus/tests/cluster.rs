@@ -120,12 +120,8 @@ async fn converged(leader: &ConsensusRaft, nodes: &[&Node]) -> MemContents {
     first
 }
 
-fn distinct(contents: &MemContents) -> BTreeSet<Vec<u8>> {
-    contents.payloads.iter().map(|(_, p)| p.clone()).collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn voters_replicate_survive_leader_loss_and_a_learner_catches_up_by_snapshot() {
+/// Three fresh voters on one in-process transport, the cluster initialised by node 1.
+async fn three_voters() -> (LocalTransport, BTreeMap<NodeId, Node>) {
     let transport = LocalTransport::new(config().snapshot_bytes_max);
     let mut nodes = BTreeMap::new();
     for id in 1..=3 {
@@ -133,6 +129,16 @@ async fn voters_replicate_survive_leader_loss_and_a_learner_catches_up_by_snapsh
     }
     let members: BTreeMap<_, _> = (1..=3).map(|id| (id, local_peer(id))).collect();
     nodes[&1].raft.initialize(members).await.expect("initialize");
+    (transport, nodes)
+}
+
+fn distinct(contents: &MemContents) -> BTreeSet<Vec<u8>> {
+    contents.payloads.iter().map(|(_, p)| p.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voters_replicate_survive_leader_loss_and_a_learner_catches_up_by_snapshot() {
+    let (transport, mut nodes) = three_voters().await;
     let first_leader = leader_seen_by(&nodes[&1].raft, None).await;
 
     // 1,000 payloads from 10 concurrent writers.
@@ -202,4 +208,50 @@ async fn a_restarted_node_resumes_without_reapplying() {
     assert_eq!(after.payloads[..20], before.payloads[..]);
     assert!(after.payloads[20].0 > before.payloads[19].0, "new entries follow the old log");
     node.raft.shutdown().await.expect("shutdown");
+}
+
+/// A voter that takes longer to install a snapshot than its election timeout must not
+/// start an election when it is done: its leader is still there. (openraft runs log IO
+/// inside its core loop; a purge that waited for the install there stopped the node from
+/// hearing its leader's heartbeats, and it stood for election the moment the install
+/// ended, deposing the leader.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_with_a_slow_snapshot_install_does_not_start_an_election() {
+    let (transport, mut nodes) = three_voters().await;
+    let leader = leader_seen_by(&nodes[&1].raft, None).await;
+    let lost = (1..=3).find(|id| *id != leader).expect("a follower");
+
+    // A follower is lost while the log grows and is compacted behind a snapshot.
+    transport.unregister(lost);
+    let dead = nodes.remove(&lost).expect("follower node");
+    dead.raft.shutdown().await.expect("shutdown");
+    drop(dead);
+    let handles = |nodes: &BTreeMap<NodeId, Node>| nodes.iter().map(|(id, n)| (*id, n.raft.clone())).collect();
+    write_all(handles(&nodes), payloads(0..300), 4).await;
+    let leader_raft = nodes[&leader].raft.clone();
+    leader_raft.wait(Some(WAIT)).metrics(|m| m.purged.is_some(), "log purged").await.expect("leader purges");
+    let term = leader_raft.metrics().borrow().current_term;
+
+    // It comes back empty, with an install that lasts well past its election timeout
+    // (leader lease plus the randomised timeout: 3.2 s at most here).
+    let machine = MemMachine::new();
+    machine.slow_restores(Duration::from_secs(6));
+    let back = start(lost, &transport, machine, tempfile::tempdir().expect("temporary directory")).await;
+    nodes.insert(lost, back);
+    let all: Vec<&Node> = nodes.values().collect();
+    converged(&leader_raft, &all).await;
+    assert_eq!(nodes[&lost].machine.restores(), 1, "the follower installed a snapshot");
+    // An election would follow the install within a few ticks; give it time to show.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (id, node) in &nodes {
+        let m = node.raft.metrics().borrow().clone();
+        assert_eq!(m.current_term, term, "node {id} changed term after the slow install");
+        assert_eq!(m.current_leader, Some(leader), "node {id} follows the same leader");
+    }
+    write_all(handles(&nodes), payloads(300..310), 1).await;
+    let all: Vec<&Node> = nodes.values().collect();
+    assert_eq!(converged(&leader_raft, &all).await.payloads.len(), 310);
+    for node in nodes.values() {
+        node.raft.shutdown().await.expect("shutdown");
+    }
 }

@@ -138,24 +138,28 @@ async fn machine_store_resumes_without_reapplying() {
     assert_eq!(machine.contents().payloads, vec![(3, b"a".to_vec()), (4, b"b".to_vec())]);
 }
 
+/// openraft builds a snapshot concurrently with the applies that follow the builder's
+/// creation, so the copy is taken when the builder runs, and its metadata must name the
+/// data it holds: the last log id and membership come from the blob stored with them.
 #[tokio::test]
-async fn a_snapshot_holds_the_data_of_its_builder_while_applies_go_on() {
+async fn a_snapshot_names_the_last_entry_whose_data_it_holds_while_applies_go_on() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let machine = MemMachine::new();
     let mut store = MachineStore::open(machine.clone(), dir.path(), SNAPSHOT_BYTES_MAX).expect("open");
     store.apply([membership(1, 1), normal(1, 2, b"a")]).await.expect("apply");
-    let then = machine.contents();
     let mut builder = store.get_snapshot_builder().await;
-    // The machine goes on before the snapshot is written out.
-    store.apply([normal(1, 3, b"b")]).await.expect("apply while a snapshot is pending");
-    assert_eq!(machine.contents().payloads.len(), 2);
+    // The machine goes on before the snapshot is taken.
+    store.apply([normal(1, 3, b"b"), blank(1, 4)]).await.expect("apply while a snapshot is pending");
+    let now = machine.contents();
+    assert_eq!(now.payloads.len(), 2);
     let snapshot = builder.build_snapshot().await.expect("build");
-    assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 2)));
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 4)), "the blob saved after the trailing blank entry");
+    assert_eq!(*snapshot.meta.last_membership.log_id(), Some(log_id(1, 1)));
     let restored = MemMachine::new();
     let mut landed = restored.clone();
     let data = bytes_of(snapshot.snapshot).await;
     veritrace_consensus::Machine::restore_from(&mut landed, &mut &data[..], b"blob").expect("restore");
-    assert_eq!(restored.contents(), then, "the snapshot holds what the machine held when it was asked for");
+    assert_eq!(restored.contents(), now, "the snapshot holds the data its metadata names");
 }
 
 #[tokio::test]
@@ -406,31 +410,53 @@ async fn a_machine_that_lost_writes_the_snapshot_holds_is_restored_from_it() {
 }
 
 #[tokio::test]
-async fn a_fenced_purge_waits_for_the_snapshot_to_cover_it() {
+async fn a_fenced_purge_is_held_until_the_snapshot_covers_it() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut store = RocksLogStore::open(dir.path()).expect("open");
     store.blocking_append((1..=6).map(|i| blank(1, i))).await.expect("append");
     let (covered, watermark) = tokio::sync::watch::channel(Some(log_id(1, 2)));
     store.fence_purges(watermark);
     store.purge(log_id(1, 2)).await.expect("purge inside the snapshot");
+    assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, Some(log_id(1, 2)));
 
-    let mut held = store.clone();
-    let purge = tokio::spawn(async move { held.purge(log_id(1, 5)).await });
+    // Past the snapshot: the purge returns at once (openraft waits on it in its core loop)
+    // and deletes nothing yet.
+    store.purge(log_id(1, 5)).await.expect("purge past the snapshot is held");
+    let state = store.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 2)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 6)));
+    assert_eq!(store.try_get_log_entries(3..7).await.expect("read").len(), 4);
+
+    // An append carries the held purge out in its own batch, once the snapshot covers it.
+    let mut writer = store.clone();
+    let append = tokio::spawn(async move { writer.blocking_append([blank(1, 7)]).await.map(|_| writer) });
     for _ in 0..20 {
         tokio::task::yield_now().await;
     }
-    assert!(!purge.is_finished(), "the purge ran past the snapshot");
+    assert!(!append.is_finished(), "the append purged past the snapshot");
     assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, Some(log_id(1, 2)));
-
     covered.send_replace(Some(log_id(1, 5)));
-    purge.await.expect("join").expect("purge once covered");
-    assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, Some(log_id(1, 5)));
+    let mut store = append.await.expect("join").expect("append once covered");
+    let state = store.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 5)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 7)));
+    let left: Vec<u64> = store.try_get_log_entries(0..10).await.expect("read").iter().map(|e| e.log_id.index).collect();
+    assert_eq!(left, [6, 7]);
 
-    // If the state machine goes away, a held purge fails instead of waiting for ever.
-    let mut held = store.clone();
-    let purge = tokio::spawn(async move { held.purge(log_id(1, 6)).await });
+    // A covered purge overtakes a held one.
+    store.purge(log_id(1, 7)).await.expect("held");
+    covered.send_replace(Some(log_id(1, 6)));
+    store.purge(log_id(1, 6)).await.expect("covered purge");
+    assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, Some(log_id(1, 6)));
+
+    // If the state machine goes away, an append behind a held purge fails instead of
+    // waiting for ever, and nothing is written.
+    let mut writer = store.clone();
+    let append = tokio::spawn(async move { writer.blocking_append([blank(1, 8)]).await });
     drop(covered);
-    let err = purge.await.expect("join").expect_err("no snapshot will cover it");
+    let err = append.await.expect("join").expect_err("no snapshot will cover it");
     assert!(err.to_string().contains("the state machine stopped"), "{err}");
-    assert_eq!(store.get_log_state().await.expect("state").last_purged_log_id, Some(log_id(1, 5)));
+    let state = store.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 6)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 7)));
 }

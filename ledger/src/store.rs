@@ -355,7 +355,9 @@ impl<B: Backend> Store<B> {
     /// The ledger as it is now, to export as a snapshot stream (module [`crate::snapshot`],
     /// what a new or far-behind node installs) while this store goes on taking blocks: the
     /// store is held only while the view is taken (on RocksDB a checkpoint: a memtable flush
-    /// and hard links, whatever the ledger's size). See [`SnapshotView::export_to`].
+    /// and hard links, whatever the ledger's size; run [`Store::prepare_snapshot_view`]
+    /// first, without the store, and the flush is short). The view's head and replication
+    /// metadata are those of the data in it. See [`SnapshotView::export_to`].
     pub fn snapshot_view(&self) -> Result<SnapshotView<B::View>, StoreError>
     where
         B: PointInTime,
@@ -365,6 +367,16 @@ impl<B: Backend> Store<B> {
             prefix: self.prefix.clone(),
             head: self.head.clone(),
         })
+    }
+
+    /// The slow part of [`Store::snapshot_view`], to run first while blocks go on being
+    /// applied: the caller holds the store only to get it, not to run it (on RocksDB it
+    /// flushes the memtables, seconds at a million records, so the view's own flush is short).
+    pub fn prepare_snapshot_view(&self) -> crate::kv::PrepareView
+    where
+        B: PointInTime,
+    {
+        self.backend.prepare_view()
     }
 
     /// Opens a store on `backend` holding the snapshot read from `input` (replacing
@@ -822,6 +834,14 @@ impl<V: Backend> SnapshotView<V> {
     /// The head of the ledger in the view.
     pub fn head(&self) -> &Head {
         &self.head
+    }
+
+    /// The replication metadata stored with the blocks in the view (see
+    /// [`Store::apply_block_with_meta`]), if any: read from the view, where it was written
+    /// in the same batch as the data, so it names exactly the blocks the view holds.
+    pub fn replication_meta(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = [self.prefix.as_slice(), REPLICATION_META_KEY].concat();
+        Ok(self.backend.get(Cf::Meta, &key)?)
     }
 
     /// Writes every entry of the ledger in the view to `out` as a snapshot stream, page by

@@ -96,6 +96,10 @@ pub struct RaftConfig {
     pub election_timeout_max_ms: u64,
     /// Raft log entries (blocks) between snapshots; the log is compacted behind them.
     pub snapshot_interval: u64,
+    /// Bytes of snapshot data in one install-snapshot RPC.
+    pub snapshot_chunk_bytes: u64,
+    /// Time the leader allows one snapshot chunk, the last one's install and check included.
+    pub install_snapshot_timeout_ms: u64,
 }
 
 /// Default leader heartbeat. openraft also times AppendEntries out after one heartbeat, so
@@ -107,6 +111,22 @@ pub const HEARTBEAT_MS_DEFAULT: u64 = 500;
 /// `veritrace bench` (1,000 clients on a two-core machine) no term changed.
 pub const ELECTION_TIMEOUT_MIN_MS_DEFAULT: u64 = 1_000;
 pub const ELECTION_TIMEOUT_MAX_MS_DEFAULT: u64 = 2_000;
+/// Default snapshot chunk: one RPC each, sent raw; a few copies of one are in memory on
+/// each side while it moves.
+pub const SNAPSHOT_CHUNK_BYTES_DEFAULT: u64 = veritrace_consensus::config::SNAPSHOT_CHUNK_BYTES_MAX_DEFAULT;
+/// Smallest snapshot chunk: each chunk is a round trip.
+pub const SNAPSHOT_CHUNK_BYTES_MIN: u64 = 64 * 1024;
+/// Largest snapshot chunk: it must fit in one RPC with room to spare.
+pub const SNAPSHOT_CHUNK_BYTES_LIMIT: u64 =
+    veritrace_consensus::network::RPC_BYTES_MAX - veritrace_consensus::network::RPC_OVERHEAD_BYTES_MAX;
+/// Default install-snapshot timeout: the last chunk is answered once the whole snapshot is
+/// installed and checked (about 16 s for a million records).
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS_DEFAULT: u64 = veritrace_consensus::config::INSTALL_SNAPSHOT_TIMEOUT_MS_DEFAULT;
+/// Shortest install-snapshot timeout accepted.
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS_MIN: u64 = 1_000;
+/// Longest install-snapshot timeout accepted: the libp2p request timeout, which cuts any
+/// RPC that takes longer.
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS_LIMIT: u64 = crate::p2p::REQUEST_TIMEOUT_DEFAULT.as_millis() as u64;
 
 impl Default for RaftConfig {
     fn default() -> Self {
@@ -115,6 +135,8 @@ impl Default for RaftConfig {
             election_timeout_min_ms: ELECTION_TIMEOUT_MIN_MS_DEFAULT,
             election_timeout_max_ms: ELECTION_TIMEOUT_MAX_MS_DEFAULT,
             snapshot_interval: SNAPSHOT_INTERVAL_DEFAULT,
+            snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES_DEFAULT,
+            install_snapshot_timeout_ms: INSTALL_SNAPSHOT_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -182,8 +204,24 @@ impl Config {
         if b.in_flight_max == 0 || b.queue_max == 0 {
             bail!("batch.in_flight_max and batch.queue_max must be positive");
         }
-        if self.raft.snapshot_interval == 0 {
+        let r = &self.raft;
+        if r.snapshot_interval == 0 {
             bail!("raft.snapshot_interval must be positive");
+        }
+        if !(SNAPSHOT_CHUNK_BYTES_MIN..=SNAPSHOT_CHUNK_BYTES_LIMIT).contains(&r.snapshot_chunk_bytes) {
+            bail!(
+                "raft.snapshot_chunk_bytes {} must be {SNAPSHOT_CHUNK_BYTES_MIN}..={SNAPSHOT_CHUNK_BYTES_LIMIT}",
+                r.snapshot_chunk_bytes
+            );
+        }
+        if !(INSTALL_SNAPSHOT_TIMEOUT_MS_MIN..=INSTALL_SNAPSHOT_TIMEOUT_MS_LIMIT)
+            .contains(&r.install_snapshot_timeout_ms)
+        {
+            bail!(
+                "raft.install_snapshot_timeout_ms {} must be {INSTALL_SNAPSHOT_TIMEOUT_MS_MIN}..=\
+                 {INSTALL_SNAPSHOT_TIMEOUT_MS_LIMIT} (the peer-to-peer request timeout)",
+                r.install_snapshot_timeout_ms
+            );
         }
         let c = &self.checkpoint;
         if c.every_blocks == 0 || c.every_blocks > CHECKPOINT_EVERY_BLOCKS_MAX {
@@ -210,6 +248,8 @@ impl Config {
                 .snapshot_interval
                 .min(veritrace_consensus::ConsensusConfig::default().snapshot_logs_to_keep),
             payload_entries_max: APPEND_ENTRIES_BLOCKS_MAX,
+            snapshot_chunk_bytes_max: self.raft.snapshot_chunk_bytes,
+            install_snapshot_timeout_ms: self.raft.install_snapshot_timeout_ms,
             ..Default::default()
         }
     }
@@ -255,5 +295,33 @@ mod tests {
             assert!(e.contains(named), "{e}");
         }
         assert!(config("[checkpoint]\nevery = 4\n").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn snapshot_transfer_settings_defaults_bounds_and_consensus() {
+        let r = config("").expect("defaults").raft;
+        assert_eq!(
+            (r.snapshot_chunk_bytes, r.install_snapshot_timeout_ms),
+            (SNAPSHOT_CHUNK_BYTES_DEFAULT, INSTALL_SNAPSHOT_TIMEOUT_MS_DEFAULT)
+        );
+        let cfg = config("[raft]\nsnapshot_chunk_bytes = 1048576\ninstall_snapshot_timeout_ms = 20000\n").expect("set");
+        let consensus = cfg.consensus("ledger");
+        assert_eq!((consensus.snapshot_chunk_bytes_max, consensus.install_snapshot_timeout_ms), (1_048_576, 20_000));
+        consensus.to_openraft().expect("consensus accepts them");
+        for (extra, named) in [
+            ("[raft]\nsnapshot_chunk_bytes = 0\n", "raft.snapshot_chunk_bytes 0 must be 65536..="),
+            ("[raft]\nsnapshot_chunk_bytes = 67108864\n", "raft.snapshot_chunk_bytes 67108864 must be"),
+            (
+                "[raft]\ninstall_snapshot_timeout_ms = 999\n",
+                "raft.install_snapshot_timeout_ms 999 must be 1000..=30000",
+            ),
+            ("[raft]\ninstall_snapshot_timeout_ms = 30001\n", "raft.install_snapshot_timeout_ms 30001 must be"),
+        ] {
+            let e = config(extra).expect_err(extra).to_string();
+            assert!(e.contains(named), "{e}");
+        }
+        // The largest chunk allowed is one consensus accepts.
+        let cfg = config(&format!("[raft]\nsnapshot_chunk_bytes = {SNAPSHOT_CHUNK_BYTES_LIMIT}\n")).expect("largest");
+        cfg.consensus("ledger").to_openraft().expect("consensus accepts the largest chunk");
     }
 }

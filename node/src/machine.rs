@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
-use veritrace_consensus::{Machine, MachineError, SnapshotSource};
+use veritrace_consensus::{Machine, MachineError, SnapshotSource, SnapshotTaker};
 use veritrace_ledger::block::{Block, BlockHeader, Checkpoint};
 use veritrace_ledger::codec;
 use veritrace_ledger::kv::{RocksBackend, RocksView};
@@ -156,21 +156,10 @@ impl Machine for LedgerMachine {
         store.replication_meta().map_err(|e| merr("read raft meta", e))
     }
 
-    /// A RocksDB checkpoint of the ledger, taken under the store's read lock (a memtable
-    /// flush and hard links); the stream is written from it afterwards with no lock held,
-    /// while blocks go on applying. (A RocksDB snapshot would borrow the database the lock
-    /// guards, so it could not outlive the guard.)
-    fn snapshot_source(&self) -> Result<Box<dyn SnapshotSource>, MachineError> {
-        let started = std::time::Instant::now();
-        let store = self.store.read().map_err(|_| merr("store", "lock poisoned"))?;
-        let view = store.snapshot_view().map_err(|e| merr("snapshot view", e))?;
-        // Applies wait this long: the figure to watch in the commit latency's tail.
-        tracing::info!(
-            height = view.head().height,
-            secs = started.elapsed().as_secs_f64(),
-            "took ledger snapshot view"
-        );
-        Ok(Box::new(LedgerSnapshot(view)))
+    /// A handle on the shared store; the view is taken by [`LedgerSnapshotTaker`], off the
+    /// apply path.
+    fn snapshot_taker(&self) -> Result<Box<dyn SnapshotTaker>, MachineError> {
+        Ok(Box::new(LedgerSnapshotTaker(self.store.clone())))
     }
 
     fn restore_from(&mut self, input: &mut dyn std::io::Read, raft_meta: &[u8]) -> Result<(), MachineError> {
@@ -208,10 +197,48 @@ impl Machine for LedgerMachine {
     }
 }
 
-/// The ledger as it was when the snapshot was asked for.
-struct LedgerSnapshot(SnapshotView<RocksView>);
+/// Takes the ledger's snapshot view while blocks go on being applied: the memtables are
+/// flushed first with no lock held (seconds at a million records), then the RocksDB
+/// checkpoint is taken under the store's read lock, which only has to flush what landed
+/// meanwhile. The read lock keeps applies and installs (which take the write lock) out
+/// of the checkpoint, so the view holds whole blocks with the Raft metadata written with
+/// them. (A RocksDB snapshot would borrow the database the lock guards, so it could not
+/// outlive the guard.)
+struct LedgerSnapshotTaker(SharedStore);
+
+impl SnapshotTaker for LedgerSnapshotTaker {
+    fn take(self: Box<Self>) -> Result<Box<dyn SnapshotSource>, MachineError> {
+        let started = std::time::Instant::now();
+        let prepare = self.0.read().map_err(|_| merr("store", "lock poisoned"))?.prepare_snapshot_view();
+        prepare().map_err(|e| merr("flush before snapshot view", e))?;
+        let flushed = started.elapsed();
+        let locked = std::time::Instant::now();
+        let store = self.0.read().map_err(|_| merr("store", "lock poisoned"))?;
+        let view = store.snapshot_view().map_err(|e| merr("snapshot view", e))?;
+        drop(store);
+        let locked = locked.elapsed();
+        let raft_meta = view.replication_meta().map_err(|e| merr("snapshot view", e))?;
+        // `locked_secs` is what applies can wait: the figure to watch in the commit
+        // latency's tail.
+        tracing::info!(
+            height = view.head().height,
+            flush_secs = flushed.as_secs_f64(),
+            locked_secs = locked.as_secs_f64(),
+            open_secs = started.elapsed().saturating_sub(flushed + locked).as_secs_f64(),
+            "took ledger snapshot view"
+        );
+        Ok(Box::new(LedgerSnapshot(view, raft_meta)))
+    }
+}
+
+/// The ledger as it was when the view was taken, and the Raft metadata stored in it.
+struct LedgerSnapshot(SnapshotView<RocksView>, Option<Vec<u8>>);
 
 impl SnapshotSource for LedgerSnapshot {
+    fn raft_meta(&self) -> Option<&[u8]> {
+        self.1.as_deref()
+    }
+
     fn write_to(self: Box<Self>, out: &mut dyn std::io::Write) -> Result<u64, MachineError> {
         let head = self.0.head();
         let (height, started) = (head.height, std::time::Instant::now());

@@ -91,7 +91,8 @@ fn a_block_applies_while_a_snapshot_is_being_written() {
     }
     let before = store.read().unwrap().head().clone();
 
-    let source = m.snapshot_source().expect("snapshot source");
+    let source = m.snapshot_taker().expect("snapshot taker").take().expect("snapshot view");
+    assert_eq!(source.raft_meta(), Some(&b"raft-meta"[..]), "the view carries the metadata stored with its blocks");
     let (reached_tx, reached) = mpsc::channel();
     let (go, go_rx) = mpsc::channel();
     let export = std::thread::spawn(move || {
@@ -122,4 +123,67 @@ fn a_block_applies_while_a_snapshot_is_being_written() {
     let backend = RocksBackend::open(copy_dir.path()).unwrap();
     let copy = Store::import_snapshot_from(backend, fx.ledger(), &mut &snap[..], b"raft-meta").expect("import");
     assert_eq!(copy.head(), &before);
+}
+
+/// The snapshot view is taken while blocks go on applying (openraft builds snapshots
+/// concurrently with applies), so each view must hold whole blocks and the Raft metadata
+/// written with the last of them: here every apply stores "meta-<height>", and every view
+/// taken in the middle of them names its own head.
+#[test]
+fn snapshot_views_taken_while_blocks_apply_match_their_raft_metadata() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const VIEWS: usize = 6;
+    let fx = Fixture::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut m, store) = machine(&fx, dir.path());
+    let proposer = NodeId::new("node-1").unwrap();
+    let proposals: Vec<Vec<u8>> = (1..=600u64)
+        .map(|i| {
+            let t = fx.genesis.genesis_time_ms + 1_000 * i;
+            let records = vec![fx.sign("nutri", t, fx.issue_range(&format!("L{i}"), 5))];
+            Proposal { time_ms: t, proposer: proposer.clone(), records }.encode()
+        })
+        .collect();
+    m.apply(1, &proposals[0], b"meta-1").expect("apply");
+    let taker = m.snapshot_taker().expect("snapshot taker");
+
+    // Blocks apply until the views are taken (or the blocks run out).
+    let taken = Arc::new(AtomicUsize::new(0));
+    let applier = {
+        let taken = taken.clone();
+        std::thread::spawn(move || {
+            for (i, payload) in proposals.iter().enumerate().skip(1) {
+                if taken.load(Ordering::SeqCst) >= VIEWS {
+                    break;
+                }
+                let height = i as u64 + 1;
+                m.apply(height, payload, format!("meta-{height}").as_bytes()).expect("apply");
+            }
+        })
+    };
+    let mut views = vec![taker.take().expect("snapshot view")];
+    while views.len() < VIEWS {
+        views.push(m_taker(&store).take().expect("snapshot view"));
+        taken.store(views.len(), Ordering::SeqCst);
+    }
+    applier.join().unwrap();
+    let mut heights = std::collections::BTreeSet::new();
+    for source in views {
+        let meta = String::from_utf8(source.raft_meta().expect("metadata in the view").to_vec()).unwrap();
+        let mut bytes = Vec::new();
+        source.write_to(&mut bytes).expect("export");
+        let copy_dir = tempfile::tempdir().unwrap();
+        let backend = RocksBackend::open(copy_dir.path()).unwrap();
+        let copy = Store::import_snapshot_from(backend, fx.ledger(), &mut &bytes[..], b"x").expect("import");
+        assert_eq!(meta, format!("meta-{}", copy.head().height), "a view's metadata names its own head");
+        heights.insert(copy.head().height);
+    }
+    assert!(heights.len() > 1, "blocks applied while the views were taken: {heights:?}");
+}
+
+/// Another taker on the same store, as the machine gives one per snapshot.
+fn m_taker(store: &Arc<RwLock<Store<RocksBackend>>>) -> Box<dyn veritrace_consensus::SnapshotTaker> {
+    let (m, _rx) = LedgerMachine::new(store.clone(), Arc::new(SnapshotGate::default()));
+    m.snapshot_taker().expect("snapshot taker")
 }
