@@ -16,7 +16,7 @@ use veritrace_consensus::{ConsensusRaft, NodeId as RaftId, Payload, PeerInfo, Ra
 use veritrace_ledger::apply::RejectCode;
 use veritrace_ledger::block::{BlockHeader, CheckpointSignature};
 use veritrace_ledger::codec;
-use veritrace_ledger::org::{Genesis, NodeId, OrgId, Organisation, PublicKey, ValidatorSet};
+use veritrace_ledger::org::{Genesis, LedgerId, NodeId, OrgId, Organisation, PublicKey, ValidatorSet};
 use veritrace_ledger::record::{RecordId, SignedRecord};
 use veritrace_ledger::state::{StateKey, StateValue};
 use veritrace_ledger::view::{Outcome, Receipt};
@@ -34,6 +34,11 @@ const FORWARDS_IN_FLIGHT_MAX: usize = 4;
 /// its own may carry more: it goes alone, as the client sent it).
 const FORWARD_RECORDS_MAX: usize = 2_000;
 const FORWARD_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Submission checks running at once, each on one blocking thread (see [`checker`]).
+const CHECKS_IN_FLIGHT_MAX: usize = 2;
+/// Records one submission check takes: it reads the store for all of them under one hold
+/// of the store lock, which a block's apply waits for, so a group stays a few ms of reads.
+const CHECK_RECORDS_MAX: usize = 512;
 /// Checkpoint signatures being sent at once; beyond, a signature is dropped (the next
 /// block's checkpoint supersedes it) rather than crowding out Raft traffic.
 pub const SIGNATURE_SENDS_MAX: usize = 64;
@@ -136,6 +141,55 @@ struct ForwardJob {
     reply: oneshot::Sender<Result<Vec<SubmitOutcome>, SubmitError>>,
 }
 
+/// A submission waiting for the [`checker`].
+struct CheckJob {
+    records: Vec<SignedRecord>,
+    reply: oneshot::Sender<Result<Checked, SubmitError>>,
+}
+
+/// A submission that passed its check: the receipt of each record committed before, by
+/// position, and the records still to commit with their positions.
+type Checked = (Vec<Option<SubmitOutcome>>, Vec<(usize, SignedRecord)>);
+
+/// What a submission's check reads under the store lock: the key each record's signature is
+/// to be verified with (none where a follower does not know the author's key yet: the
+/// leader decides), up to the first record refused for anything but its signature; that
+/// refusal; and, when there is none, the receipts of records committed before.
+struct Screened {
+    keys: Vec<Option<PublicKey>>,
+    refusal: Option<SubmitError>,
+    receipts: Vec<Option<Receipt>>,
+}
+
+impl Screened {
+    /// The check's verdict, once the signatures are verified (with no lock held): the
+    /// first refused record in order, or the records with their earlier receipts.
+    fn conclude(self, ledger: &LedgerId, records: Vec<SignedRecord>) -> Result<Checked, SubmitError> {
+        for (index, (r, key)) in records.iter().zip(&self.keys).enumerate() {
+            if let Some(key) = key
+                && !r.verify_author_remembered(ledger, key)
+            {
+                return Err(SubmitError::BadSignature {
+                    index,
+                    reason: format!("signature of {} with key {} does not verify", r.record.author, r.record.key_id),
+                });
+            }
+        }
+        if let Some(refusal) = self.refusal {
+            return Err(refusal);
+        }
+        let mut out: Vec<Option<SubmitOutcome>> = vec![None; records.len()];
+        let mut fresh = Vec::new();
+        for (i, (r, receipt)) in records.into_iter().zip(self.receipts).enumerate() {
+            match receipt {
+                Some(rc) if matches!(rc.outcome, Outcome::Accepted { .. }) => out[i] = Some(SubmitOutcome::Decided(rc)),
+                _ => fresh.push((i, r)),
+            }
+        }
+        Ok((out, fresh))
+    }
+}
+
 /// What [`GroupCommit`] needs of a queued item: the records and bytes it adds to a group.
 trait Queued {
     fn records(&self) -> usize;
@@ -148,6 +202,15 @@ impl Queued for Pending {
     }
     fn bytes(&self) -> usize {
         self.bytes
+    }
+}
+
+impl Queued for CheckJob {
+    fn records(&self) -> usize {
+        self.records.len()
+    }
+    fn bytes(&self) -> usize {
+        0
     }
 }
 
@@ -244,6 +307,7 @@ pub struct Services {
     /// Height of the latest complete checkpoint (quorum of distinct organisations);
     /// subscribers learn of each newer one.
     complete: tokio::sync::watch::Sender<u64>,
+    check_tx: mpsc::Sender<CheckJob>,
     submit_tx: mpsc::Sender<Pending>,
     forward_tx: mpsc::Sender<ForwardJob>,
     early_signatures: std::sync::Mutex<BTreeMap<u64, Vec<SignatureMessage>>>,
@@ -274,6 +338,7 @@ impl Services {
     ) -> Arc<Services> {
         let public = PublicKey::from_bytes(node_key.verifying_key().to_bytes()).expect("node key is a valid point");
         let raft_id = raft_id_of(&public);
+        let (check_tx, check_rx) = mpsc::channel(batch.queue_max as usize);
         let (submit_tx, submit_rx) = mpsc::channel(batch.queue_max as usize);
         let (forward_tx, forward_rx) = mpsc::channel(batch.queue_max as usize);
         let s = Arc::new(Services {
@@ -287,6 +352,7 @@ impl Services {
             node_key,
             public_key: public,
             complete: tokio::sync::watch::Sender::new(0),
+            check_tx,
             submit_tx,
             forward_tx,
             early_signatures: Default::default(),
@@ -296,6 +362,7 @@ impl Services {
             gate,
         });
         s.recompute_complete_height();
+        tokio::spawn(checker(s.clone(), check_rx));
         tokio::spawn(batcher(s.clone(), submit_rx, batch));
         tokio::spawn(forwarder(s.clone(), forward_rx));
         tokio::spawn(answer_peers(s.clone(), inbound));
@@ -344,12 +411,10 @@ impl Services {
         wait: bool,
     ) -> Result<Vec<SubmitOutcome>, SubmitError> {
         self.check_serving()?;
-        // The store lock is a blocking lock that apply holds while it writes a block: take it
-        // on the blocking pool, never on a runtime worker (which would stall the network).
-        let s = self.clone();
-        let (mut out, fresh) = tokio::task::spawn_blocking(move || s.precheck_and_lookup(records))
-            .await
-            .map_err(|e| SubmitError::Storage(e.to_string()))??;
+        let (reply, checked) = oneshot::channel();
+        self.check_tx.try_send(CheckJob { records, reply }).map_err(|_| SubmitError::Busy)?;
+        let (mut out, fresh) =
+            checked.await.map_err(|_| SubmitError::Storage("the submission check stopped".into()))??;
         if !fresh.is_empty() {
             let (idx, recs): (Vec<usize>, Vec<SignedRecord>) = fresh.into_iter().unzip();
             let decided = if self.is_leader() {
@@ -364,74 +429,23 @@ impl Services {
         Ok(out.into_iter().map(|o| o.expect("every record decided")).collect())
     }
 
-    /// Form and signature checks, then the receipts of records committed before.
-    #[allow(clippy::type_complexity)]
-    fn precheck_and_lookup(
-        &self,
-        records: Vec<SignedRecord>,
-    ) -> Result<(Vec<Option<SubmitOutcome>>, Vec<(usize, SignedRecord)>), SubmitError> {
-        let store = self.store.read().map_err(|_| SubmitError::Storage("lock poisoned".into()))?;
-        self.precheck(&store, &records)?;
-        let mut out: Vec<Option<SubmitOutcome>> = vec![None; records.len()];
-        let mut fresh = Vec::new();
-        for (i, r) in records.into_iter().enumerate() {
-            match store.receipt(&r.id()).map_err(|e| SubmitError::Storage(e.to_string()))? {
-                Some(rc) if matches!(rc.outcome, Outcome::Accepted { .. }) => out[i] = Some(SubmitOutcome::Decided(rc)),
-                _ => fresh.push((i, r)),
+    /// Checks a group of submissions (see [`checker`]): form, author and key under one hold
+    /// of the store lock, which apply's write of a block waits for; then each signature,
+    /// with the lock released. Answers each submitter.
+    fn check_group(&self, jobs: Vec<CheckJob>) {
+        let is_leader = self.is_leader();
+        let screened: Vec<Result<Screened, SubmitError>> = match self.store.read() {
+            Ok(store) => {
+                // A group is mostly a few authors: read and decode each one's organisation once.
+                let mut orgs = BTreeMap::new();
+                jobs.iter().map(|job| screen(&store, &mut orgs, is_leader, &job.records)).collect()
             }
+            Err(_) => jobs.iter().map(|_| Err(SubmitError::Storage("lock poisoned".into()))).collect(),
+        };
+        for (job, screened) in jobs.into_iter().zip(screened) {
+            let verdict = screened.and_then(|sc| sc.conclude(&self.genesis.ledger_id, job.records));
+            let _ = job.reply.send(verdict);
         }
-        Ok((out, fresh))
-    }
-
-    fn precheck(&self, store: &crate::query::LedgerStore, records: &[SignedRecord]) -> Result<(), SubmitError> {
-        let ledger = &self.genesis.ledger_id;
-        // A batch is mostly a few authors: read and decode each one's organisation once.
-        let mut orgs: BTreeMap<&OrgId, Option<Organisation>> = BTreeMap::new();
-        for (index, r) in records.iter().enumerate() {
-            r.validate_form().map_err(|e| SubmitError::Malformed { index, reason: e.to_string() })?;
-            let author = &r.record.author;
-            if !orgs.contains_key(author) {
-                let org = match store.state_value(&StateKey::Org(author.clone())) {
-                    Ok(Some(StateValue::Org(o))) => Some(o),
-                    Ok(_) => None,
-                    Err(e) => return Err(SubmitError::Storage(e.to_string())),
-                };
-                orgs.insert(author, org);
-            }
-            let org = match &orgs[author] {
-                Some(o) => o,
-                // A follower may not have applied the governance record that added the
-                // author yet: the leader (and apply, on every node) decides.
-                None if !self.is_leader() => continue,
-                None => {
-                    return Err(SubmitError::BadSignature {
-                        index,
-                        reason: format!("author {author} is not a known organisation"),
-                    });
-                }
-            };
-            let Some(key) = org.key(&r.record.key_id) else {
-                if !self.is_leader() {
-                    continue;
-                }
-                return Err(SubmitError::BadSignature {
-                    index,
-                    reason: format!("{} has no key {}", r.record.author, r.record.key_id),
-                });
-            };
-            // Apply's key rule, checked early: a key revoked here is revoked on the leader
-            // too (it is never behind this node), so any node may refuse it.
-            if let Some(reason) = key.refusal(author, r.record.time_ms) {
-                return Err(SubmitError::BadSignature { index, reason });
-            }
-            if !r.verify_author_remembered(ledger, &key.public_key) {
-                return Err(SubmitError::BadSignature {
-                    index,
-                    reason: format!("signature of {} with key {} does not verify", r.record.author, r.record.key_id),
-                });
-            }
-        }
-        Ok(())
     }
 
     async fn enqueue(&self, records: Vec<SignedRecord>, wait: bool) -> Result<Vec<SubmitOutcome>, SubmitError> {
@@ -626,6 +640,83 @@ impl Services {
                 }
             }
         }
+    }
+}
+
+/// Reads what one submission's check needs from the store ([`Screened`]), checking each
+/// record's form, author and key in order up to the first refused. `orgs` caches the
+/// organisations read for the group.
+fn screen(
+    store: &crate::query::LedgerStore,
+    orgs: &mut BTreeMap<OrgId, Option<Organisation>>,
+    is_leader: bool,
+    records: &[SignedRecord],
+) -> Result<Screened, SubmitError> {
+    let mut keys = Vec::with_capacity(records.len());
+    let refusal = |index, reason| Some(SubmitError::BadSignature { index, reason });
+    for (index, r) in records.iter().enumerate() {
+        if let Err(e) = r.validate_form() {
+            return Ok(Screened {
+                keys,
+                refusal: Some(SubmitError::Malformed { index, reason: e.to_string() }),
+                receipts: vec![],
+            });
+        }
+        let author = &r.record.author;
+        if !orgs.contains_key(author) {
+            let org = match store.state_value(&StateKey::Org(author.clone())) {
+                Ok(Some(StateValue::Org(o))) => Some(o),
+                Ok(_) => None,
+                Err(e) => return Err(SubmitError::Storage(e.to_string())),
+            };
+            orgs.insert(author.clone(), org);
+        }
+        // A follower may not have applied the governance record that added the author or
+        // the key yet: the leader (and apply, on every node) decides.
+        let key = orgs[author].as_ref().map(|org| org.key(&r.record.key_id));
+        let key = match key {
+            Some(Some(key)) => key,
+            _ if !is_leader => {
+                keys.push(None);
+                continue;
+            }
+            None => {
+                let refusal = refusal(index, format!("author {author} is not a known organisation"));
+                return Ok(Screened { keys, refusal, receipts: vec![] });
+            }
+            Some(None) => {
+                let refusal = refusal(index, format!("{author} has no key {}", r.record.key_id));
+                return Ok(Screened { keys, refusal, receipts: vec![] });
+            }
+        };
+        // Apply's key rule, checked early: a key revoked here is revoked on the leader too
+        // (it is never behind this node), so any node may refuse it.
+        if let Some(reason) = key.refusal(author, r.record.time_ms) {
+            return Ok(Screened { keys, refusal: refusal(index, reason), receipts: vec![] });
+        }
+        keys.push(Some(key.public_key));
+    }
+    let receipts = records
+        .iter()
+        .map(|r| store.receipt(&r.id()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| SubmitError::Storage(e.to_string()))?;
+    Ok(Screened { keys, refusal: None, receipts })
+}
+
+/// Checks submissions a group at a time ([`GroupCommit`]: [`CHECKS_IN_FLIGHT_MAX`] groups
+/// at once, each on one blocking thread, up to [`CHECK_RECORDS_MAX`] records). The store is
+/// read under one hold of its lock per group, and signatures are verified after it is
+/// released. A blocking task per submission, as before, put hundreds of threads on two
+/// cores under load, each holding the lock through a signature check while apply waited.
+async fn checker(s: Arc<Services>, rx: mpsc::Receiver<CheckJob>) {
+    let mut groups = GroupCommit::new(rx, CHECKS_IN_FLIGHT_MAX, CHECK_RECORDS_MAX, usize::MAX, Duration::ZERO);
+    while let Some((jobs, slot)) = groups.next().await {
+        let s = s.clone();
+        tokio::task::spawn_blocking(move || {
+            s.check_group(jobs);
+            drop(slot);
+        });
     }
 }
 

@@ -426,6 +426,17 @@ async fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
     println!("catalogue: {follower}: SubmitBatch: {:?} {}", e.code(), e.message());
     assert_unchanged(&net, &before, Checked::Precheck, "unknown author in a batch").await;
 
+    // The first refused record in the batch's order is named, whatever the check found
+    // first: the store names the unknown author before the signatures are verified.
+    for n in &nodes {
+        let e = submit_batch(&net, n, vec![forged.to_bytes(), unknown_org.to_bytes()])
+            .await
+            .expect_err("a forged signature before an unknown author");
+        assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+        assert!(e.message().contains("record 0: signature of nutri with key k1 does not verify"), "{n}: {e:?}");
+    }
+    assert_unchanged(&net, &before, Checked::Precheck, "forged signature before an unknown author").await;
+
     // ---- revoked (rotated-out) key; a key not valid yet ----
     // Refused on submit, by any node (a key revoked on a follower is revoked on the leader,
     // which is never behind it); apply makes the same checks at the block's place in the
