@@ -27,9 +27,10 @@ pub const ELECTION_TIMEOUT_MIN_MS_DEFAULT: u64 = 1_000;
 pub const ELECTION_TIMEOUT_MAX_MS_DEFAULT: u64 = 2_000;
 /// Default time for sending and installing one snapshot chunk. openraft 0.9 answers the
 /// last chunk only once the whole snapshot is installed and checked, so this must cover
-/// that too (about 20 s for a million records); past it the leader gives up on the
-/// transfer and starts another. A transport's own request timeout must not be shorter.
-pub const INSTALL_SNAPSHOT_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// that too (16–30 s for a million records on a two-core machine); past it the leader gives
+/// up on the transfer and retries, which wastes seconds once the install is done. A
+/// transport's own request timeout must not be shorter.
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS_DEFAULT: u64 = 90_000;
 /// Default number of entries applied since the last snapshot that triggers a new one.
 /// Entries are blocks, and a snapshot is the whole ledger: take one rarely.
 pub const SNAPSHOT_LOGS_SINCE_LAST_DEFAULT: u64 = 5_000;

@@ -100,9 +100,12 @@ pub const OUTBOUND_PENDING_MAX: usize = 1024;
 /// Inbound requests handed to the node and not answered yet; more are refused as busy.
 pub const INBOUND_PENDING_MAX: usize = 1024;
 
-/// Default time for one request: sending it, the peer's work and the reply. Generous, as a
-/// 4 MiB snapshot chunk may cross a slow WAN link.
-pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// Default time for one request: sending it, the peer's work and the reply. Generous: the
+/// last chunk of a snapshot is answered only once the whole snapshot is installed and
+/// checked (`raft.install_snapshot_timeout_ms` may be up to this), and a chunk may cross a
+/// slow WAN link. Requests that must fail sooner carry their own deadline (Raft appends
+/// openraft's, forwarded submissions `FORWARD_TIMEOUT`).
+pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(120);
 /// Default time for TCP connect, Noise handshake and Yamux negotiation.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// Default time a connection with no open stream is kept.
