@@ -72,7 +72,7 @@ pub struct ConsensusConfig {
     /// Bytes of snapshot data in one install-snapshot RPC at most.
     pub snapshot_chunk_bytes_max: u64,
     /// Largest snapshot built, sent or accepted; give the same value to
-    /// [`MachineStore::open`] and [`serve_rpc`](crate::serve_rpc).
+    /// [`MachineStore::open`] and [`RpcServer`](crate::RpcServer).
     pub snapshot_bytes_max: u64,
 }
 
@@ -172,7 +172,7 @@ pub enum StartError {
 
 /// Starts Raft node `id` over its stores and a transport. The caller keeps the returned
 /// handle, registers it with the transport's server side (requests go to
-/// [`serve_rpc`](crate::serve_rpc)) and initialises a new cluster once, on one node.
+/// [`RpcServer`](crate::RpcServer)) and initialises a new cluster once, on one node.
 pub async fn start_raft<M: Machine, T: RaftTransport>(
     id: NodeId,
     config: &ConsensusConfig,

@@ -26,30 +26,17 @@
 //! once a snapshot RPC has been quiet for the install-snapshot timeout plus the largest
 //! election timeout: the node must be able to stand. Meanwhile it still votes, so the
 //! others can elect a leader, whose first append-entries turns its elections back on.
-//!
-//! A Raft handle has no room for state of ours and a transport holds only the handle, so
-//! the holds are kept here, one per Raft node of the process, found by its metrics channel.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use openraft::RaftMetrics;
-use tokio::sync::watch;
+use crate::types::ConsensusRaft;
 
-use crate::types::{ConsensusRaft, NodeId, PeerInfo};
-
-/// A node whose elections are off because of a snapshot: `generation` counts the snapshot
-/// RPCs it received, so a fallback timer knows whether another one came since.
-struct Hold {
-    metrics: watch::Receiver<RaftMetrics<NodeId, PeerInfo>>,
-    generation: u64,
-}
-
-static HOLDS: Mutex<Vec<Hold>> = Mutex::new(Vec::new());
-
-fn holds() -> std::sync::MutexGuard<'static, Vec<Hold>> {
-    HOLDS.lock().unwrap_or_else(PoisonError::into_inner)
-}
+/// One node's hold on its elections, kept by its [`RpcServer`](crate::RpcServer): while a
+/// snapshot holds them off, the number of snapshot RPCs received since (counted so that a
+/// fallback timer knows whether another one came after it was armed).
+#[derive(Clone, Default)]
+pub(crate) struct ElectionHold(Arc<Mutex<Option<u64>>>);
 
 /// Whether the node's state machine is still behind the snapshot it was given (openraft
 /// records the snapshot when the install starts and the applied id when it ends).
@@ -59,70 +46,64 @@ fn installing(raft: &ConsensusRaft) -> bool {
     m.snapshot > m.last_applied
 }
 
-/// Called for each snapshot chunk before it reaches Raft: turns elections off and returns
-/// the hold's generation, for [`after_snapshot_chunk`].
-pub(crate) fn snapshot_chunk_arrived(raft: &ConsensusRaft) -> u64 {
-    raft.runtime_config().elect(false);
-    let metrics = raft.metrics();
-    let mut holds = holds();
-    // Nodes that stopped: their metrics sender is gone.
-    holds.retain(|h| h.metrics.has_changed().is_ok());
-    match holds.iter_mut().find(|h| h.metrics.same_channel(&metrics)) {
-        Some(hold) => {
-            hold.generation += 1;
-            hold.generation
-        }
-        None => {
-            tracing::info!("receiving a snapshot: elections off until a leader is heard from after it");
-            holds.push(Hold { metrics, generation: 0 });
-            0
-        }
+impl ElectionHold {
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
 
-/// Called once a snapshot chunk was answered: arms the fallback that turns elections back
-/// on if neither a leader nor another chunk shows up.
-pub(crate) fn after_snapshot_chunk(raft: &ConsensusRaft, generation: u64) {
-    let config = raft.config();
-    let quiet = Duration::from_millis(config.install_snapshot_timeout + config.election_timeout_max);
-    let raft = raft.clone();
-    tokio::spawn(async move {
-        let mine = |raft: &ConsensusRaft, holds: &[Hold]| {
-            let metrics = raft.metrics();
-            holds.iter().position(|h| h.metrics.same_channel(&metrics) && h.generation == generation)
+    /// Called for each snapshot chunk before it reaches Raft: turns elections off and
+    /// returns the hold's generation, for [`ElectionHold::after_snapshot_chunk`].
+    pub(crate) fn snapshot_chunk_arrived(&self, raft: &ConsensusRaft) -> u64 {
+        raft.runtime_config().elect(false);
+        let mut held = self.held();
+        let generation = match *held {
+            Some(n) => n + 1,
+            None => {
+                tracing::info!("receiving a snapshot: elections off until a leader is heard from after it");
+                0
+            }
         };
-        loop {
-            tokio::time::sleep(quiet).await;
-            // A later chunk armed its own fallback; a leader heard from removed the hold.
-            if mine(&raft, &holds()).is_none() {
+        *held = Some(generation);
+        generation
+    }
+
+    /// Called once a snapshot chunk was answered: arms the fallback that turns elections
+    /// back on if neither a leader nor another chunk shows up.
+    pub(crate) fn after_snapshot_chunk(&self, raft: &ConsensusRaft, generation: u64) {
+        let config = raft.config();
+        let quiet = Duration::from_millis(config.install_snapshot_timeout + config.election_timeout_max);
+        let (hold, raft) = (self.clone(), raft.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(quiet).await;
+                // A later chunk armed its own fallback; a leader heard from ended the hold.
+                if *hold.held() != Some(generation) {
+                    return;
+                }
+                if installing(&raft) {
+                    continue;
+                }
+                let mut held = hold.held();
+                if *held == Some(generation) {
+                    *held = None;
+                    raft.runtime_config().elect(true);
+                    tracing::warn!("no leader heard from since the last snapshot rpc: elections back on");
+                }
                 return;
             }
-            if installing(&raft) {
-                continue;
-            }
-            let mut holds = holds();
-            if let Some(at) = mine(&raft, &holds) {
-                holds.swap_remove(at);
-                raft.runtime_config().elect(true);
-                tracing::warn!("no leader heard from since the last snapshot rpc: elections back on");
-            }
+        });
+    }
+
+    /// Called when the node accepted an append-entries request (its vote allowed it, so its
+    /// election timer was just reset): turns elections back on if a snapshot held them off
+    /// and its install is over.
+    pub(crate) fn leader_heard(&self, raft: &ConsensusRaft) {
+        let mut held = self.held();
+        if held.is_none() || installing(raft) {
             return;
         }
-    });
-}
-
-/// Called when the node accepted an append-entries request (its vote allowed it, so its
-/// election timer was just reset): turns elections back on if a snapshot held them off and
-/// its install is over.
-pub(crate) fn leader_heard(raft: &ConsensusRaft) {
-    let metrics = raft.metrics();
-    let mut holds = holds();
-    let Some(at) = holds.iter().position(|h| h.metrics.same_channel(&metrics)) else { return };
-    drop(metrics);
-    if installing(raft) {
-        return;
+        *held = None;
+        raft.runtime_config().elect(true);
+        tracing::info!("leader heard from after the snapshot install: elections back on");
     }
-    holds.swap_remove(at);
-    raft.runtime_config().elect(true);
-    tracing::info!("leader heard from after the snapshot install: elections back on");
 }

@@ -9,7 +9,7 @@
 //! - [`machine`]: the [`Machine`] trait the node implements over its ledger, and
 //!   [`MachineStore`], which makes it openraft's state machine, with snapshots.
 //! - [`network`]: the [`RaftTransport`] seam the libp2p transport plugs into, the RPC
-//!   wire format and [`serve_rpc`] for the receiving side, which holds elections off on a
+//!   wire format and [`RpcServer`] for the receiving side, which holds elections off on a
 //!   node while it receives and installs a snapshot (`election`).
 //! - [`config`]: [`ConsensusConfig`] with named defaults, [`start_raft`] and [`propose`].
 //! - [`testkit`]: an in-memory machine and an in-process transport for tests.
@@ -34,5 +34,5 @@ pub mod types;
 pub use config::{ConsensusConfig, propose, start_raft};
 pub use log_store::RocksLogStore;
 pub use machine::{Machine, MachineError, MachineStore, SnapshotSource, SnapshotTaker};
-pub use network::{RaftRpc, RaftRpcReply, RaftTransport, TransportError, serve_rpc};
+pub use network::{RaftRpc, RaftRpcReply, RaftTransport, RpcServer, TransportError};
 pub use types::{Applied, ConsensusRaft, NodeId, Payload, PeerInfo, TypeConfig};

@@ -4,7 +4,7 @@
 //!
 //! A transport moves one [`RaftRpc`] to a peer and brings back its [`RaftRpcReply`]. On
 //! the wire both are [`codec`](crate::codec) bytes behind [`WIRE_VERSION`], at most
-//! [`RPC_BYTES_MAX`] long. The receiving side hands a decoded request to [`serve_rpc`],
+//! [`RPC_BYTES_MAX`] long. The receiving side hands a decoded request to [`RpcServer`],
 //! which calls the local Raft node and enforces the snapshot size limit.
 //!
 //! Sizes: an append-entries request that would encode past [`RPC_BYTES_MAX`] is refused
@@ -27,7 +27,7 @@ use openraft::{AnyError, RPCTypes};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError, WIRE_VERSION};
-use crate::election;
+use crate::election::ElectionHold;
 use crate::types::{ConsensusRaft, NodeId, PeerInfo, TypeConfig};
 
 /// Largest encoded RPC or reply, in bytes.
@@ -173,42 +173,60 @@ pub trait RaftTransport: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<RaftRpcReply, TransportError>> + Send;
 }
 
-/// Answers one request with the local node: what a transport calls for each request it
+/// Answers requests with the local node: what a transport calls for each request it
 /// receives. Refuses a snapshot chunk that would take the snapshot past
 /// `snapshot_bytes_max`, so a peer cannot make this node fill its disk without bound (a
 /// received snapshot is written to a file as it arrives). Turns the node's elections off
 /// while it receives and installs a snapshot, and back on once its leader is heard from
 /// after it (see the `election` module: openraft 0.9's leader sends no heartbeats to a
-/// node it is sending a snapshot to).
-pub async fn serve_rpc(raft: &ConsensusRaft, rpc: RaftRpc, snapshot_bytes_max: u64) -> RaftRpcReply {
-    match rpc {
-        RaftRpc::AppendEntries(req) => {
-            let reply = raft.append_entries(req).await;
-            if matches!(reply, Ok(ref r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
-                election::leader_heard(raft);
+/// node it is sending a snapshot to). Clones share the node's election hold.
+#[derive(Clone)]
+pub struct RpcServer {
+    raft: ConsensusRaft,
+    snapshot_bytes_max: u64,
+    elections: ElectionHold,
+}
+
+impl RpcServer {
+    pub fn new(raft: ConsensusRaft, snapshot_bytes_max: u64) -> Self {
+        RpcServer { raft, snapshot_bytes_max, elections: ElectionHold::default() }
+    }
+
+    /// The local node's Raft.
+    pub fn raft(&self) -> &ConsensusRaft {
+        &self.raft
+    }
+
+    /// Answers one request.
+    pub async fn serve(&self, rpc: RaftRpc) -> RaftRpcReply {
+        let raft = &self.raft;
+        match rpc {
+            RaftRpc::AppendEntries(req) => {
+                let reply = raft.append_entries(req).await;
+                if matches!(reply, Ok(ref r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                    self.elections.leader_heard(raft);
+                }
+                RaftRpcReply::AppendEntries(reply)
             }
-            RaftRpcReply::AppendEntries(reply)
-        }
-        RaftRpc::Vote(req) => RaftRpcReply::Vote(raft.vote(req).await),
-        RaftRpc::InstallSnapshot(req) => {
-            let end = req.offset.checked_add(req.data.len() as u64);
-            match end {
-                Some(end) if end <= snapshot_bytes_max => {
-                    let generation = election::snapshot_chunk_arrived(raft);
+            RaftRpc::Vote(req) => RaftRpcReply::Vote(raft.vote(req).await),
+            RaftRpc::InstallSnapshot(req) => match req.offset.checked_add(req.data.len() as u64) {
+                Some(end) if end <= self.snapshot_bytes_max => {
+                    let generation = self.elections.snapshot_chunk_arrived(raft);
                     let reply = raft.install_snapshot(req).await;
-                    election::after_snapshot_chunk(raft, generation);
+                    self.elections.after_snapshot_chunk(raft, generation);
                     RaftRpcReply::InstallSnapshot(reply)
                 }
                 _ => {
                     let reason = format!(
-                        "snapshot chunk at offset {} of {} bytes goes past the limit of {snapshot_bytes_max} bytes",
+                        "snapshot chunk at offset {} of {} bytes goes past the limit of {} bytes",
                         req.offset,
-                        req.data.len()
+                        req.data.len(),
+                        self.snapshot_bytes_max
                     );
                     tracing::warn!(leader_vote = %req.vote, %reason, "refused install-snapshot rpc");
                     RaftRpcReply::Refused { reason }
                 }
-            }
+            },
         }
     }
 }

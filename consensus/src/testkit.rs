@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, STORAGE_VERSION};
 use crate::machine::{Machine, MachineError, SnapshotSource, SnapshotTaker};
-use crate::network::{RaftRpc, RaftRpcReply, RaftTransport, TransportError, serve_rpc};
+use crate::network::{RaftRpc, RaftRpcReply, RaftTransport, RpcServer, TransportError};
 use crate::types::{ConsensusRaft, NodeId, PeerInfo};
 
 /// What a [`MemMachine`] holds: every applied payload with its log index, and a running
@@ -153,12 +153,12 @@ pub fn local_peer(id: NodeId) -> PeerInfo {
     PeerInfo { peer_id: format!("local-{id}"), addr: format!("/memory/{id}") }
 }
 
-/// RPCs between Raft nodes of one process: a registry of Raft handles. Every request and
+/// RPCs between Raft nodes of one process: a registry of each node's [`RpcServer`]. Every request and
 /// reply goes through the wire encoding, so tests exercise the bytes a real transport
 /// sends. A node not registered (or unregistered, to simulate a crash) is unreachable.
 #[derive(Clone)]
 pub struct LocalTransport {
-    nodes: Arc<RwLock<BTreeMap<NodeId, ConsensusRaft>>>,
+    nodes: Arc<RwLock<BTreeMap<NodeId, RpcServer>>>,
     snapshot_bytes_max: u64,
 }
 
@@ -169,15 +169,16 @@ impl LocalTransport {
     }
 
     pub fn register(&self, id: NodeId, raft: ConsensusRaft) {
-        self.nodes.write().unwrap_or_else(PoisonError::into_inner).insert(id, raft);
+        let server = RpcServer::new(raft, self.snapshot_bytes_max);
+        self.nodes.write().unwrap_or_else(PoisonError::into_inner).insert(id, server);
     }
 
     /// Makes node `id` unreachable, returning its handle.
     pub fn unregister(&self, id: NodeId) -> Option<ConsensusRaft> {
-        self.nodes.write().unwrap_or_else(PoisonError::into_inner).remove(&id)
+        self.nodes.write().unwrap_or_else(PoisonError::into_inner).remove(&id).map(|s| s.raft().clone())
     }
 
-    fn get(&self, id: NodeId) -> Option<ConsensusRaft> {
+    fn get(&self, id: NodeId) -> Option<RpcServer> {
         self.nodes.read().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
     }
 }
@@ -185,9 +186,9 @@ impl LocalTransport {
 impl RaftTransport for LocalTransport {
     async fn call(&self, target: NodeId, _peer: &PeerInfo, rpc: RaftRpc) -> Result<RaftRpcReply, TransportError> {
         let failed = |e: codec::CodecError| TransportError::Failed { target, reason: e.to_string() };
-        let raft = self.get(target).ok_or(TransportError::Unreachable { target, reason: "not registered".into() })?;
+        let server = self.get(target).ok_or(TransportError::Unreachable { target, reason: "not registered".into() })?;
         let request = RaftRpc::decode(&rpc.encode().map_err(failed)?).map_err(failed)?;
-        let reply = serve_rpc(&raft, request, self.snapshot_bytes_max).await;
+        let reply = server.serve(request).await;
         RaftRpcReply::decode(&reply.encode().map_err(failed)?).map_err(failed)
     }
 }

@@ -57,9 +57,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use veritrace_consensus::network::RPC_BYTES_MAX;
-use veritrace_consensus::{
-    ConsensusRaft, NodeId, PeerInfo, RaftRpc, RaftRpcReply, RaftTransport, TransportError, serve_rpc,
-};
+use veritrace_consensus::{NodeId, PeerInfo, RaftRpc, RaftRpcReply, RaftTransport, RpcServer, TransportError};
 
 /// Name of the one request-response protocol between nodes; its last segment is the
 /// protocol version.
@@ -1113,8 +1111,8 @@ impl RaftTransport for P2pTransport {
     }
 }
 
-/// Answers a Raft RPC from a peer with the local node (through [`serve_rpc`], which bounds
-/// snapshots at `snapshot_bytes_max`).
-pub async fn answer_raft(raft: &ConsensusRaft, rpc: RaftRpc, snapshot_bytes_max: u64) -> NodeResponse {
-    NodeResponse::Raft(serve_rpc(raft, rpc, snapshot_bytes_max).await)
+/// Answers a Raft RPC from a peer with the local node (through [`RpcServer`], which bounds
+/// snapshots and holds elections off during an install).
+pub async fn answer_raft(server: &RpcServer, rpc: RaftRpc) -> NodeResponse {
+    NodeResponse::Raft(server.serve(rpc).await)
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use veritrace_consensus::{ConsensusRaft, NodeId as RaftId, Payload, PeerInfo, RaftRpc};
+use veritrace_consensus::{ConsensusRaft, NodeId as RaftId, Payload, PeerInfo, RaftRpc, RpcServer};
 use veritrace_ledger::apply::RejectCode;
 use veritrace_ledger::block::{BlockHeader, CheckpointSignature};
 use veritrace_ledger::codec;
@@ -154,7 +154,8 @@ type Checked = (Vec<Option<SubmitOutcome>>, Vec<(usize, SignedRecord)>);
 /// What a submission's check reads under the store lock: the key each record's signature is
 /// to be verified with (none where a follower does not know the author's key yet: the
 /// leader decides), up to the first record refused for anything but its signature; that
-/// refusal; and, when there is none, the receipts of records committed before.
+/// refusal (a storage error is one too, met at the same place in the order); and, when
+/// there is none, the receipts of records committed before.
 struct Screened {
     keys: Vec<Option<PublicKey>>,
     refusal: Option<SubmitError>,
@@ -162,6 +163,10 @@ struct Screened {
 }
 
 impl Screened {
+    fn refused(refusal: SubmitError) -> Screened {
+        Screened { keys: Vec::new(), refusal: Some(refusal), receipts: Vec::new() }
+    }
+
     /// The check's verdict, once the signatures are verified (with no lock held): the
     /// first refused record in order, or the records with their earlier receipts.
     fn conclude(self, ledger: &LedgerId, records: Vec<SignedRecord>) -> Result<Checked, SubmitError> {
@@ -311,7 +316,8 @@ pub struct Services {
     submit_tx: mpsc::Sender<Pending>,
     forward_tx: mpsc::Sender<ForwardJob>,
     early_signatures: std::sync::Mutex<BTreeMap<u64, Vec<SignatureMessage>>>,
-    snapshot_bytes_max: u64,
+    /// Answers peers' Raft RPCs with this node's Raft.
+    raft_rpc: RpcServer,
     evidence_dir: std::path::PathBuf,
     /// Signatures received on a header other than ours at the same height.
     checkpoint_conflicts: std::sync::atomic::AtomicU64,
@@ -346,6 +352,7 @@ impl Services {
             raft_id,
             genesis,
             store,
+            raft_rpc: RpcServer::new(raft.clone(), snapshot_bytes_max),
             raft,
             p2p,
             members,
@@ -356,7 +363,6 @@ impl Services {
             submit_tx,
             forward_tx,
             early_signatures: Default::default(),
-            snapshot_bytes_max,
             evidence_dir,
             checkpoint_conflicts: Default::default(),
             gate,
@@ -434,17 +440,16 @@ impl Services {
     /// with the lock released. Answers each submitter.
     fn check_group(&self, jobs: Vec<CheckJob>) {
         let is_leader = self.is_leader();
-        let screened: Vec<Result<Screened, SubmitError>> = match self.store.read() {
+        let screened: Vec<Screened> = match self.store.read() {
             Ok(store) => {
                 // A group is mostly a few authors: read and decode each one's organisation once.
                 let mut orgs = BTreeMap::new();
                 jobs.iter().map(|job| screen(&store, &mut orgs, is_leader, &job.records)).collect()
             }
-            Err(_) => jobs.iter().map(|_| Err(SubmitError::Storage("lock poisoned".into()))).collect(),
+            Err(_) => jobs.iter().map(|_| Screened::refused(SubmitError::Storage("lock poisoned".into()))).collect(),
         };
         for (job, screened) in jobs.into_iter().zip(screened) {
-            let verdict = screened.and_then(|sc| sc.conclude(&self.genesis.ledger_id, job.records));
-            let _ = job.reply.send(verdict);
+            let _ = job.reply.send(screened.conclude(&self.genesis.ledger_id, job.records));
         }
     }
 
@@ -651,57 +656,53 @@ fn screen(
     orgs: &mut BTreeMap<OrgId, Option<Organisation>>,
     is_leader: bool,
     records: &[SignedRecord],
-) -> Result<Screened, SubmitError> {
+) -> Screened {
     let mut keys = Vec::with_capacity(records.len());
-    let refusal = |index, reason| Some(SubmitError::BadSignature { index, reason });
     for (index, r) in records.iter().enumerate() {
-        if let Err(e) = r.validate_form() {
-            return Ok(Screened {
-                keys,
-                refusal: Some(SubmitError::Malformed { index, reason: e.to_string() }),
-                receipts: vec![],
-            });
+        match screen_record(store, orgs, is_leader, index, r) {
+            Ok(key) => keys.push(key),
+            Err(refusal) => return Screened { keys, refusal: Some(refusal), receipts: Vec::new() },
         }
-        let author = &r.record.author;
-        if !orgs.contains_key(author) {
-            let org = match store.state_value(&StateKey::Org(author.clone())) {
-                Ok(Some(StateValue::Org(o))) => Some(o),
-                Ok(_) => None,
-                Err(e) => return Err(SubmitError::Storage(e.to_string())),
-            };
-            orgs.insert(author.clone(), org);
-        }
-        // A follower may not have applied the governance record that added the author or
-        // the key yet: the leader (and apply, on every node) decides.
-        let key = orgs[author].as_ref().map(|org| org.key(&r.record.key_id));
-        let key = match key {
-            Some(Some(key)) => key,
-            _ if !is_leader => {
-                keys.push(None);
-                continue;
-            }
-            None => {
-                let refusal = refusal(index, format!("author {author} is not a known organisation"));
-                return Ok(Screened { keys, refusal, receipts: vec![] });
-            }
-            Some(None) => {
-                let refusal = refusal(index, format!("{author} has no key {}", r.record.key_id));
-                return Ok(Screened { keys, refusal, receipts: vec![] });
-            }
-        };
-        // Apply's key rule, checked early: a key revoked here is revoked on the leader too
-        // (it is never behind this node), so any node may refuse it.
-        if let Some(reason) = key.refusal(author, r.record.time_ms) {
-            return Ok(Screened { keys, refusal: refusal(index, reason), receipts: vec![] });
-        }
-        keys.push(Some(key.public_key));
     }
-    let receipts = records
-        .iter()
-        .map(|r| store.receipt(&r.id()))
-        .collect::<Result<_, _>>()
-        .map_err(|e| SubmitError::Storage(e.to_string()))?;
-    Ok(Screened { keys, refusal: None, receipts })
+    match records.iter().map(|r| store.receipt(&r.id())).collect() {
+        Ok(receipts) => Screened { keys, refusal: None, receipts },
+        Err(e) => Screened { keys, refusal: Some(SubmitError::Storage(e.to_string())), receipts: Vec::new() },
+    }
+}
+
+/// One record's form, author and key: the key its signature is to be verified with, or
+/// none where a follower does not know the author or the key yet (the leader, and apply on
+/// every node, decide).
+fn screen_record(
+    store: &crate::query::LedgerStore,
+    orgs: &mut BTreeMap<OrgId, Option<Organisation>>,
+    is_leader: bool,
+    index: usize,
+    r: &SignedRecord,
+) -> Result<Option<PublicKey>, SubmitError> {
+    r.validate_form().map_err(|e| SubmitError::Malformed { index, reason: e.to_string() })?;
+    let author = &r.record.author;
+    if !orgs.contains_key(author) {
+        let org = match store.state_value(&StateKey::Org(author.clone())) {
+            Ok(Some(StateValue::Org(o))) => Some(o),
+            Ok(_) => None,
+            Err(e) => return Err(SubmitError::Storage(e.to_string())),
+        };
+        orgs.insert(author.clone(), org);
+    }
+    let refusal = |reason| SubmitError::BadSignature { index, reason };
+    let key = match orgs[author].as_ref().map(|org| org.key(&r.record.key_id)) {
+        Some(Some(key)) => key,
+        _ if !is_leader => return Ok(None),
+        None => return Err(refusal(format!("author {author} is not a known organisation"))),
+        Some(None) => return Err(refusal(format!("{author} has no key {}", r.record.key_id))),
+    };
+    // Apply's key rule, checked early: a key revoked here is revoked on the leader too (it
+    // is never behind this node), so any node may refuse it.
+    if let Some(reason) = key.refusal(author, r.record.time_ms) {
+        return Err(refusal(reason));
+    }
+    Ok(Some(key.public_key))
 }
 
 /// Checks submissions a group at a time ([`GroupCommit`]: [`CHECKS_IN_FLIGHT_MAX`] groups
@@ -818,7 +819,7 @@ async fn answer_peers(s: Arc<Services>, mut inbound: mpsc::Receiver<Inbound>) {
         tokio::spawn(async move {
             let reply = match msg.request {
                 NodeRequest::Raft(rpc) => match raft_sender_refusal(&s, &msg.from, &rpc).await {
-                    None => crate::p2p::answer_raft(&s.raft, rpc, s.snapshot_bytes_max).await,
+                    None => crate::p2p::answer_raft(&s.raft_rpc, rpc).await,
                     Some(reason) => {
                         tracing::warn!(peer = %msg.from, "refused: {reason}");
                         NodeResponse::Refused(reason)

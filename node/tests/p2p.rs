@@ -389,16 +389,15 @@ async fn start_raft_node(id: NodeId, all: &[u8]) -> RaftNode {
     let raft = veritrace_consensus::start_raft(id, &config, log, store, P2pTransport::new(p2p.clone()))
         .await
         .expect("start raft");
-    let snapshot_bytes_max = config.snapshot_bytes_max;
-    let served = raft.clone();
+    let served = veritrace_consensus::RpcServer::new(raft.clone(), config.snapshot_bytes_max);
     let server = tokio::spawn(async move {
         while let Some(Inbound { request, reply, .. }) = inbound.recv().await {
-            let raft = served.clone();
+            let served = served.clone();
             // One task per request, as the node does: a slow snapshot install must not hold
             // up votes and heartbeats behind it.
             tokio::spawn(async move {
                 let response = match request {
-                    NodeRequest::Raft(rpc) => answer_raft(&raft, rpc, snapshot_bytes_max).await,
+                    NodeRequest::Raft(rpc) => answer_raft(&served, rpc).await,
                     other => NodeResponse::Refused(format!("unexpected {other:?}")),
                 };
                 let _ = reply.send(response);
