@@ -153,9 +153,9 @@ pub fn local_peer(id: NodeId) -> PeerInfo {
     PeerInfo { peer_id: format!("local-{id}"), addr: format!("/memory/{id}") }
 }
 
-/// RPCs between Raft nodes of one process: a registry of each node's [`RpcServer`]. Every request and
-/// reply goes through the wire encoding, so tests exercise the bytes a real transport
-/// sends. A node not registered (or unregistered, to simulate a crash) is unreachable.
+/// RPCs between Raft nodes of one process: a registry of each node's [`RpcServer`].
+/// Every request and reply goes through the wire encoding, so tests exercise the bytes a
+/// real transport sends. A node not registered (or unregistered, to simulate a crash) is unreachable.
 #[derive(Clone)]
 pub struct LocalTransport {
     nodes: Arc<RwLock<BTreeMap<NodeId, RpcServer>>>,
