@@ -1,6 +1,6 @@
-//! Node-to-node networking: libp2p over TCP + Noise + Yamux, with one request-response
-//! protocol ([`PROTOCOL_NAME`]) that carries Raft RPCs, submissions forwarded to the leader
-//! and checkpoint signatures between the members of a ledger.
+//! Node-to-node networking: libp2p over TCP + Noise + Yamux. One kind of exchange, a
+//! [`NodeRequest`] answered by a [`NodeResponse`], carries Raft RPCs, submissions forwarded
+//! to the leader and checkpoint signatures between the members of a ledger.
 //!
 //! One task owns the libp2p `Swarm`; the rest of the node talks to it through [`P2p`], a
 //! cheap, cloneable handle over a bounded command channel. Requests from peers reach the
@@ -8,6 +8,16 @@
 //! carries a oneshot for the answer. [`P2pTransport`] plugs the handle into
 //! `veritrace-consensus` as its [`RaftTransport`], and [`answer_raft`] is the matching
 //! receiving side.
+//!
+//! Two protocols carry the exchange, with the same frames:
+//! - [`STREAM_PROTOCOL_NAME`], the fast path: request streams kept open between connected
+//!   peers and used for one request after another (see [`Streams`]). The caller writes to
+//!   the stream and reads the reply itself, so a request crosses no task but the
+//!   connection's own; a block's Raft traffic is four requests, and a new stream and a trip
+//!   through the swarm task for each cost more CPU than the rest of the transport.
+//! - [`PROTOCOL_NAME`], request-response through the swarm task, one stream per request:
+//!   for a peer this node is not connected to (it dials with the addresses it knows) and
+//!   for a peer that does not speak the stream protocol.
 //!
 //! Architecture invariants:
 //! - Permissioned at connection time. A node's libp2p identity is its ed25519 node key;
@@ -41,6 +51,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -52,7 +63,7 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionDenied, DialError, ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, identify, identity, noise, tcp, yamux};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -64,6 +75,17 @@ use veritrace_consensus::{NodeId, PeerInfo, RaftRpc, RaftRpcReply, RaftTransport
 pub const PROTOCOL_NAME: &str = "/veritrace/node/1";
 /// [`PROTOCOL_NAME`] as libp2p's protocol type.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new(PROTOCOL_NAME);
+/// Name of the protocol of persistent request streams: [`PROTOCOL_NAME`]'s frames, a
+/// request then its response, again and again on one stream.
+pub const STREAM_PROTOCOL_NAME: &str = "/veritrace/node-stream/1";
+/// [`STREAM_PROTOCOL_NAME`] as libp2p's protocol type.
+pub const STREAM_PROTOCOL: StreamProtocol = StreamProtocol::new(STREAM_PROTOCOL_NAME);
+/// Idle request streams kept per peer; one that comes back when this many wait is closed.
+/// A peer needs one per request it has in flight to another at once: Raft's append, a
+/// vote, a snapshot chunk, forwards and signatures.
+pub const IDLE_STREAMS_PER_PEER_MAX: usize = 8;
+/// Request streams from peers served at once, across all peers; more are closed unread.
+pub const INBOUND_STREAMS_MAX: usize = 1024;
 /// Protocol version the identify exchange announces (listen addresses between members).
 pub const IDENTIFY_PROTOCOL_NAME: &str = "/veritrace/identify/1";
 
@@ -260,14 +282,12 @@ fn invalid_data(reason: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, reason)
 }
 
-async fn write_frame<T, V>(io: &mut T, what: &str, max: u64, value: &V) -> io::Result<()>
-where
-    T: AsyncWrite + Unpin + Send,
-    V: Serialize,
-{
-    let body = bincode::serde::encode_to_vec(value, wire_config())
+/// `value` as one frame, header and body, refused past `max` bytes of body.
+fn encode_frame<V: Serialize>(what: &str, max: u64, value: &V) -> io::Result<Vec<u8>> {
+    let mut frame = vec![0; FRAME_HEADER_BYTES];
+    bincode::serde::encode_into_std_write(value, &mut frame, wire_config())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("cannot encode {what}: {e}")))?;
-    let len = body.len() as u64;
+    let len = (frame.len() - FRAME_HEADER_BYTES) as u64;
     if len > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -275,9 +295,18 @@ where
         ));
     }
     // Checked against `max`, which is at most u32::MAX (see the assertion on the limits).
-    let header = (len as u32).to_be_bytes();
-    io.write_all(&header).await?;
-    io.write_all(&body).await?;
+    frame[..FRAME_HEADER_BYTES].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(frame)
+}
+
+/// Writes a frame in one write, so it leaves in as few Yamux and Noise frames as it can.
+async fn write_frame<T, V>(io: &mut T, what: &str, max: u64, value: &V) -> io::Result<()>
+where
+    T: AsyncWrite + Unpin + Send,
+    V: Serialize,
+{
+    let frame = encode_frame(what, max, value)?;
+    io.write_all(&frame).await?;
     io.flush().await
 }
 
@@ -498,6 +527,7 @@ pub struct P2p {
     listen_addrs: watch::Receiver<Vec<Multiaddr>>,
     /// Longest a request may take end to end: connecting, then the request itself.
     request_deadline: Duration,
+    streams: Arc<Streams>,
 }
 
 #[derive(NetworkBehaviour)]
@@ -505,6 +535,7 @@ struct Behaviour {
     // First, so a refused peer is turned away before any other behaviour sets up a handler.
     allow: allow_block_list::Behaviour<AllowedPeers>,
     rpc: request_response::Behaviour<NodeCodec>,
+    streams: libp2p_stream::Behaviour,
     identify: identify::Behaviour,
 }
 
@@ -531,7 +562,10 @@ impl P2p {
         );
         let identify =
             identify::Behaviour::new(identify::Config::new(IDENTIFY_PROTOCOL_NAME.to_string(), keypair.public()));
-        let behaviour = Behaviour { allow, rpc, identify };
+        let streams = libp2p_stream::Behaviour::new();
+        let mut control = streams.new_control();
+        let incoming = control.accept(STREAM_PROTOCOL).expect("a new behaviour has no protocol registered");
+        let behaviour = Behaviour { allow, rpc, streams, identify };
         let idle_timeout = cfg.idle_timeout;
         let Ok(builder) = SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
@@ -549,6 +583,10 @@ impl P2p {
         let first = wait_listening(&mut swarm, &cfg.listen).await?;
         info!(peer = %local_peer_id, addr = %first, "p2p listening");
 
+        let limits = NodeCodec { request_bytes_max: cfg.request_bytes_max, response_bytes_max: cfg.response_bytes_max };
+        let streams = Arc::new(Streams { control, peers: Mutex::new(HashMap::new()), limits });
+        let (stop_streams, streams_stopped) = oneshot::channel();
+        tokio::spawn(accept_streams(incoming, inbound.clone(), limits, cfg.request_timeout, streams_stopped));
         let (listen_tx, listen_rx) = watch::channel(vec![first]);
         let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
         let now = Instant::now();
@@ -573,6 +611,8 @@ impl P2p {
             request_timeout: cfg.request_timeout,
             backoff_min: cfg.redial_backoff_min,
             backoff_max: cfg.redial_backoff_max,
+            streams: streams.clone(),
+            _stop_streams: stop_streams,
         };
         let handle = tokio::spawn(task.run());
         let p2p = P2p {
@@ -580,6 +620,7 @@ impl P2p {
             local_peer_id,
             listen_addrs: listen_rx,
             request_deadline: cfg.connect_timeout + cfg.request_timeout,
+            streams,
         };
         Ok((p2p, handle))
     }
@@ -593,21 +634,38 @@ impl P2p {
         self.listen_addrs.borrow().clone()
     }
 
-    /// Sends `request` to `peer` and waits for its response, dialling `addr` (or the
-    /// configured address of `peer`) if not connected.
+    /// Sends `request` to `peer` and waits for its response: on a request stream if
+    /// connected, otherwise through the swarm task, dialling `addr` (or the configured
+    /// address of `peer`).
     pub async fn request(
         &self,
         peer: PeerId,
         addr: Option<Multiaddr>,
         request: NodeRequest,
     ) -> Result<NodeResponse, P2pError> {
+        if self.commands.is_closed() {
+            return Err(P2pError::Stopped);
+        }
+        let deadline = Instant::now() + self.request_deadline;
+        let timed_out = || P2pError::Timeout { peer, after_ms: millis(self.request_deadline) };
+        match tokio::time::timeout_at(deadline, self.streams.request(peer, &request)).await {
+            Ok(Some(result)) => return result,
+            Ok(None) => {}
+            Err(_) => return Err(timed_out()),
+        }
         let (reply, response) = oneshot::channel();
         self.commands.send(Command::Request { peer, addr, request, reply }).await.map_err(|_| P2pError::Stopped)?;
-        match tokio::time::timeout(self.request_deadline, response).await {
+        match tokio::time::timeout_at(deadline, response).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(P2pError::Stopped),
-            Err(_) => Err(P2pError::Timeout { peer, after_ms: millis(self.request_deadline) }),
+            Err(_) => Err(timed_out()),
         }
+    }
+
+    /// Idle request streams this node holds to `peer` (see [`Streams`]), for tests and
+    /// diagnostics: 0 when not connected.
+    pub fn idle_streams(&self, peer: &PeerId) -> usize {
+        self.streams.peers().get(peer).map_or(0, |p| p.idle.len())
     }
 
     /// Peers with at least one open connection; empty once stopped.
@@ -737,6 +795,10 @@ struct Task {
     request_timeout: Duration,
     backoff_min: Duration,
     backoff_max: Duration,
+    /// Told which peers are connected, for the request streams.
+    streams: Arc<Streams>,
+    /// Dropped with the task, which stops taking request streams from peers.
+    _stop_streams: oneshot::Sender<()>,
 }
 
 impl Task {
@@ -890,6 +952,7 @@ impl Task {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Rpc(event)) => self.on_rpc(event),
             SwarmEvent::Behaviour(BehaviourEvent::Allow(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::Streams(())) => {}
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
                 if let identify::Event::Received { peer_id, info, .. } = event {
                     self.on_identified(peer_id, info.listen_addrs);
@@ -897,6 +960,7 @@ impl Task {
             }
             SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                 debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                self.streams.connected(peer_id);
                 self.remote_addrs.insert(peer_id, endpoint.get_remote_address().clone());
                 self.dial_errors.remove(&peer_id);
                 if let Some(r) = self.redial.get_mut(&peer_id) {
@@ -906,6 +970,9 @@ impl Task {
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. } => {
                 debug!(peer = %peer_id, cause = ?cause, "connection closed");
+                if num_established == 0 {
+                    self.streams.disconnected(&peer_id);
+                }
                 if num_established == 0
                     && let Some(r) = self.redial.get_mut(&peer_id)
                 {
@@ -1012,9 +1079,8 @@ impl Task {
             warn!(peer = %from, "refused a request: {INBOUND_PENDING_MAX} requests already await the node");
             return refuse(self, channel, "busy");
         }
-        let (reply, answer) = oneshot::channel();
-        match self.inbound.try_send(Inbound { from, request, reply }) {
-            Ok(()) => {
+        match hand_to_node(&self.inbound, from, request) {
+            Ok(answer) => {
                 let timeout = self.request_timeout;
                 self.replies.push(
                     async move {
@@ -1025,11 +1091,7 @@ impl Task {
                     .boxed(),
                 );
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!(peer = %from, "refused a request: the node's inbound queue is full");
-                refuse(self, channel, "busy");
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => refuse(self, channel, "shutting down"),
+            Err(refusal) => refuse(self, channel, refusal),
         }
     }
 
@@ -1078,6 +1140,185 @@ async fn sleep_until(due: Option<Instant>) {
     match due {
         Some(due) => tokio::time::sleep_until(due).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Hands a peer's request to the node; the receiver gets the node's answer. Refused with a
+/// reason for the peer when the node's queue is full or the node is stopping.
+fn hand_to_node(
+    inbound: &mpsc::Sender<Inbound>,
+    from: PeerId,
+    request: NodeRequest,
+) -> Result<oneshot::Receiver<NodeResponse>, &'static str> {
+    let (reply, answer) = oneshot::channel();
+    match inbound.try_send(Inbound { from, request, reply }) {
+        Ok(()) => Ok(answer),
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            warn!(peer = %from, "refused a request: the node's inbound queue is full");
+            Err("busy")
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => Err("shutting down"),
+    }
+}
+
+/// The request streams of [`STREAM_PROTOCOL_NAME`], this node's side: streams it opened
+/// to connected peers and keeps for its next requests.
+///
+/// A stream carries one request at a time: the caller takes an idle stream (or opens one),
+/// writes its request, reads the response and puts the stream back. Requests in flight to
+/// one peer at once each have their own stream, so a snapshot chunk never holds up an
+/// append. A stream that failed, or whose request timed out, is dropped, never reused: its
+/// next bytes could be the answer to the abandoned request.
+struct Streams {
+    control: libp2p_stream::Control,
+    /// Connected peers (kept by the swarm task), each with its idle streams.
+    peers: Mutex<HashMap<PeerId, PeerStreams>>,
+    limits: NodeCodec,
+}
+
+#[derive(Default)]
+struct PeerStreams {
+    idle: Vec<libp2p::Stream>,
+    /// The peer refused the protocol on this connection: use request-response.
+    unsupported: bool,
+}
+
+impl Streams {
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, PeerStreams>> {
+        // Only plain field updates happen under the lock: a panic cannot leave it half done.
+        self.peers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn connected(&self, peer: PeerId) {
+        self.peers().entry(peer).or_default();
+    }
+
+    fn disconnected(&self, peer: &PeerId) {
+        self.peers().remove(peer);
+    }
+
+    /// An idle stream to `peer`; `Err` if the peer is not connected or does not speak the
+    /// protocol.
+    fn take_idle(&self, peer: &PeerId) -> Result<Option<libp2p::Stream>, ()> {
+        match self.peers().get_mut(peer) {
+            Some(p) if !p.unsupported => Ok(p.idle.pop()),
+            _ => Err(()),
+        }
+    }
+
+    fn put_idle(&self, peer: PeerId, stream: libp2p::Stream) {
+        if let Some(p) = self.peers().get_mut(&peer)
+            && p.idle.len() < IDLE_STREAMS_PER_PEER_MAX
+        {
+            p.idle.push(stream);
+        }
+    }
+
+    fn mark_unsupported(&self, peer: &PeerId) {
+        if let Some(p) = self.peers().get_mut(peer) {
+            p.unsupported = true;
+            p.idle.clear();
+        }
+    }
+
+    /// Sends `request` on a stream and reads its response. `None` when there is no stream
+    /// to be had (not connected, the protocol refused, the stream not opened): the caller
+    /// then goes through request-response.
+    async fn request(&self, peer: PeerId, request: &NodeRequest) -> Option<Result<NodeResponse, P2pError>> {
+        let failed = |e: io::Error| P2pError::Request { peer, reason: e.to_string() };
+        let frame = match encode_frame("request", self.limits.request_bytes_max, request) {
+            Ok(frame) => frame,
+            Err(e) => return Some(Err(failed(e))),
+        };
+        loop {
+            let idle = self.take_idle(&peer).ok()?;
+            let reused = idle.is_some();
+            let mut stream = match idle {
+                Some(stream) => stream,
+                None => match self.control.clone().open_stream(peer, STREAM_PROTOCOL).await {
+                    Ok(stream) => stream,
+                    Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => {
+                        debug!(%peer, "peer does not speak {STREAM_PROTOCOL_NAME}: requests go one stream each");
+                        self.mark_unsupported(&peer);
+                        return None;
+                    }
+                    Err(e) => {
+                        debug!(%peer, "no request stream: {e}");
+                        return None;
+                    }
+                },
+            };
+            if let Err(e) = async { stream.write_all(&frame).await.and(stream.flush().await) }.await {
+                // An idle stream can have closed with its connection's last moments, before
+                // a byte of the request left: try the next one.
+                if reused {
+                    debug!(%peer, "idle request stream closed: {e}");
+                    continue;
+                }
+                return Some(Err(failed(e)));
+            }
+            let response = read_frame(&mut stream, "response", self.limits.response_bytes_max).await;
+            if response.is_ok() {
+                self.put_idle(peer, stream);
+            }
+            return Some(response.map_err(failed));
+        }
+    }
+}
+
+/// Takes the request streams peers open to this node, each served by a task of its own,
+/// until `stop` resolves (the swarm task dropped its sender).
+async fn accept_streams(
+    mut incoming: libp2p_stream::IncomingStreams,
+    inbound: mpsc::Sender<Inbound>,
+    limits: NodeCodec,
+    timeout: Duration,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let open = Arc::new(Semaphore::new(INBOUND_STREAMS_MAX));
+    loop {
+        let (peer, stream) = tokio::select! {
+            _ = &mut stop => return,
+            next = incoming.next() => match next {
+                Some(next) => next,
+                None => return,
+            },
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            warn!(%peer, "closed a request stream: {INBOUND_STREAMS_MAX} are open");
+            continue;
+        };
+        let inbound = inbound.clone();
+        tokio::spawn(async move {
+            serve_stream(peer, stream, &inbound, limits, timeout).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Answers the requests of one stream from `from`, one after another, until the peer closes
+/// it or breaks the protocol (a frame over the limit or malformed: the stream is closed).
+async fn serve_stream(
+    from: PeerId,
+    mut stream: libp2p::Stream,
+    inbound: &mpsc::Sender<Inbound>,
+    limits: NodeCodec,
+    timeout: Duration,
+) {
+    loop {
+        let request = match read_frame(&mut stream, "request", limits.request_bytes_max).await {
+            Ok(request) => request,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return debug!(peer = %from, "request stream closed"),
+            Err(e) => return warn!(peer = %from, "inbound request failed: {e}"),
+        };
+        let response = match hand_to_node(inbound, from, request) {
+            Ok(answer) => tokio::time::timeout(timeout, answer).await.ok().and_then(Result::ok),
+            Err(refusal) => Some(NodeResponse::Refused(refusal.into())),
+        };
+        let response = response.unwrap_or_else(|| NodeResponse::Refused("no answer".into()));
+        if let Err(e) = write_frame(&mut stream, "response", limits.response_bytes_max, &response).await {
+            return debug!(peer = %from, "cannot answer on a request stream: {e}");
+        }
     }
 }
 

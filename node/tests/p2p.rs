@@ -1,5 +1,6 @@
 //! The libp2p layer of the node on 127.0.0.1 with ports chosen at run time: requests and
-//! replies (large ones too), refusal of identities outside the allow list and its change
+//! replies (large ones too), requests sharing request streams (concurrent ones, and one
+//! after a timeout), refusal of identities outside the allow list and its change
 //! at run time, refusal of oversized frames without allocating them, and a three-node
 //! Raft cluster replicating through `P2pTransport`. Waits poll with a generous deadline;
 //! nothing is asserted about time.
@@ -19,8 +20,8 @@ use veritrace_consensus::config::ProposeError;
 use veritrace_consensus::testkit::MemMachine;
 use veritrace_consensus::{ConsensusConfig, ConsensusRaft, MachineStore, NodeId, Payload, PeerInfo, RocksLogStore};
 use veritrace_node::p2p::{
-    Inbound, NodeCodec, NodeRequest, NodeResponse, P2p, P2pConfig, P2pError, P2pTransport, PROTOCOL, REQUEST_BYTES_MAX,
-    answer_raft, peer_id_of,
+    IDLE_STREAMS_PER_PEER_MAX, Inbound, NodeCodec, NodeRequest, NodeResponse, P2p, P2pConfig, P2pError, P2pTransport,
+    PROTOCOL, REQUEST_BYTES_MAX, answer_raft, peer_id_of,
 };
 
 /// Records the largest single allocation made by each thread, so a test can show that
@@ -182,6 +183,100 @@ async fn two_allowed_peers_exchange_requests_and_large_replies() {
     // After shutdown a handle reports the stop instead of hanging.
     let after = a_p2p.request(peer_of(2), None, NodeRequest::Signature(Vec::new())).await;
     assert!(matches!(after, Err(P2pError::Stopped)), "got {after:?}");
+}
+
+/// Answers each forward on its own task after `delay(request)`, echoing it.
+fn serve_delayed(mut inbound: mpsc::Receiver<Inbound>, delay: fn(&[u8]) -> Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(Inbound { request, reply, .. }) = inbound.recv().await {
+            tokio::spawn(async move {
+                if let NodeRequest::Forward(items) = &request {
+                    tokio::time::sleep(delay(&items.concat())).await;
+                }
+                let _ = reply.send(echo(request));
+            });
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_on_request_streams_each_get_their_own_answer() {
+    let a = start_node(1, &[2], |_| {}).await;
+    let b = start_node(2, &[1], |_| {}).await;
+    let b_addr = b.addr().await;
+    let Node { p2p: b_p2p, task: b_task, inbound: b_inbound } = b;
+    // Later requests are answered sooner: answers come back in another order than sent.
+    let served = serve_delayed(b_inbound, |payload| Duration::from_millis(u64::from(200 - payload[0])));
+    let first = a.p2p.request(peer_of(2), Some(b_addr), NodeRequest::Forward(vec![vec![0]])).await;
+    assert!(matches!(&first, Ok(NodeResponse::Forwarded(r)) if r == &[0]), "got {first:?}");
+
+    for round in 0..2u8 {
+        let requests = (1..=40u8).map(|i| {
+            let p2p = a.p2p.clone();
+            let payload = vec![i, round, i.wrapping_mul(7)];
+            tokio::spawn(async move {
+                let reply = p2p.request(peer_of(2), None, NodeRequest::Forward(vec![payload.clone()])).await;
+                (payload, reply)
+            })
+        });
+        for request in requests.collect::<Vec<_>>() {
+            let (payload, reply) = request.await.expect("request task");
+            assert!(
+                matches!(&reply, Ok(NodeResponse::Forwarded(r)) if r == &payload),
+                "request {payload:?} got {reply:?}"
+            );
+        }
+        // The streams came back for the next requests, up to the per-peer limit.
+        let idle = a.p2p.idle_streams(&peer_of(2));
+        assert!((1..=IDLE_STREAMS_PER_PEER_MAX).contains(&idle), "{idle} idle streams after round {round}");
+    }
+    // One request at a time reuses one stream: none is added.
+    let idle = a.p2p.idle_streams(&peer_of(2));
+    for i in 0..5u8 {
+        let reply = a.p2p.request(peer_of(2), None, NodeRequest::Forward(vec![vec![100 + i]])).await;
+        assert!(matches!(&reply, Ok(NodeResponse::Forwarded(r)) if r == &[100 + i]), "got {reply:?}");
+    }
+    assert_eq!(a.p2p.idle_streams(&peer_of(2)), idle);
+
+    a.stop().await;
+    b_p2p.shutdown().await;
+    b_task.await.expect("p2p task");
+    served.await.expect("server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_timed_out_leaves_no_answer_for_the_next_one() {
+    let a = start_node(1, &[2], |cfg| {
+        cfg.connect_timeout = Duration::from_millis(250);
+        cfg.request_timeout = Duration::from_millis(250);
+    })
+    .await;
+    let b = start_node(2, &[1], |_| {}).await;
+    let b_addr = b.addr().await;
+    let Node { p2p: b_p2p, task: b_task, inbound: b_inbound } = b;
+    // A payload starting with 1 is answered after 1.5 s, others at once.
+    let served = serve_delayed(b_inbound, |payload| Duration::from_millis(if payload[0] == 1 { 1500 } else { 0 }));
+
+    // The first request connects (through request-response); the second opens a stream.
+    for _ in 0..2 {
+        let warm = a.p2p.request(peer_of(2), Some(b_addr.clone()), NodeRequest::Forward(vec![vec![0, 0]])).await;
+        assert!(matches!(&warm, Ok(NodeResponse::Forwarded(r)) if r == &[0, 0]), "got {warm:?}");
+    }
+    assert_eq!(a.p2p.idle_streams(&peer_of(2)), 1);
+
+    let slow = a.p2p.request(peer_of(2), None, NodeRequest::Forward(vec![vec![1, 1]])).await;
+    assert!(matches!(slow, Err(P2pError::Timeout { .. })), "got {slow:?}");
+    // The slow answer arrives on the abandoned stream while these run; none may take it.
+    for i in 2..12u8 {
+        let reply = a.p2p.request(peer_of(2), None, NodeRequest::Forward(vec![vec![i, i]])).await;
+        assert!(matches!(&reply, Ok(NodeResponse::Forwarded(r)) if r == &[i, i]), "request {i} got {reply:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    a.stop().await;
+    b_p2p.shutdown().await;
+    b_task.await.expect("p2p task");
+    served.await.expect("server");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
