@@ -49,15 +49,21 @@ use crate::cast::{Cast, NodeRole, org_key_path};
 use crate::config::{NodeConfigFile, PeerEntry, Tuning, p2p_addr};
 use crate::keyfile::write_key_file;
 use crate::manifest::{Cut, MANIFEST_FORMAT, Manifest, ManifestNode, ManifestOrg, NetMode};
-use crate::process::{self, LaunchError, Launcher, NodeProcess};
+use crate::process::{self, LaunchError, Launcher, NodeProcess, ServeLimits};
 
 /// Ledger id of a network made without naming one.
 pub const LEDGER_ID_DEFAULT: &str = "veritrace-devnet";
 /// Most nodes in one network: each is a process with two RocksDB stores.
 pub const NODES_MAX: u32 = 64;
-/// Default longest wait for a node to print its serving line (it opens and verifies its
-/// stores first, which takes a while on a big ledger).
+/// Default longest silence of a starting node: the wait for its serving line is given up
+/// when it prints nothing on stdout for this long. It opens and verifies its stores first,
+/// which takes minutes on a big ledger, but says so every few seconds while it does.
 pub const SERVE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+/// Default longest wait for a node's serving line however much it reports meanwhile, so
+/// that a node that reports progress forever is still killed.
+pub const SERVE_CEILING_DEFAULT: Duration = Duration::from_secs(30 * 60);
+const SERVE_LIMITS_DEFAULT: ServeLimits =
+    ServeLimits { silence: SERVE_TIMEOUT_DEFAULT, ceiling: SERVE_CEILING_DEFAULT };
 /// Longest wait after SIGTERM before SIGKILL; above the node's own 10 s shutdown grace.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long pause and resume wait for the kernel to show the process stopped or running.
@@ -187,7 +193,7 @@ pub struct Network {
     genesis: Genesis,
     cast: Cast,
     state: Mutex<State>,
-    serve_timeout: Duration,
+    serve_limits: ServeLimits,
     temp: bool,
     keep: bool,
     /// A body run by `keep_on_failure` failed: report where the logs are.
@@ -314,7 +320,7 @@ impl Network {
             genesis,
             cast,
             state: Mutex::new(State { manifest, procs: BTreeMap::new(), net_owned }),
-            serve_timeout: SERVE_TIMEOUT_DEFAULT,
+            serve_limits: SERVE_LIMITS_DEFAULT,
             temp: spec.temp,
             keep: false,
             failed: false,
@@ -387,7 +393,7 @@ impl Network {
             genesis,
             cast,
             state: Mutex::new(State { manifest, procs, net_owned: false }),
-            serve_timeout: SERVE_TIMEOUT_DEFAULT,
+            serve_limits: SERVE_LIMITS_DEFAULT,
             temp: false,
             keep: true,
             failed: false,
@@ -416,8 +422,8 @@ impl Network {
     /// Lets every node run on after this handle is gone, with its pid in the manifest for
     /// a later [`Network::open`]: what `veritrace devnet up` does. The directory is kept.
     ///
-    /// The node writes only its serving line to stdout, so the pipe that closes when this
-    /// process exits costs it nothing; its log continues through stderr.
+    /// The node writes nothing to stdout after its serving line, so the pipe that closes
+    /// when this process exits costs it nothing; its log continues through stderr.
     pub fn detach(mut self) {
         self.keep = true;
         self.lock().net_owned = false;
@@ -427,9 +433,16 @@ impl Network {
         }
     }
 
-    /// Longest wait for a node's serving line (default [`SERVE_TIMEOUT_DEFAULT`]).
+    /// Longest time a starting node may print nothing on stdout before it is killed
+    /// (default [`SERVE_TIMEOUT_DEFAULT`]); each line it prints restarts the clock.
     pub fn set_serve_timeout(&mut self, timeout: Duration) {
-        self.serve_timeout = timeout;
+        self.serve_limits.silence = timeout;
+    }
+
+    /// Longest wait for a node's serving line however much it reports meanwhile (default
+    /// [`SERVE_CEILING_DEFAULT`]).
+    pub fn set_serve_ceiling(&mut self, ceiling: Duration) {
+        self.serve_limits.ceiling = ceiling;
     }
 
     /// Uses another node binary from the next start on (recorded in the manifest).
@@ -550,7 +563,9 @@ impl Network {
     // ---- process control ----
 
     /// Starts every node that is not running and waits until each serves. Nodes start
-    /// together; a node whose ports were taken meanwhile gets new ones and starts again.
+    /// together, and each is held to the serve limits from its own spawn and its own last
+    /// line, whichever node is being waited for; a node whose ports were taken meanwhile
+    /// gets new ones and starts again.
     pub fn start_all(&self) -> Result<()> {
         let mut st = self.lock();
         self.ensure_net(&mut st)?;
@@ -567,9 +582,8 @@ impl Network {
                 Err(e) => errors.push(format!("{id}: {e:#}")),
             }
         }
-        let deadline = Instant::now() + self.serve_timeout;
         for (id, (launch, log, log_from)) in launches {
-            let (proc, outcome) = launch.wait(deadline.saturating_duration_since(Instant::now()));
+            let (proc, outcome) = launch.wait(self.serve_limits);
             let result = match outcome {
                 Ok(serving) => self.register(&mut st, &id, proc, serving),
                 Err(LaunchError::Exited { .. })
@@ -621,7 +635,7 @@ impl Network {
         for attempt in first_attempt..=START_ATTEMPTS_MAX {
             self.ensure_ports_free(st, node)?;
             let (launch, log, log_from) = self.spawn_node(st, node, attempt)?;
-            let (proc, outcome) = launch.wait(self.serve_timeout);
+            let (proc, outcome) = launch.wait(self.serve_limits);
             match outcome {
                 Ok(serving) => return self.register(st, node, proc, serving),
                 Err(LaunchError::Exited { .. })
@@ -684,9 +698,13 @@ impl Network {
     fn launch_error(&self, node: &str, log: &Path, e: LaunchError, log_from: u64) -> anyhow::Error {
         let what = match e {
             LaunchError::Exited { status } => format!("{node} exited before serving ({status})"),
-            LaunchError::TimedOut => {
-                format!("{node} did not print its serving line within {:?}; killed it", self.serve_timeout)
+            LaunchError::Silent { silence } => {
+                format!("{node} did not print its serving line, and printed nothing for {silence:?}; killed it")
             }
+            LaunchError::OverCeiling { ceiling } => format!(
+                "{node} did not print its serving line within {ceiling:?} of its start, though it kept reporting \
+                 progress; killed it"
+            ),
         };
         anyhow!("{what}; last lines of {}:\n{}", log.display(), crate::fsutil::log_tail(log, log_from, LOG_TAIL_LINES))
     }
@@ -1606,7 +1624,37 @@ mod tests {
         net.set_serve_timeout(Duration::from_millis(500));
         let err = net.start("node-1").expect_err("no serving line");
         let text = format!("{err:#}");
-        assert!(text.contains("did not print its serving line") && text.contains("opening stores"), "{text}");
+        assert!(text.contains("printed nothing for 500ms") && text.contains("opening stores"), "{text}");
+        assert!(text.contains("node-1") && text.contains(LOG_FILE), "{text}");
+        assert!(net.pid("node-1").expect("known").is_none());
+    }
+
+    /// A fake node's progress line, as the node prints it while it opens its ledger.
+    const FAKE_PROGRESS_LINE: &str = r#"echo '{"event":"starting","step":"open and verify the ledger","elapsed_s":0}'"#;
+
+    #[test]
+    fn a_node_that_reports_progress_may_take_longer_than_the_serve_timeout() {
+        let dir = TestDir::new("net-progress");
+        let script = format!(
+            "i=0\nwhile [ $i -lt 8 ]; do\n  {FAKE_PROGRESS_LINE}\n  sleep 0.2\n  i=$((i + 1))\ndone\n{FAKE_SERVING_NODE}"
+        );
+        let mut net = fake_network(&dir, 2, 0, &script);
+        net.set_serve_timeout(Duration::from_millis(500));
+        net.start_all().expect("a node that keeps reporting progress is waited for");
+        assert!(net.is_running("node-1").expect("known") && net.is_running("node-2").expect("known"));
+    }
+
+    #[test]
+    fn a_node_that_reports_progress_forever_is_killed_at_the_ceiling() {
+        let dir = TestDir::new("net-ceiling");
+        let script = format!("while true; do\n  {FAKE_PROGRESS_LINE}\n  sleep 0.1\ndone");
+        let mut net = fake_network(&dir, 1, 0, &script);
+        net.set_serve_timeout(Duration::from_millis(500));
+        net.set_serve_ceiling(Duration::from_secs(2));
+        let err = net.start("node-1").expect_err("no serving line");
+        let text = format!("{err:#}");
+        assert!(text.contains("within 2s of its start") && text.contains("kept reporting progress"), "{text}");
+        assert!(text.contains("node-1") && text.contains(LOG_FILE) && text.contains("\"starting\""), "{text}");
         assert!(net.pid("node-1").expect("known").is_none());
     }
 

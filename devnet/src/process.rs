@@ -1,6 +1,11 @@
 //! Node processes: spawning one with its output in a log file, learning from its stdout
 //! when it serves, signalling it, and waiting for it to end.
 //!
+//! A node prints progress lines on stdout while it starts (verifying a big ledger takes
+//! minutes), then its serving line. A launch is given up when the node is silent for too
+//! long, not when it is slow: each line it prints restarts the clock, up to a ceiling on
+//! the whole start ([`ServeLimits`]).
+//!
 //! A process is either *owned* (this process spawned it and holds its `Child`, so it can
 //! reap it) or *adopted* (found by pid in a network's manifest, started by an earlier
 //! devnet process). An adopted pid is trusted only while its start time in `/proc` is the
@@ -11,6 +16,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -43,13 +50,24 @@ pub struct Serving {
     pub http: SocketAddr,
 }
 
+/// How long a launch waits for the serving line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Longest time without any line on the node's stdout (progress or serving).
+    pub silence: Duration,
+    /// Longest time from the spawn to the serving line, however much the node reports.
+    pub ceiling: Duration,
+}
+
 /// How a launch ended before the node served.
 #[derive(Debug)]
 pub enum LaunchError {
     /// It exited (or closed its stdout) first.
     Exited { status: String },
-    /// It did not announce itself in time; it has been killed.
-    TimedOut,
+    /// It printed nothing for `silence`; it has been killed.
+    Silent { silence: Duration },
+    /// It kept printing but did not serve within `ceiling` of its spawn; it has been killed.
+    OverCeiling { ceiling: Duration },
 }
 
 /// A node process and, if owned, the thread copying its stdout into its log.
@@ -136,6 +154,27 @@ impl NodeProcess {
 pub struct Launch {
     process: Option<NodeProcess>,
     serving: mpsc::Receiver<Serving>,
+    spawned_at: Instant,
+    heard: Arc<LastLine>,
+}
+
+/// When the node last printed a line on stdout, in ms after its spawn. Written by the
+/// stdout reader on every line, read by [`Launch::wait`]: a clock, not a queue, so a node
+/// that nobody is waiting for yet (the others of `start_all` are waited for in turn) can
+/// chatter without anything piling up, and the wait still sees its latest line.
+struct LastLine {
+    spawned_at: Instant,
+    after_spawn_ms: AtomicU64,
+}
+
+impl LastLine {
+    fn heard(&self) {
+        self.after_spawn_ms.store(self.spawned_at.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn at(&self) -> Instant {
+        self.spawned_at + Duration::from_millis(self.after_spawn_ms.load(Ordering::Relaxed))
+    }
 }
 
 /// How a node process is started: the node binary itself, or the node binary inside a
@@ -169,8 +208,8 @@ impl Launcher {
 }
 
 /// Starts the node (`LAUNCHER --config CONFIG`) in the config's directory, with stderr
-/// appended to `log` and stdout read line by line into `log` by a thread that reports the
-/// serving line.
+/// appended to `log` and stdout read line by line into `log` by a thread that reports
+/// every line and the serving line.
 pub fn spawn(launcher: &Launcher, config: &Path, log: &Path) -> Result<Launch> {
     let open_log = || {
         std::fs::OpenOptions::new()
@@ -191,6 +230,7 @@ pub fn spawn(launcher: &Launcher, config: &Path, log: &Path) -> Result<Launch> {
         .stderr(stderr)
         .spawn()
         .with_context(|| format!("start {} --config {}", launcher.describe(), config.display()))?;
+    let spawned_at = Instant::now();
     let Some(stdout) = child.stdout.take() else {
         // Cannot happen with Stdio::piped(); kill rather than leave an unwatched process.
         let _ = child.kill();
@@ -198,10 +238,12 @@ pub fn spawn(launcher: &Launcher, config: &Path, log: &Path) -> Result<Launch> {
         bail!("no stdout pipe for {}", launcher.describe());
     };
     let (tx, rx) = mpsc::sync_channel::<Serving>(1);
+    let heard = Arc::new(LastLine { spawned_at, after_spawn_ms: AtomicU64::new(0) });
+    let reader_heard = heard.clone();
     let log_name = log.to_path_buf();
     let drain = std::thread::Builder::new()
         .name(format!("devnet-stdout-{}", child.id()))
-        .spawn(move || drain_stdout(stdout, &mut stdout_log, &log_name, tx));
+        .spawn(move || drain_stdout(stdout, &mut stdout_log, &log_name, &reader_heard, tx));
     let drain = match drain {
         Ok(d) => d,
         Err(e) => {
@@ -210,26 +252,38 @@ pub fn spawn(launcher: &Launcher, config: &Path, log: &Path) -> Result<Launch> {
             return Err(e).context("spawn the stdout reader thread");
         }
     };
-    Ok(Launch { process: Some(NodeProcess::Owned { child, drain: Some(drain) }), serving: rx })
+    Ok(Launch { process: Some(NodeProcess::Owned { child, drain: Some(drain) }), serving: rx, spawned_at, heard })
 }
 
 impl Launch {
-    /// Waits up to `timeout` for the serving line. A process that does not serve in time is
-    /// killed and reaped; either way the process handle is returned.
-    pub fn wait(mut self, timeout: Duration) -> (NodeProcess, Result<Serving, LaunchError>) {
+    /// Waits for the serving line until the node has printed nothing for `limits.silence`
+    /// (each line it prints restarts that clock), or until `limits.ceiling` after its spawn.
+    /// A process that does not serve in time is killed and reaped; either way the process
+    /// handle is returned.
+    pub fn wait(mut self, limits: ServeLimits) -> (NodeProcess, Result<Serving, LaunchError>) {
         let mut process = self.process.take().expect("a launch is waited for once");
-        let outcome = match self.serving.recv_timeout(timeout) {
-            Ok(s) => Ok(s),
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                // Stdout closed: the process is exiting; give it a moment to be reaped.
-                process.wait_exit(REAP_TIMEOUT);
-                Err(LaunchError::Exited { status: process.exit_status() })
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let _ = process.signal(Signal::SIGKILL);
-                process.wait_exit(REAP_TIMEOUT);
-                Err(LaunchError::TimedOut)
-            }
+        let ceiling_at = self.spawned_at + limits.ceiling;
+        let outcome = loop {
+            let deadline = (self.heard.at() + limits.silence).min(ceiling_at);
+            let given_up = match self.serving.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(s) => break Ok(s),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Stdout closed: the process is exiting; give it a moment to be reaped.
+                    process.wait_exit(REAP_TIMEOUT);
+                    break Err(LaunchError::Exited { status: process.exit_status() });
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= ceiling_at => {
+                    LaunchError::OverCeiling { ceiling: limits.ceiling }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= self.heard.at() + limits.silence => {
+                    LaunchError::Silent { silence: limits.silence }
+                }
+                // It printed a line meanwhile: its silence starts again from there.
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            };
+            let _ = process.signal(Signal::SIGKILL);
+            process.wait_exit(REAP_TIMEOUT);
+            break Err(given_up);
         };
         (process, outcome)
     }
@@ -244,11 +298,13 @@ impl Drop for Launch {
     }
 }
 
-/// Copies stdout into the log, reporting the first serving line on `tx`.
+/// Copies stdout into the log, noting every line in `heard` and reporting the first
+/// serving line on `tx`.
 fn drain_stdout(
     stdout: std::process::ChildStdout,
     log: &mut std::fs::File,
     log_name: &Path,
+    heard: &LastLine,
     tx: mpsc::SyncSender<Serving>,
 ) {
     let mut reader = BufReader::new(stdout);
@@ -258,7 +314,7 @@ fn drain_stdout(
         line.clear();
         match (&mut reader).take(STDOUT_LINE_BYTES_MAX as u64).read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => return,
-            Ok(_) => {}
+            Ok(_) => heard.heard(),
         }
         if tx.is_some()
             && let Some(s) = parse_serving(&line)
@@ -339,6 +395,8 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
 mod tests {
     use super::*;
 
+    const TEST_LIMITS: ServeLimits = ServeLimits { silence: Duration::from_secs(10), ceiling: Duration::from_secs(60) };
+
     #[test]
     fn serving_line_is_recognised() {
         let s = parse_serving(br#"{"event":"serving","grpc":"127.0.0.1:1","http":"127.0.0.1:2"}"#).expect("serving");
@@ -364,8 +422,7 @@ mod tests {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, "").expect("write");
         let log = dir.path().join("node.log");
-        let (mut p, outcome) =
-            spawn(&Launcher::direct(&bin), &config, &log).expect("spawn").wait(Duration::from_secs(10));
+        let (mut p, outcome) = spawn(&Launcher::direct(&bin), &config, &log).expect("spawn").wait(TEST_LIMITS);
         match outcome {
             Err(LaunchError::Exited { status }) => assert!(status.contains('3'), "{status}"),
             other => panic!("expected an early exit, got {other:?}"),
@@ -381,8 +438,7 @@ mod tests {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, "grpc_listen = \"127.0.0.1:11\"\nhttp_listen = \"127.0.0.1:12\"\n").expect("write");
         let log = dir.path().join("node.log");
-        let (mut p, outcome) =
-            spawn(&Launcher::direct(&bin), &config, &log).expect("spawn").wait(Duration::from_secs(10));
+        let (mut p, outcome) = spawn(&Launcher::direct(&bin), &config, &log).expect("spawn").wait(TEST_LIMITS);
         let s = outcome.expect("serving");
         assert_eq!((s.grpc.port(), s.http.port()), (11, 12));
         assert!(p.is_alive());

@@ -25,11 +25,8 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let cfg = veritrace_node::config::Config::load(&args.config)?;
     let node = veritrace_node::run::start(cfg).await?;
-    // One line on stdout that launchers (devnet, tests) read to learn the bound addresses.
-    println!(
-        "{}",
-        serde_json::json!({"event": "serving", "grpc": node.grpc_addr.to_string(), "http": node.http_addr.to_string()})
-    );
+    // Launchers (devnet, tests) read this line to learn the bound addresses.
+    node.announce_serving();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),

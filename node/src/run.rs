@@ -3,8 +3,15 @@
 //!
 //! Crash safety comes from the stores, not from shutdown: every block and Raft write is
 //! synced before it is acknowledged, so SIGKILL loses nothing that was acknowledged.
+//!
+//! Launchers learn how the start goes from JSON lines on stdout: a `starting` line as each
+//! long step begins and every [`STARTUP_PROGRESS_INTERVAL`] while it runs (verifying a big
+//! ledger takes minutes), then one `serving` line, after which the node writes nothing more
+//! there.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -23,6 +30,9 @@ use crate::service::Services;
 
 /// Inbound peer requests queued for the services.
 pub const INBOUND_QUEUE_MAX: usize = 1_024;
+/// How often a start-up step that is still running says so on stdout; well below the
+/// silence a launcher tolerates (devnet: 60 s).
+pub const STARTUP_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A running node.
 pub struct RunningNode {
@@ -34,6 +44,15 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
+    /// Prints the `serving` line with the bound addresses: the last line on stdout.
+    pub fn announce_serving(&self) {
+        stdout_line(&serde_json::json!({
+            "event": "serving",
+            "grpc": self.grpc_addr.to_string(),
+            "http": self.http_addr.to_string(),
+        }));
+    }
+
     /// Stops serving, shuts Raft down (flushing nothing: every write was synced) and leaves
     /// the network.
     pub async fn shutdown(self) {
@@ -76,14 +95,18 @@ pub async fn start(cfg: Config) -> Result<RunningNode> {
     let configured = cfg.peers.iter().map(|p| (p.node_id.clone(), p.p2p_addr.clone())).collect();
     let members = Members::from_genesis(&genesis, configured, &node_id, &cfg.p2p_listen)?;
 
+    let startup = Startup::new();
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("create {}", cfg.data_dir.display()))?;
-    let backend = RocksBackend::open(&cfg.data_dir.join("ledger")).context("open ledger store")?;
-    let store = Store::create(
-        backend,
-        &genesis,
-        OpenOptions { verification: Verification::Full, durability: Durability::LogBacked },
-    )
-    .context("the stored ledger does not verify; refusing to serve it")?;
+    let ledger_dir = cfg.data_dir.join("ledger");
+    let ledger_genesis = genesis.clone();
+    let store = startup
+        .blocking("open and verify the ledger", move || {
+            let backend = RocksBackend::open(&ledger_dir).context("open ledger store")?;
+            let opts = OpenOptions { verification: Verification::Full, durability: Durability::LogBacked };
+            Store::create(backend, &ledger_genesis, opts)
+                .context("the stored ledger does not verify; refusing to serve it")
+        })
+        .await?;
     tracing::info!(height = store.head().height, log_size = store.head().log_size, "ledger opened and verified");
     let store = Arc::new(RwLock::new(store));
 
@@ -102,16 +125,24 @@ pub async fn start(cfg: Config) -> Result<RunningNode> {
     tracing::info!(peer_id = %p2p.local_peer_id(), addrs = ?p2p.listen_addrs().await, "p2p listening");
 
     let consensus = cfg.consensus(genesis.ledger_id.as_str());
-    let log_store = RocksLogStore::open(&cfg.data_dir.join("raft")).context("open raft log")?;
     let gate = Arc::new(SnapshotGate::default());
     let (machine, applied_rx) = LedgerMachine::new(store.clone(), gate.clone());
-    let machine_store = MachineStore::open(machine, &cfg.data_dir.join("snapshots"), consensus.snapshot_bytes_max)
-        .context("open raft state machine")?;
+    let (raft_dir, snapshot_dir) = (cfg.data_dir.join("raft"), cfg.data_dir.join("snapshots"));
+    let snapshot_bytes_max = consensus.snapshot_bytes_max;
+    let (log_store, machine_store) = startup
+        .blocking("open the raft stores", move || {
+            let log_store = RocksLogStore::open(&raft_dir).context("open raft log")?;
+            let machine_store =
+                MachineStore::open(machine, &snapshot_dir, snapshot_bytes_max).context("open raft state machine")?;
+            Ok((log_store, machine_store))
+        })
+        .await?;
     let raft_id = raft_id_of(&public);
-    let raft =
-        veritrace_consensus::start_raft(raft_id, &consensus, log_store, machine_store, P2pTransport::new(p2p.clone()))
-            .await
-            .context("start raft")?;
+    let transport = P2pTransport::new(p2p.clone());
+    let raft = startup
+        .step("start raft", veritrace_consensus::start_raft(raft_id, &consensus, log_store, machine_store, transport))
+        .await
+        .context("start raft")?;
 
     // The first validator of the genesis founds the cluster, once; everyone else joins.
     let founder = genesis.validators.first().map(|v| v.node_id == node_id).unwrap_or(false);
@@ -163,3 +194,65 @@ pub async fn start(cfg: Config) -> Result<RunningNode> {
 
 /// How long shutdown may take before the process exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The start-up steps that may take long, reported on stdout so that a launcher waiting
+/// for the `serving` line can tell a slow start from a hung one.
+struct Startup {
+    began: tokio::time::Instant,
+}
+
+impl Startup {
+    fn new() -> Startup {
+        Startup { began: tokio::time::Instant::now() }
+    }
+
+    /// Runs `work` to its end, reporting `step` as it begins and every
+    /// [`STARTUP_PROGRESS_INTERVAL`] until it ends. The ticking lives in this future, so no
+    /// report can follow the step's end.
+    async fn step<F: Future>(&self, step: &str, work: F) -> F::Output {
+        self.report(step);
+        let mut work = std::pin::pin!(work);
+        let first = tokio::time::Instant::now() + STARTUP_PROGRESS_INTERVAL;
+        let mut ticks = tokio::time::interval_at(first, STARTUP_PROGRESS_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut work => return out,
+                _ = ticks.tick() => self.report(step),
+            }
+        }
+    }
+
+    /// [`Startup::step`] for blocking work, which runs on tokio's blocking pool so that the
+    /// reports (and the runtime) are not held up by it.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        step: &str,
+        work: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.step(step, tokio::task::spawn_blocking(work)).await.with_context(|| format!("{step}: the task failed"))?
+    }
+
+    fn report(&self, step: &str) {
+        let elapsed_s = self.began.elapsed().as_secs();
+        stdout_line(&StartingLine { event: "starting", step, elapsed_s });
+    }
+}
+
+/// The progress line of a start-up step, fields in this order.
+#[derive(serde::Serialize)]
+struct StartingLine<'a> {
+    event: &'static str,
+    step: &'a str,
+    elapsed_s: u64,
+}
+
+/// Writes one JSON line on stdout for launchers. A launcher that stopped reading is no
+/// reason to fail (or to panic, as `println!` would on a closed pipe), so write errors are
+/// ignored.
+fn stdout_line(line: &impl serde::Serialize) {
+    if let Ok(text) = serde_json::to_string(line) {
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
+    }
+}
