@@ -201,22 +201,30 @@ fn serve_delayed(mut inbound: mpsc::Receiver<Inbound>, delay: fn(&[u8]) -> Durat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_on_request_streams_each_get_their_own_answer() {
+    // Two senders burst at one receiver at once: many new streams arrive together, which
+    // libp2p-stream can drop before they are served (the sender then resends them by
+    // request-response); every request must still get its own answer.
     let a = start_node(1, &[2], |_| {}).await;
-    let b = start_node(2, &[1], |_| {}).await;
+    let c = start_node(3, &[2], |_| {}).await;
+    let b = start_node(2, &[1, 3], |_| {}).await;
     let b_addr = b.addr().await;
     let Node { p2p: b_p2p, task: b_task, inbound: b_inbound } = b;
     // Later requests are answered sooner: answers come back in another order than sent.
     let served = serve_delayed(b_inbound, |payload| Duration::from_millis(u64::from(200 - payload[0])));
-    let first = a.p2p.request(peer_of(2), Some(b_addr), NodeRequest::Forward(vec![vec![0]])).await;
-    assert!(matches!(&first, Ok(NodeResponse::Forwarded(r)) if r == &[0]), "got {first:?}");
+    for sender in [&a, &c] {
+        let first = sender.p2p.request(peer_of(2), Some(b_addr.clone()), NodeRequest::Forward(vec![vec![0]])).await;
+        assert!(matches!(&first, Ok(NodeResponse::Forwarded(r)) if r == &[0]), "got {first:?}");
+    }
 
-    for round in 0..2u8 {
-        let requests = (1..=40u8).map(|i| {
-            let p2p = a.p2p.clone();
-            let payload = vec![i, round, i.wrapping_mul(7)];
-            tokio::spawn(async move {
-                let reply = p2p.request(peer_of(2), None, NodeRequest::Forward(vec![payload.clone()])).await;
-                (payload, reply)
+    for round in 0..3u8 {
+        let requests = (1..=40u8).flat_map(|i| {
+            [(&a, 1u8), (&c, 3u8)].map(|(sender, n)| {
+                let p2p = sender.p2p.clone();
+                let payload = vec![i, round, n];
+                tokio::spawn(async move {
+                    let reply = p2p.request(peer_of(2), None, NodeRequest::Forward(vec![payload.clone()])).await;
+                    (payload, reply)
+                })
             })
         });
         for request in requests.collect::<Vec<_>>() {
@@ -227,8 +235,10 @@ async fn concurrent_requests_on_request_streams_each_get_their_own_answer() {
             );
         }
         // The streams came back for the next requests, up to the per-peer limit.
-        let idle = a.p2p.idle_streams(&peer_of(2));
-        assert!((1..=IDLE_STREAMS_PER_PEER_MAX).contains(&idle), "{idle} idle streams after round {round}");
+        for sender in [&a, &c] {
+            let idle = sender.p2p.idle_streams(&peer_of(2));
+            assert!((1..=IDLE_STREAMS_PER_PEER_MAX).contains(&idle), "{idle} idle streams after round {round}");
+        }
     }
     // One request at a time reuses one stream: none is added.
     let idle = a.p2p.idle_streams(&peer_of(2));
@@ -239,6 +249,7 @@ async fn concurrent_requests_on_request_streams_each_get_their_own_answer() {
     assert_eq!(a.p2p.idle_streams(&peer_of(2)), idle);
 
     a.stop().await;
+    c.stop().await;
     b_p2p.shutdown().await;
     b_task.await.expect("p2p task");
     served.await.expect("server");
