@@ -241,18 +241,23 @@ impl Config {
             election_timeout_min_ms: self.raft.election_timeout_min_ms,
             election_timeout_max_ms: self.raft.election_timeout_max_ms,
             snapshot_policy: openraft_policy(self.raft.snapshot_interval),
-            // Compaction keeps at most one interval of entries behind a snapshot, so a node
-            // further behind than that catches up by snapshot.
-            snapshot_logs_to_keep: self
-                .raft
-                .snapshot_interval
-                .min(veritrace_consensus::ConsensusConfig::default().snapshot_logs_to_keep),
+            snapshot_logs_to_keep: snapshot_logs_to_keep(self.raft.snapshot_interval),
             payload_entries_max: APPEND_ENTRIES_BLOCKS_MAX,
             snapshot_chunk_bytes_max: self.raft.snapshot_chunk_bytes,
             install_snapshot_timeout_ms: self.raft.install_snapshot_timeout_ms,
             ..Default::default()
         }
     }
+}
+
+/// Entries compaction keeps behind a snapshot: two intervals, at most the consensus default
+/// (1,000). A node that receives the leader's snapshot needs the entries after it; with one
+/// interval kept, the leader's next snapshot could purge them while the node still
+/// installed (a million-record install outlasted an interval of 200 blocks under load,
+/// and the node needed a second snapshot, 65 s more). A node further behind than what is
+/// kept catches up by snapshot.
+fn snapshot_logs_to_keep(interval: u64) -> u64 {
+    interval.saturating_mul(2).min(veritrace_consensus::ConsensusConfig::default().snapshot_logs_to_keep)
 }
 
 fn openraft_policy(n: u64) -> openraft::SnapshotPolicy {
@@ -295,6 +300,14 @@ mod tests {
             assert!(e.contains(named), "{e}");
         }
         assert!(config("[checkpoint]\nevery = 4\n").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn two_snapshot_intervals_of_log_are_kept_up_to_the_consensus_default() {
+        for (interval, kept) in [(1, 2), (200, 400), (500, 1_000), (5_000, 1_000), (1_000_000, 1_000)] {
+            let cfg = config(&format!("[raft]\nsnapshot_interval = {interval}\n")).expect("interval");
+            assert_eq!(cfg.consensus("ledger").snapshot_logs_to_keep, kept, "interval {interval}");
+        }
     }
 
     #[test]
