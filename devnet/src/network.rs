@@ -58,12 +58,12 @@ pub const NODES_MAX: u32 = 64;
 /// Default longest silence of a starting node: the wait for its serving line is given up
 /// when it prints nothing on stdout for this long. It opens and verifies its stores first,
 /// which takes minutes on a big ledger, but says so every few seconds while it does.
-pub const SERVE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+pub const SERVE_SILENCE_DEFAULT: Duration = Duration::from_secs(60);
 /// Default longest wait for a node's serving line however much it reports meanwhile, so
 /// that a node that reports progress forever is still killed.
 pub const SERVE_CEILING_DEFAULT: Duration = Duration::from_secs(30 * 60);
 const SERVE_LIMITS_DEFAULT: ServeLimits =
-    ServeLimits { silence: SERVE_TIMEOUT_DEFAULT, ceiling: SERVE_CEILING_DEFAULT };
+    ServeLimits { silence: SERVE_SILENCE_DEFAULT, ceiling: SERVE_CEILING_DEFAULT };
 /// Longest wait after SIGTERM before SIGKILL; above the node's own 10 s shutdown grace.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long pause and resume wait for the kernel to show the process stopped or running.
@@ -434,9 +434,9 @@ impl Network {
     }
 
     /// Longest time a starting node may print nothing on stdout before it is killed
-    /// (default [`SERVE_TIMEOUT_DEFAULT`]); each line it prints restarts the clock.
-    pub fn set_serve_timeout(&mut self, timeout: Duration) {
-        self.serve_limits.silence = timeout;
+    /// (default [`SERVE_SILENCE_DEFAULT`]); each line it prints restarts the clock.
+    pub fn set_serve_silence(&mut self, silence: Duration) {
+        self.serve_limits.silence = silence;
     }
 
     /// Longest wait for a node's serving line however much it reports meanwhile (default
@@ -591,7 +591,7 @@ impl Network {
                 {
                     self.repick_ports(&mut st, &id).and_then(|()| self.start_locked(&mut st, &id, 2))
                 }
-                Err(e) => Err(self.launch_error(&id, &log, e, log_from)),
+                Err(e) => Err(launch_error(&id, &log, e, log_from)),
             };
             if let Err(e) = result {
                 errors.push(format!("{e:#}"));
@@ -645,7 +645,7 @@ impl Network {
                 {
                     self.repick_ports(st, node)?;
                 }
-                Err(e) => return Err(self.launch_error(node, &log, e, log_from)),
+                Err(e) => return Err(launch_error(node, &log, e, log_from)),
             }
         }
         bail!("{node} could not bind its ports in {START_ATTEMPTS_MAX} attempts")
@@ -693,20 +693,6 @@ impl Network {
         entry.pid_start_ticks = process::start_ticks(proc.pid());
         st.procs.insert(node.to_string(), proc);
         st.manifest.save(&self.dir)
-    }
-
-    fn launch_error(&self, node: &str, log: &Path, e: LaunchError, log_from: u64) -> anyhow::Error {
-        let what = match e {
-            LaunchError::Exited { status } => format!("{node} exited before serving ({status})"),
-            LaunchError::Silent { silence } => {
-                format!("{node} did not print its serving line, and printed nothing for {silence:?}; killed it")
-            }
-            LaunchError::OverCeiling { ceiling } => format!(
-                "{node} did not print its serving line within {ceiling:?} of its start, though it kept reporting \
-                 progress; killed it"
-            ),
-        };
-        anyhow!("{what}; last lines of {}:\n{}", log.display(), crate::fsutil::log_tail(log, log_from, LOG_TAIL_LINES))
     }
 
     /// Gives `node` new ports if any of its ports is taken by another process right now.
@@ -1269,6 +1255,21 @@ impl Drop for Network {
     }
 }
 
+/// Why `node` did not start, with the end of this run's part of its log.
+fn launch_error(node: &str, log: &Path, e: LaunchError, log_from: u64) -> anyhow::Error {
+    let what = match e {
+        LaunchError::Exited { status } => format!("{node} exited before serving ({status})"),
+        LaunchError::Silent { silence } => {
+            format!("{node} did not print its serving line, and printed nothing for {silence:?}; killed it")
+        }
+        LaunchError::OverCeiling { ceiling } => format!(
+            "{node} did not print its serving line within {ceiling:?} of its start, though it kept reporting \
+             progress; killed it"
+        ),
+    };
+    anyhow!("{what}; last lines of {}:\n{}", log.display(), crate::fsutil::log_tail(log, log_from, LOG_TAIL_LINES))
+}
+
 /// Makes the namespaces of a namespaces-mode network, on the subnet its nodes had before
 /// if that is free, and records them and the nodes' addresses in the manifest.
 fn make_namespaces(dir: &Path, m: &mut Manifest) -> Result<()> {
@@ -1621,7 +1622,7 @@ mod tests {
     fn a_node_that_never_serves_times_out_with_its_log() {
         let dir = TestDir::new("net-timeout");
         let mut net = fake_network(&dir, 1, 0, "echo 'opening stores' >&2\nexec sleep 600");
-        net.set_serve_timeout(Duration::from_millis(500));
+        net.set_serve_silence(Duration::from_millis(500));
         let err = net.start("node-1").expect_err("no serving line");
         let text = format!("{err:#}");
         assert!(text.contains("printed nothing for 500ms") && text.contains("opening stores"), "{text}");
@@ -1639,7 +1640,7 @@ mod tests {
             "i=0\nwhile [ $i -lt 8 ]; do\n  {FAKE_PROGRESS_LINE}\n  sleep 0.2\n  i=$((i + 1))\ndone\n{FAKE_SERVING_NODE}"
         );
         let mut net = fake_network(&dir, 2, 0, &script);
-        net.set_serve_timeout(Duration::from_millis(500));
+        net.set_serve_silence(Duration::from_millis(500));
         net.start_all().expect("a node that keeps reporting progress is waited for");
         assert!(net.is_running("node-1").expect("known") && net.is_running("node-2").expect("known"));
     }
@@ -1649,7 +1650,7 @@ mod tests {
         let dir = TestDir::new("net-ceiling");
         let script = format!("while true; do\n  {FAKE_PROGRESS_LINE}\n  sleep 0.1\ndone");
         let mut net = fake_network(&dir, 1, 0, &script);
-        net.set_serve_timeout(Duration::from_millis(500));
+        net.set_serve_silence(Duration::from_millis(500));
         net.set_serve_ceiling(Duration::from_secs(2));
         let err = net.start("node-1").expect_err("no serving line");
         let text = format!("{err:#}");

@@ -154,7 +154,6 @@ impl NodeProcess {
 pub struct Launch {
     process: Option<NodeProcess>,
     serving: mpsc::Receiver<Serving>,
-    spawned_at: Instant,
     heard: Arc<LastLine>,
 }
 
@@ -252,7 +251,7 @@ pub fn spawn(launcher: &Launcher, config: &Path, log: &Path) -> Result<Launch> {
             return Err(e).context("spawn the stdout reader thread");
         }
     };
-    Ok(Launch { process: Some(NodeProcess::Owned { child, drain: Some(drain) }), serving: rx, spawned_at, heard })
+    Ok(Launch { process: Some(NodeProcess::Owned { child, drain: Some(drain) }), serving: rx, heard })
 }
 
 impl Launch {
@@ -262,7 +261,7 @@ impl Launch {
     /// handle is returned.
     pub fn wait(mut self, limits: ServeLimits) -> (NodeProcess, Result<Serving, LaunchError>) {
         let mut process = self.process.take().expect("a launch is waited for once");
-        let ceiling_at = self.spawned_at + limits.ceiling;
+        let ceiling_at = self.heard.spawned_at + limits.ceiling;
         let outcome = loop {
             let deadline = (self.heard.at() + limits.silence).min(ceiling_at);
             let given_up = match self.serving.recv_timeout(deadline.saturating_duration_since(Instant::now())) {

@@ -768,7 +768,7 @@ impl Redial {
     }
 }
 
-type Reply = (ResponseChannel<NodeResponse>, PeerId, Option<NodeResponse>);
+type Reply = (ResponseChannel<NodeResponse>, PeerId, NodeResponse);
 
 struct Pending {
     peer: PeerId,
@@ -817,7 +817,6 @@ impl Task {
                 },
                 event = self.swarm.select_next_some() => self.on_event(event),
                 Some((channel, peer, response)) = self.replies.next(), if !self.replies.is_empty() => {
-                    let response = response.unwrap_or_else(|| NodeResponse::Refused("no answer".into()));
                     if self.swarm.behaviour_mut().rpc.send_response(channel, response).is_err() {
                         debug!(%peer, "answer dropped: the request timed out or its connection closed");
                     }
@@ -1085,14 +1084,7 @@ impl Task {
         match hand_to_node(&self.inbound, from, request) {
             Ok(answer) => {
                 let timeout = self.request_timeout;
-                self.replies.push(
-                    async move {
-                        // `None` if the node dropped the request or took too long.
-                        let response = tokio::time::timeout(timeout, answer).await.ok().and_then(Result::ok);
-                        (channel, from, response)
-                    }
-                    .boxed(),
-                );
+                self.replies.push(async move { (channel, from, node_answer(answer, timeout).await) }.boxed());
             }
             Err(refusal) => refuse(self, channel, refusal),
         }
@@ -1161,6 +1153,15 @@ fn hand_to_node(
             Err("busy")
         }
         Err(mpsc::error::TrySendError::Closed(_)) => Err("shutting down"),
+    }
+}
+
+/// The node's answer to a request [`hand_to_node`] passed on; refused as "no answer" if the
+/// node dropped it or took longer than `timeout`.
+async fn node_answer(answer: oneshot::Receiver<NodeResponse>, timeout: Duration) -> NodeResponse {
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(Ok(response)) => response,
+        _ => NodeResponse::Refused("no answer".into()),
     }
 }
 
@@ -1325,10 +1326,9 @@ async fn serve_stream(
             Err(e) => return warn!(peer = %from, "inbound request failed: {e}"),
         };
         let response = match hand_to_node(inbound, from, request) {
-            Ok(answer) => tokio::time::timeout(timeout, answer).await.ok().and_then(Result::ok),
-            Err(refusal) => Some(NodeResponse::Refused(refusal.into())),
+            Ok(answer) => node_answer(answer, timeout).await,
+            Err(refusal) => NodeResponse::Refused(refusal.into()),
         };
-        let response = response.unwrap_or_else(|| NodeResponse::Refused("no answer".into()));
         if let Err(e) = write_frame(&mut stream, "response", limits.response_bytes_max, &response).await {
             return debug!(peer = %from, "cannot answer on a request stream: {e}");
         }

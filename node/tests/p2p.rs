@@ -96,6 +96,11 @@ impl Node {
         self.p2p.shutdown().await;
         self.task.await.expect("p2p task");
     }
+
+    /// The node's inbound requests, for a server task; the node keeps a closed receiver.
+    fn take_inbound(&mut self) -> mpsc::Receiver<Inbound> {
+        std::mem::replace(&mut self.inbound, mpsc::channel(1).1)
+    }
 }
 
 /// A node with identity `n` allowing identities `allowed`, with `edit` applied to its config.
@@ -206,11 +211,10 @@ async fn concurrent_requests_on_request_streams_each_get_their_own_answer() {
     // request-response); every request must still get its own answer.
     let a = start_node(1, &[2], |_| {}).await;
     let c = start_node(3, &[2], |_| {}).await;
-    let b = start_node(2, &[1, 3], |_| {}).await;
+    let mut b = start_node(2, &[1, 3], |_| {}).await;
     let b_addr = b.addr().await;
-    let Node { p2p: b_p2p, task: b_task, inbound: b_inbound } = b;
     // Later requests are answered sooner: answers come back in another order than sent.
-    let served = serve_delayed(b_inbound, |payload| Duration::from_millis(u64::from(200 - payload[0])));
+    let served = serve_delayed(b.take_inbound(), |payload| Duration::from_millis(u64::from(200 - payload[0])));
     for sender in [&a, &c] {
         let first = sender.p2p.request(peer_of(2), Some(b_addr.clone()), NodeRequest::Forward(vec![vec![0]])).await;
         assert!(matches!(&first, Ok(NodeResponse::Forwarded(r)) if r == &[0]), "got {first:?}");
@@ -248,10 +252,9 @@ async fn concurrent_requests_on_request_streams_each_get_their_own_answer() {
     }
     assert_eq!(a.p2p.idle_streams(&peer_of(2)), idle);
 
-    a.stop().await;
-    c.stop().await;
-    b_p2p.shutdown().await;
-    b_task.await.expect("p2p task");
+    for node in [a, b, c] {
+        node.stop().await;
+    }
     served.await.expect("server");
 }
 
@@ -262,11 +265,11 @@ async fn a_request_that_timed_out_leaves_no_answer_for_the_next_one() {
         cfg.request_timeout = Duration::from_millis(250);
     })
     .await;
-    let b = start_node(2, &[1], |_| {}).await;
+    let mut b = start_node(2, &[1], |_| {}).await;
     let b_addr = b.addr().await;
-    let Node { p2p: b_p2p, task: b_task, inbound: b_inbound } = b;
     // A payload starting with 1 is answered after 1.5 s, others at once.
-    let served = serve_delayed(b_inbound, |payload| Duration::from_millis(if payload[0] == 1 { 1500 } else { 0 }));
+    let served =
+        serve_delayed(b.take_inbound(), |payload| Duration::from_millis(if payload[0] == 1 { 1500 } else { 0 }));
 
     // The first request connects (through request-response); the second opens a stream.
     for _ in 0..2 {
@@ -285,8 +288,7 @@ async fn a_request_that_timed_out_leaves_no_answer_for_the_next_one() {
     }
 
     a.stop().await;
-    b_p2p.shutdown().await;
-    b_task.await.expect("p2p task");
+    b.stop().await;
     served.await.expect("server");
 }
 
