@@ -11,6 +11,11 @@
 //!   states, the first page of each chain, every record on it) and building and verifying a
 //!   trace bundle, for items of 100 lots whose 20 records each are spread over the log;
 //! - at the end, the full integrity check a node runs on open ([`Verification::Full`]).
+//!
+//! With `VERITRACE_BENCH_CHECK_DIR=DIR VERITRACE_BENCH_CHECK_GENESIS=FILE` it instead times
+//! the full check, step by step, of the ledger in the RocksDB directory DIR (a node's
+//! `data_dir/ledger`, stopped, or a copy: it is opened for writing) made from the genesis
+//! FILE, three times (the first with the block cache cold).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -312,6 +317,11 @@ fn bundle_verification(b: &mut Bench) {
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing we need.
+    if let Ok(dir) = std::env::var("VERITRACE_BENCH_CHECK_DIR") {
+        let genesis =
+            std::env::var("VERITRACE_BENCH_CHECK_GENESIS").expect("VERITRACE_BENCH_CHECK_GENESIS=genesis.json");
+        return check_existing(&dir, &genesis);
+    }
     let leaves: u64 = std::env::var("VERITRACE_BENCH_LEAVES").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     let mut b = Bench::new();
     apply_throughput(&mut b);
@@ -325,12 +335,20 @@ fn main() {
 /// The check on open, on the whole ledger: every record, header, block and index.
 fn full_verification(b: &Bench) {
     let head = b.store.head();
-    let start = Instant::now();
-    b.store.verify(Verification::Full).expect("the ledger verifies");
-    println!(
-        "full verification at {} leaves, height {}: {:.2} s",
-        head.log_size,
-        head.height,
-        start.elapsed().as_secs_f64()
-    );
+    let times = b.store.verify(Verification::Full).expect("the ledger verifies").expect("a full check is timed");
+    println!("full verification at {} leaves, height {}: {times}", head.log_size, head.height);
+}
+
+/// The full check of a ledger already on disk, three times.
+fn check_existing(dir: &str, genesis: &str) {
+    let text = std::fs::read_to_string(genesis).unwrap_or_else(|e| panic!("read {genesis}: {e}"));
+    let genesis = veritrace_ledger::org::Genesis::from_json(&text).unwrap_or_else(|e| panic!("{genesis}: {e}"));
+    let backend = RocksBackend::open(std::path::Path::new(dir)).unwrap_or_else(|e| panic!("open {dir}: {e}"));
+    let opts = OpenOptions { verification: Verification::Quick, ..Default::default() };
+    let store = Store::open(backend, &genesis.ledger_id, opts).expect("open the ledger");
+    let head = store.head();
+    for run in 1..=3 {
+        let times = store.verify(Verification::Full).expect("the ledger verifies").expect("a full check is timed");
+        println!("full check {run} of {dir} ({} records, height {}): {times}", head.log_size, head.height);
+    }
 }

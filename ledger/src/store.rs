@@ -33,16 +33,15 @@ const REPLICATION_META_KEY: &[u8] = b"replication";
 /// Key (under `meta`) present while a snapshot install is under way: a store holding it
 /// refuses to open (see [`Store::install_snapshot_from`]).
 const INSTALLING_KEY: &[u8] = b"installing";
-/// Bytes of keys and values in one page read or one batch written by a snapshot export
-/// or install: what either holds in memory at once, whatever the ledger's size.
+/// Bytes of keys and values in one batch written by a snapshot install (the deletes of the
+/// old copy): what it holds in memory at once, whatever the ledger's size.
 pub const SNAPSHOT_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
-/// Entries in one page read by a snapshot export or install.
-const SNAPSHOT_PAGE_ENTRIES_MAX: usize = 4096;
 /// Largest page a paged query returns.
 pub const PAGE_MAX: u32 = 1_000;
 pub use crate::cache::{LOG_CACHE_NODES_MAX, SMT_CACHE_NODES_MAX, STATE_CACHE_ENTRIES_MAX};
 
 mod verify;
+pub use verify::CheckTimes;
 
 /// Store failures: the backend, corrupt data, or a ledger that does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,6 +134,8 @@ pub struct Store<B: Backend> {
     smt_recent: RecentSmtNodes,
     states_recent: RecentStates,
     durability: Durability,
+    /// What the last full check (on open, or after a snapshot install) took.
+    last_full_check: Option<CheckTimes>,
 }
 
 fn ledger_prefix(id: &LedgerId) -> Vec<u8> {
@@ -196,6 +197,7 @@ impl<B: Backend> Store<B> {
             smt_recent: RecentSmtNodes::default(),
             states_recent: RecentStates::default(),
             durability,
+            last_full_check: None,
         }
     }
 
@@ -212,7 +214,7 @@ impl<B: Backend> Store<B> {
             return Err(StoreError::Format { found, expected: STORE_FORMAT });
         }
         let mut store = Store::with_caches_empty(backend, prefix, head, opts.durability);
-        store.verify(opts.verification)?;
+        store.last_full_check = store.verify(opts.verification)?;
         store.load_caches()?;
         Ok(store)
     }
@@ -418,7 +420,7 @@ impl<B: Backend> Store<B> {
         write_snapshot(&self.backend, &ledger, input, replication_meta)?;
         let head_bytes = self.backend.get(Cf::Meta, &self.k(b"head"))?.ok_or(StoreError::Empty)?;
         self.head = codec::decode("head", &head_bytes).map_err(|e| corrupt("head", e))?;
-        self.verify(Verification::Full)?;
+        self.last_full_check = self.verify(Verification::Full)?;
         self.load_caches()
     }
 
@@ -779,9 +781,16 @@ impl<B: Backend> Store<B> {
 
     // ---- integrity -----------------------------------------------------------------
 
+    /// What the last full check of this store (on open, or after a snapshot install) took,
+    /// step by step; `None` if it was opened with [`Verification::Quick`].
+    pub fn last_full_check(&self) -> Option<&CheckTimes> {
+        self.last_full_check.as_ref()
+    }
+
     /// Checks the stored ledger against its own head; see [`Verification`]. Reads the
-    /// database itself, never the in-memory caches.
-    pub fn verify(&self, level: Verification) -> Result<(), StoreError> {
+    /// database itself, never the in-memory caches. Returns how long each step of a full
+    /// check took (`None` for a quick one).
+    pub fn verify(&self, level: Verification) -> Result<Option<CheckTimes>, StoreError> {
         let head = &self.head;
         let fail = |m: String| Err(StoreError::Integrity(m));
         if head.height > 0 {
@@ -809,9 +818,9 @@ impl<B: Backend> Store<B> {
             }
         }
         if level == Verification::Quick {
-            return Ok(());
+            return Ok(None);
         }
-        self.verify_full()
+        self.verify_full().map(Some)
     }
 }
 
@@ -844,8 +853,8 @@ impl<V: Backend> SnapshotView<V> {
         Ok(self.backend.get(Cf::Meta, &key)?)
     }
 
-    /// Writes every entry of the ledger in the view to `out` as a snapshot stream, page by
-    /// page, in the order the stream requires (column families in the order of [`Cf::ALL`],
+    /// Writes every entry of the ledger in the view to `out` as a snapshot stream, row by
+    /// row through one cursor per column family ([`Backend::rows`]), in the order the stream requires (column families in the order of [`Cf::ALL`],
     /// keys increasing: the backend's scan order), so memory stays bounded whatever the
     /// ledger's size. Returns the bytes written.
     pub fn export_to(&self, out: &mut dyn std::io::Write) -> Result<u64, StoreError> {
@@ -854,36 +863,16 @@ impl<V: Backend> SnapshotView<V> {
         let key = |rest: &[u8]| [prefix, rest].concat();
         let skip = [key(REPLICATION_META_KEY), key(INSTALLING_KEY)];
         for cf in Cf::ALL {
-            for_each_page(&self.backend, cf, prefix, |page| {
-                for (k, v) in page {
-                    // The installing node writes its own replication metadata.
-                    if cf == Cf::Meta && skip.contains(&k) {
-                        continue;
-                    }
-                    w.entry(cf, &k[prefix.len()..], &v)?;
+            let mut rows = self.backend.rows(cf, prefix)?;
+            while let Some((k, v)) = rows.next_row()? {
+                // The installing node writes its own replication metadata.
+                if cf == Cf::Meta && skip.iter().any(|s| s == k) {
+                    continue;
                 }
-                Ok(())
-            })?;
+                w.entry(cf, &k[prefix.len()..], v)?;
+            }
         }
         Ok(w.finish()?)
-    }
-}
-
-/// Calls `f` with every entry of `cf` under `prefix` on `backend`, in key order, a page of at
-/// most [`SNAPSHOT_PAGE_ENTRIES_MAX`] entries and about [`SNAPSHOT_BATCH_BYTES_MAX`] bytes
-/// at a time: a snapshot's export and the install's clearing of the old copy.
-fn for_each_page<B: Backend + ?Sized>(
-    backend: &B,
-    cf: Cf,
-    prefix: &[u8],
-    mut f: impl FnMut(crate::kv::Entries) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    let mut start = prefix.to_vec();
-    loop {
-        let page = backend.scan_bytes(cf, prefix, &start, SNAPSHOT_PAGE_ENTRIES_MAX, SNAPSHOT_BATCH_BYTES_MAX)?;
-        let Some((last, _)) = page.last() else { return Ok(()) };
-        start = [last.as_slice(), &[0u8]].concat();
-        f(page)?;
     }
 }
 
@@ -909,17 +898,15 @@ fn write_snapshot<B: Backend>(
     // store whatever of them reached the disk.
     let mut batch = Batch::default();
     for cf in Cf::ALL {
-        for_each_page(backend, cf, &prefix, |page| {
-            for (k, _) in page {
-                if cf != Cf::Meta || k != installing_key {
-                    batch.delete(cf, k);
-                }
+        let mut rows = backend.rows(cf, &prefix)?;
+        while let Some((k, _)) = rows.next_row()? {
+            if cf != Cf::Meta || k != installing_key {
+                batch.delete_parts(cf, &[k]);
             }
             if batch.bytes() >= SNAPSHOT_BATCH_BYTES_MAX {
                 backend.write(std::mem::take(&mut batch).without_sync())?;
             }
-            Ok(())
-        })?;
+        }
     }
     backend.write(batch.without_sync())?;
 

@@ -165,9 +165,16 @@ impl Machine for LedgerMachine {
     fn restore_from(&mut self, input: &mut dyn std::io::Read, raft_meta: &[u8]) -> Result<(), MachineError> {
         let mut store = self.store.write().map_err(|_| merr("store", "lock poisoned"))?;
         let trusted = validators_of(&store)?;
+        let started = std::time::Instant::now();
         store.install_snapshot_from(input, raft_meta).map_err(|e| MachineError::Snapshot { reason: e.to_string() })?;
         let head = store.head().clone();
-        tracing::info!(height = head.height, log_size = head.log_size, "installed ledger snapshot");
+        tracing::info!(
+            height = head.height,
+            log_size = head.log_size,
+            secs = started.elapsed().as_secs_f64(),
+            full_check = %store.last_full_check().map(ToString::to_string).unwrap_or_default(),
+            "installed ledger snapshot"
+        );
         // The newest checkpoint in the snapshot with a quorum of the validators trusted
         // before it must be one the snapshot extends; a snapshot that contradicts its own
         // checkpoint is refused.

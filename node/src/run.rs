@@ -107,7 +107,12 @@ pub async fn start(cfg: Config) -> Result<RunningNode> {
                 .context("the stored ledger does not verify; refusing to serve it")
         })
         .await?;
-    tracing::info!(height = store.head().height, log_size = store.head().log_size, "ledger opened and verified");
+    tracing::info!(
+        height = store.head().height,
+        log_size = store.head().log_size,
+        full_check = %store.last_full_check().map(ToString::to_string).unwrap_or_default(),
+        "ledger opened and verified"
+    );
     let store = Arc::new(RwLock::new(store));
 
     let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(INBOUND_QUEUE_MAX);

@@ -39,7 +39,8 @@
 //! header's receipts hash covers all of its block's receipts, of which the store keeps only
 //! the last rejection of each record).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use super::{OnDisk, Store, StoreError, hash_from, lenpref, position_in_row, range_bucket_key};
 use crate::apply::{self, RejectCode};
@@ -47,7 +48,7 @@ use crate::block::{BLOCK_RECORDS_MAX, BlockHeader, CheckpointSignature, StoredBl
 use crate::codec;
 use crate::hash::Hash32;
 use crate::ids::SubjectId;
-use crate::kv::{Backend, Cf, Entries};
+use crate::kv::{Backend, Cf, Row, Rows};
 use crate::merkle::{self, LogNodeStore};
 use crate::org::ValidatorSet;
 use crate::record::{CodeSet, RecordBody, RecordId, SignedRecord};
@@ -67,52 +68,19 @@ fn bad(cf: Cf, what: impl std::fmt::Display) -> StoreError {
     StoreError::Integrity(format!("{}: {what}", cf.name()))
 }
 
-/// A key and its value.
-type Row = (Vec<u8>, Vec<u8>);
-
-/// Rows of one column family under a prefix, in key order, read a page at a time.
-struct Cursor<'a, B: Backend> {
-    backend: &'a B,
-    cf: Cf,
-    prefix: Vec<u8>,
-    /// Where the next page starts; `None` once a short page said there is no more.
-    next_start: Option<Vec<u8>>,
-    page: VecDeque<Row>,
-    rows: usize,
+/// Rows of one column family under a prefix, in key order, each borrowed until the next
+/// (see [`Backend::rows`]): nothing is copied out of the backend but what a check keeps.
+struct Cursor<'a> {
+    rows: Box<dyn Rows + 'a>,
 }
 
-impl<'a, B: Backend> Cursor<'a, B> {
-    fn new(backend: &'a B, cf: Cf, prefix: Vec<u8>, rows: usize) -> Self {
-        Cursor { backend, cf, next_start: Some(prefix.clone()), prefix, page: VecDeque::new(), rows }
+impl<'a> Cursor<'a> {
+    fn new<B: Backend>(backend: &'a B, cf: Cf, prefix: &[u8]) -> Result<Self, StoreError> {
+        Ok(Cursor { rows: backend.rows(cf, prefix)? })
     }
 
-    fn next(&mut self) -> Result<Option<Row>, StoreError> {
-        if self.page.is_empty() {
-            let Some(start) = self.next_start.take() else { return Ok(None) };
-            let page = self.backend.scan(self.cf, &self.prefix, &start, self.rows)?;
-            if page.len() == self.rows
-                && let Some((last, _)) = page.last()
-            {
-                self.next_start = Some([last.as_slice(), &[0u8]].concat());
-            }
-            self.page = page.into();
-        }
-        Ok(self.page.pop_front())
-    }
-
-    /// The next page whole (empty at the end).
-    fn next_page(&mut self) -> Result<Entries, StoreError> {
-        let mut out = Vec::new();
-        while out.len() < self.rows {
-            match self.next()? {
-                Some(row) => out.push(row),
-                None => break,
-            }
-            if self.page.is_empty() {
-                break;
-            }
-        }
-        Ok(out)
+    fn next(&mut self) -> Result<Option<Row<'_>>, StoreError> {
+        Ok(self.rows.next_row()?)
     }
 }
 
@@ -145,17 +113,20 @@ impl LogNodeStore for Frontier {
 
 /// The log re-derived from the record ids in position order, compared node by node with
 /// the stored nodes, which are read level by level in key order alongside.
-struct LogCheck<'a, B: Backend> {
+struct LogCheck<'a> {
     frontier: Frontier,
-    levels: Vec<Cursor<'a, B>>,
+    levels: Vec<Cursor<'a>>,
+    /// Length of a node's key: the ledger prefix, the level, the index.
+    key_len: usize,
 }
 
-impl<'a, B: Backend> LogCheck<'a, B> {
-    fn new(store: &'a Store<B>) -> Self {
+impl<'a> LogCheck<'a> {
+    fn new<B: Backend>(store: &'a Store<B>) -> Result<Self, StoreError> {
         let levels = (0..LOG_LEVELS as u8)
-            .map(|l| Cursor::new(&store.backend, Cf::LogNodes, store.k(&[l]), PAGE_ROWS))
-            .collect();
-        LogCheck { frontier: Frontier { size: 0, nodes: [None; LOG_LEVELS] }, levels }
+            .map(|l| Cursor::new(&store.backend, Cf::LogNodes, &store.k(&[l])))
+            .collect::<Result<_, _>>()?;
+        let frontier = Frontier { size: 0, nodes: [None; LOG_LEVELS] };
+        Ok(LogCheck { frontier, levels, key_len: store.prefix.len() + 1 + 8 })
     }
 
     /// Appends the leaves of `ids` and returns the root at the new size.
@@ -165,27 +136,21 @@ impl<'a, B: Backend> LogCheck<'a, B> {
             .map_err(|e| bad(Cf::LogNodes, format!("re-deriving the log: {e}")))?;
         let size = app.new_size;
         for &(level, index, hash) in &app.nodes {
-            let cursor = &mut self.levels[level as usize];
-            let stored = cursor.next()?;
-            let at = stored.as_ref().and_then(|(k, _)| (k.len() == cursor.prefix.len() + 8).then(|| u64_at_end(k)));
-            match (stored, at.flatten()) {
-                (Some((_, v)), Some(i)) if i == index => {
-                    let got =
-                        hash_from(&v, "log node").map_err(|e| bad(Cf::LogNodes, format!("({level}, {index}): {e}")))?;
-                    if got != hash {
-                        // A leaf is one position's record id: either may be the edited value.
-                        let from = index << level;
-                        let leaf = from.checked_sub(self.frontier.size).and_then(|i| ids.get(i as usize));
-                        let source = match leaf {
-                            Some(id) if level == 0 => {
-                                format!("position {from} names record {id}, whose leaf is {hash}")
-                            }
-                            _ => format!("the records at positions {from}..{} give {hash}", (index + 1) << level),
-                        };
-                        return Err(bad(Cf::LogNodes, format!("node ({level}, {index}) is {got}; {source}")));
-                    }
+            let got = match self.levels[level as usize].next()? {
+                Some((k, v)) if k.len() == self.key_len && u64_at_end(k) == Some(index) => {
+                    hash_from(v, "log node").map_err(|e| bad(Cf::LogNodes, format!("({level}, {index}): {e}")))?
                 }
                 _ => return Err(bad(Cf::LogNodes, format!("node ({level}, {index}) is missing"))),
+            };
+            if got != hash {
+                // A leaf is one position's record id: either may be the edited value.
+                let from = index << level;
+                let leaf = from.checked_sub(self.frontier.size).and_then(|i| ids.get(i as usize));
+                let source = match leaf {
+                    Some(id) if level == 0 => format!("position {from} names record {id}, whose leaf is {hash}"),
+                    _ => format!("the records at positions {from}..{} give {hash}", (index + 1) << level),
+                };
+                return Err(bad(Cf::LogNodes, format!("node ({level}, {index}) is {got}; {source}")));
             }
             if size >> level & 1 == 1 && index == (size >> level) - 1 {
                 self.frontier.nodes[level as usize] = Some(hash);
@@ -204,7 +169,7 @@ impl<'a, B: Backend> LogCheck<'a, B> {
     fn finish(mut self) -> Result<(), StoreError> {
         for (level, cursor) in self.levels.iter_mut().enumerate() {
             if let Some((k, _)) = cursor.next()? {
-                let index = u64_at_end(&k).map(|i| i.to_string()).unwrap_or_else(|| hex::encode(&k));
+                let index = u64_at_end(k).map(|i| i.to_string()).unwrap_or_else(|| hex::encode(k));
                 return Err(bad(
                     Cf::LogNodes,
                     format!("node ({level}, {index}) is past the log size {}", self.frontier.size),
@@ -286,6 +251,51 @@ impl SignatureBatch {
     }
 }
 
+/// How long each step of a full check took, in the module docs' order, for the log: a node
+/// that starts or installs a snapshot serves nothing until the check is done.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckTimes {
+    /// (step, time spent in it). The two halves run side by side, so the steps add up to
+    /// more than [`CheckTimes::total`].
+    pub steps: Vec<(&'static str, Duration)>,
+    /// From the start of the check to its end.
+    pub total: Duration,
+}
+
+impl std::fmt::Display for CheckTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2} s:", self.total.as_secs_f64())?;
+        for (name, took) in &self.steps {
+            write!(f, " {name} {:.2} s;", took.as_secs_f64())?;
+        }
+        Ok(())
+    }
+}
+
+/// The steps of one half of the check, run one after the other, each timed.
+struct Half {
+    /// (step in the module's order, its error), once one failed.
+    failed: Option<(u8, StoreError)>,
+    steps: Vec<(u8, &'static str, Duration)>,
+}
+
+impl Half {
+    fn new() -> Self {
+        Half { failed: None, steps: Vec::new() }
+    }
+
+    /// Runs a step unless one before it failed; returns its value.
+    fn step<T>(&mut self, at: u8, name: &'static str, f: impl FnOnce() -> Result<T, StoreError>) -> Option<T> {
+        if self.failed.is_some() {
+            return None;
+        }
+        let started = Instant::now();
+        let r = f();
+        self.steps.push((at, name, started.elapsed()));
+        r.map_err(|e| self.failed = Some((at, e))).ok()
+    }
+}
+
 impl<B: Backend> Store<B> {
     /// Everything [`Verification::Full`] adds to the quick check; see the module doc.
     /// The steps in two halves that read different column families, the second on a
@@ -293,35 +303,41 @@ impl<B: Backend> Store<B> {
     /// is done. The error is the one the steps, run one after the other in the order of the
     /// module docs, would have met first: each half stops at its first failure, and the
     /// earlier step of the two wins.
-    pub(super) fn verify_full(&self) -> Result<(), StoreError> {
-        // (step in the module's order, its error)
-        type Step = Result<(), (u8, StoreError)>;
-        fn at<T>(step: u8, r: Result<T, StoreError>) -> Result<T, (u8, StoreError)> {
-            r.map_err(|e| (step, e))
-        }
-        let (chain, indexes): (Step, Step) = std::thread::scope(|scope| {
-            let indexes = scope.spawn(|| -> Step {
-                at(0, self.verify_content_addressed())?;
-                at(4, self.verify_states())?;
-                at(5, self.verify_subject_records())?;
-                at(6, self.verify_owner_index(Cf::Holdings))?;
-                at(7, self.verify_owner_index(Cf::LotItems))
+    pub(super) fn verify_full(&self) -> Result<CheckTimes, StoreError> {
+        let started = Instant::now();
+        let (chain, indexes) = std::thread::scope(|scope| {
+            let indexes = scope.spawn(|| {
+                let mut h = Half::new();
+                h.step(0, "content-addressed", || self.verify_content_addressed());
+                h.step(4, "states", || self.verify_states());
+                h.step(5, "subject chains", || self.verify_subject_records());
+                h.step(6, "holdings", || self.verify_owner_index(Cf::Holdings));
+                h.step(7, "lot items", || self.verify_owner_index(Cf::LotItems));
+                h
             });
-            let chain = (|| -> Step {
-                let rejections = at(1, self.verify_chain())?;
-                let made = at(2, self.verify_records(&[]))?;
-                at(3, self.verify_made_by_records(&made))?;
-                at(8, self.verify_receipts(&rejections))?;
-                at(9, self.verify_checkpoint_signatures())
-            })();
+            let mut h = Half::new();
+            let rejections = h.step(1, "chain", || self.verify_chain());
+            let made = h.step(2, "records", || self.verify_records(&[]));
+            if let Some(made) = made {
+                h.step(3, "record indexes", || self.verify_made_by_records(&made));
+            }
+            if let Some(rejections) = rejections {
+                h.step(8, "receipts", || self.verify_receipts(&rejections));
+            }
+            h.step(9, "checkpoint signatures", || self.verify_checkpoint_signatures());
             let indexes = indexes.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (chain, indexes)
+            (h, indexes)
         });
-        match (chain, indexes) {
-            (Ok(()), Ok(())) => Ok(()),
-            (Err((_, e)), Ok(())) | (Ok(()), Err((_, e))) => Err(e),
-            (Err((a, ea)), Err((b, eb))) => Err(if a < b { ea } else { eb }),
+        let first = [chain.failed, indexes.failed].into_iter().flatten().min_by_key(|(at, _)| *at);
+        if let Some((_, e)) = first {
+            return Err(e);
         }
+        let mut steps: Vec<_> = chain.steps.into_iter().chain(indexes.steps).collect();
+        steps.sort_by_key(|(at, ..)| *at);
+        Ok(CheckTimes {
+            steps: steps.into_iter().map(|(_, name, took)| (name, took)).collect(),
+            total: started.elapsed(),
+        })
     }
 
     fn verify_chain(&self) -> Result<Fingerprint, StoreError> {
@@ -330,16 +346,16 @@ impl<B: Backend> Store<B> {
         let mut prev_hash = genesis.hash();
         let mut prev_time = genesis.genesis_time_ms;
         let p = self.prefix.len();
-        let mut headers = Cursor::new(&self.backend, Cf::Headers, self.prefix.clone(), PAGE_ROWS);
-        let mut positions = Cursor::new(&self.backend, Cf::Positions, self.prefix.clone(), PAGE_ROWS);
-        let mut log = LogCheck::new(self);
+        let mut headers = Cursor::new(&self.backend, Cf::Headers, &self.prefix)?;
+        let mut positions = Cursor::new(&self.backend, Cf::Positions, &self.prefix)?;
+        let mut log = LogCheck::new(self)?;
         let mut rejections = Fingerprint::default();
         for height in 1..=head.height {
             let v = match headers.next()? {
-                Some((k, v)) if k.len() == p + 8 && u64_at_end(&k) == Some(height) => v,
+                Some((k, v)) if k.len() == p + 8 && u64_at_end(k) == Some(height) => v,
                 _ => return Err(bad(Cf::Headers, format!("header {height} is missing"))),
             };
-            let header: BlockHeader = codec::decode("header", &v)
+            let header: BlockHeader = codec::decode("header", v)
                 .map_err(|e| bad(Cf::Headers, format!("header {height} does not decode: {e}")))?;
             let at = |what: String| bad(Cf::Headers, format!("header {height}: {what}"));
             if header.height != height || header.ledger_id != head.ledger_id {
@@ -372,8 +388,8 @@ impl<B: Backend> Store<B> {
             let mut ids = Vec::with_capacity((header.log_size - from) as usize);
             for i in from..header.log_size {
                 match positions.next()? {
-                    Some((k, v)) if k.len() == p + 8 && u64_at_end(&k) == Some(i) => ids
-                        .push(hash_from(&v, "position").map_err(|e| bad(Cf::Positions, format!("position {i}: {e}")))?),
+                    Some((k, v)) if k.len() == p + 8 && u64_at_end(k) == Some(i) => ids
+                        .push(hash_from(v, "position").map_err(|e| bad(Cf::Positions, format!("position {i}: {e}")))?),
                     _ => return Err(bad(Cf::Positions, format!("log position {i} has no record"))),
                 }
             }
@@ -398,7 +414,7 @@ impl<B: Backend> Store<B> {
             ));
         }
         if let Some((k, _)) = headers.next()? {
-            return Err(bad(Cf::Headers, format!("header {} is past the head {}", height_of(&k), head.height)));
+            return Err(bad(Cf::Headers, format!("header {} is past the head {}", height_of(k), head.height)));
         }
         let past = self.k(&(head.height + 1).to_be_bytes());
         if let Some((k, _)) = self.backend.scan(Cf::Blocks, &self.prefix, &past, 1)?.pop() {
@@ -407,7 +423,7 @@ impl<B: Backend> Store<B> {
         if let Some((k, _)) = positions.next()? {
             return Err(bad(
                 Cf::Positions,
-                format!("position {} is past the log size {}", height_of(&k), head.log_size),
+                format!("position {} is past the log size {}", height_of(k), head.log_size),
             ));
         }
         log.finish()?;
@@ -512,22 +528,24 @@ impl<B: Backend> Store<B> {
         let head = &self.head;
         let p = self.prefix.len();
         let mut made = Made::default();
-        let mut cursor = Cursor::new(&self.backend, Cf::Records, self.prefix.clone(), RECORD_PAGE_ROWS);
+        let mut cursor = Cursor::new(&self.backend, Cf::Records, &self.prefix)?;
         let mut count = 0u64;
-        loop {
-            let page = cursor.next_page()?;
-            if page.is_empty() {
-                break;
-            }
-            // (position, id), (org key, id), (code key, issuance), (range key, range issuance).
-            let mut placed: Vec<(u64, RecordId)> = Vec::with_capacity(page.len());
-            let mut by_org: Vec<(Vec<u8>, String, u64, RecordId)> = Vec::with_capacity(page.len());
+        let mut done = false;
+        while !done {
+            // (position, id), (org key, id), (code key, issuance), (range key, range issuance)
+            // of a page of records, looked up together.
+            let mut placed: Vec<(u64, RecordId)> = Vec::new();
+            let mut by_org: Vec<(Vec<u8>, String, u64, RecordId)> = Vec::new();
             let mut codes: Vec<(Vec<u8>, SubjectId, Issuance)> = Vec::new();
             let mut ranges: Vec<(Vec<u8>, RangeIssuance)> = Vec::new();
-            for (k, v) in page {
+            for _ in 0..RECORD_PAGE_ROWS {
+                let Some((k, v)) = cursor.next()? else {
+                    done = true;
+                    break;
+                };
                 let id = hash_from(&k[p..], "record id").map_err(|e| bad(Cf::Records, format!("key: {e}")))?;
-                let i = position_in_row(&id, &v).map_err(|e| bad(Cf::Records, e))?;
-                let (index, rec): (u64, SignedRecord) = codec::decode("record", &v)
+                let i = position_in_row(&id, v).map_err(|e| bad(Cf::Records, e))?;
+                let (index, rec): (u64, SignedRecord) = codec::decode("record", v)
                     .map_err(|e| bad(Cf::Records, format!("record {id} at position {i} does not decode: {e}")))?;
                 // The row is the version byte, the index, then the signed record's bytes after
                 // its own version byte: its id is hashed from those, not encoded again.
@@ -643,10 +661,10 @@ impl<B: Backend> Store<B> {
     /// is read again for a row no record makes.
     fn verify_made_by_records(&self, made: &Made) -> Result<(), StoreError> {
         for (cf, want) in MADE_BY_RECORDS.into_iter().zip(made) {
-            let mut cursor = Cursor::new(&self.backend, cf, self.prefix.clone(), PAGE_ROWS);
+            let mut cursor = Cursor::new(&self.backend, cf, &self.prefix)?;
             let mut found = Fingerprint::default();
             while let Some((k, v)) = cursor.next()? {
-                found.add(&k, &v);
+                found.add(k, v);
             }
             if found != *want {
                 self.verify_records(&[cf])?;
@@ -661,11 +679,11 @@ impl<B: Backend> Store<B> {
     fn find_extra(&self, cf: Cf) -> Result<(), StoreError> {
         let p = self.prefix.len();
         let record = |id: Option<RecordId>| id.and_then(|id| self.record(&id).ok().flatten());
-        let mut cursor = Cursor::new(&self.backend, cf, self.prefix.clone(), PAGE_ROWS);
+        let mut cursor = Cursor::new(&self.backend, cf, &self.prefix)?;
         while let Some((k, v)) = cursor.next()? {
             let rest = &k[p..];
             let made = match cf {
-                Cf::OrgRecords => match (split_owner(rest), record(hash_from(&v, "id").ok())) {
+                Cf::OrgRecords => match (split_owner(rest), record(hash_from(v, "id").ok())) {
                     (Some((org, at)), Some((index, r))) => {
                         at.len() == 8 && u64_at_end(at) == Some(index) && r.record.author.as_str() == org
                     }
@@ -673,7 +691,7 @@ impl<B: Backend> Store<B> {
                 },
                 Cf::ListedCodes => {
                     let code = std::str::from_utf8(rest).ok().and_then(|s| s.parse::<SubjectId>().ok());
-                    let issuance: Option<Issuance> = codec::decode("issuance", &v).ok();
+                    let issuance: Option<Issuance> = codec::decode("issuance", v).ok();
                     match (code, issuance.as_ref().and_then(|i| record(Some(i.record)))) {
                         (Some(code), Some((_, r))) => match &r.record.body {
                             RecordBody::IssueCodes(ic) => {
@@ -695,7 +713,7 @@ impl<B: Backend> Store<B> {
                     }
                 }
                 Cf::Ranges => {
-                    let ri: Option<RangeIssuance> = codec::decode("range issuance", &v).ok();
+                    let ri: Option<RangeIssuance> = codec::decode("range issuance", v).ok();
                     match (ri.as_ref(), ri.as_ref().and_then(|ri| record(Some(ri.issuance.record)))) {
                         (Some(ri), Some((_, r))) => matches!(&r.record.body,
                             RecordBody::IssueCodes(ic) if ic.product.gtin == ri.gtin
@@ -722,26 +740,54 @@ impl<B: Backend> Store<B> {
     /// the map must hold no other entries. Each subject's last chain entry, holding and lot
     /// membership must be in their indexes (the other way is [`Store::verify_owner_index`]
     /// and [`Store::verify_subject_records`]).
+    ///
+    /// The map and the entries are compared by fingerprint: one walk of the map's nodes,
+    /// one scan of the entries. When they differ, the entries are read again, each looked up
+    /// in the map, to name the first that is not there.
     fn verify_states(&self) -> Result<(), StoreError> {
         let root = self.head.state_root;
+        let mut in_map = Fingerprint::default();
+        smt::for_each_leaf(&OnDisk(self), root, |key, value_hash| in_map.add(key.as_bytes(), value_hash.as_bytes()))
+            .map_err(|e| bad(Cf::SmtNodes, e))?;
+        let stored = self.scan_states(false)?;
+        if stored == in_map {
+            return Ok(());
+        }
+        self.scan_states(true)?;
+        Err(bad(Cf::States, format!("state map holds {} entries, the store {}", in_map.count, stored.count)))
+    }
+
+    /// Reads every state entry, checks that its subject's indexes hold it (see
+    /// [`Store::verify_states`]), and returns the fingerprint of (map key, value hash) of
+    /// each; with `look_up`, also looks each one up in the state map.
+    fn scan_states(&self, look_up: bool) -> Result<Fingerprint, StoreError> {
+        let root = self.head.state_root;
         let p = self.prefix.len();
-        let mut cursor = Cursor::new(&self.backend, Cf::States, self.prefix.clone(), PAGE_ROWS);
-        let mut count = 0u64;
-        loop {
-            let page = cursor.next_page()?;
-            if page.is_empty() {
-                break;
-            }
+        let mut cursor = Cursor::new(&self.backend, Cf::States, &self.prefix)?;
+        let mut stored = Fingerprint::default();
+        let mut done = false;
+        while !done {
+            // The index entries a page of states needs, looked up together.
             let mut wanted: Vec<(Cf, Vec<u8>, String)> = Vec::new();
-            for (k, v) in page {
+            for _ in 0..PAGE_ROWS {
+                let Some((k, v)) = cursor.next()? else {
+                    done = true;
+                    break;
+                };
                 let key: StateKey = codec::decode("state key", &k[p..]).map_err(|e| bad(Cf::States, e))?;
                 let value: StateValue =
-                    codec::decode("state value", &v).map_err(|e| bad(Cf::States, format!("{key:?}: {e}")))?;
-                let in_map = smt::get(&OnDisk(self), root, &key.map_key()).map_err(|e| bad(Cf::SmtNodes, e))?;
-                if in_map != Some(value.value_hash()) {
-                    return Err(bad(Cf::States, format!("state entry {key:?} does not match the state root {root}")));
+                    codec::decode("state value", v).map_err(|e| bad(Cf::States, format!("{key:?}: {e}")))?;
+                let (map_key, value_hash) = (key.map_key(), value.value_hash());
+                stored.add(map_key.as_bytes(), value_hash.as_bytes());
+                if look_up {
+                    let in_map = smt::get(&OnDisk(self), root, &map_key).map_err(|e| bad(Cf::SmtNodes, e))?;
+                    if in_map != Some(value_hash) {
+                        return Err(bad(
+                            Cf::States,
+                            format!("state entry {key:?} does not match the state root {root}"),
+                        ));
+                    }
                 }
-                count += 1;
                 if let (StateKey::Subject(sid), StateValue::Subject(s)) = (&key, &value) {
                     let name = sid.to_string();
                     if s.record_count > 0 {
@@ -781,11 +827,7 @@ impl<B: Backend> Store<B> {
                 }
             }
         }
-        let leaves = smt::count_leaves(&OnDisk(self), root).map_err(|e| bad(Cf::SmtNodes, e))?;
-        if leaves != count {
-            return Err(bad(Cf::States, format!("state map holds {leaves} entries, the store {count}")));
-        }
-        Ok(())
+        Ok(stored)
     }
 
     /// The stored state of a subject, if it has one.
@@ -807,7 +849,7 @@ impl<B: Backend> Store<B> {
     /// counts, folding to its state's chain hash (which the state root commits to).
     fn verify_subject_records(&self) -> Result<(), StoreError> {
         let p = self.prefix.len();
-        let mut cursor = Cursor::new(&self.backend, Cf::SubjectRecords, self.prefix.clone(), PAGE_ROWS);
+        let mut cursor = Cursor::new(&self.backend, Cf::SubjectRecords, &self.prefix)?;
         // The subject being read: its name, entries so far and their chain.
         let mut current: Option<(String, u64, Hash32)> = None;
         let close = |chain: Option<(String, u64, Hash32)>| -> Result<(), StoreError> {
@@ -830,10 +872,10 @@ impl<B: Backend> Store<B> {
         while let Some((k, v)) = cursor.next()? {
             let (name, seq) = match split_owner(&k[p..]) {
                 Some((name, rest)) if rest.len() == 8 => (name.to_string(), u64_at_end(rest).unwrap_or(u64::MAX)),
-                _ => return Err(bad(Cf::SubjectRecords, format!("key {} is no (subject, number)", hex::encode(&k)))),
+                _ => return Err(bad(Cf::SubjectRecords, format!("key {} is no (subject, number)", hex::encode(k)))),
             };
             let id =
-                hash_from(&v, "record id").map_err(|e| bad(Cf::SubjectRecords, format!("{name}: entry {seq}: {e}")))?;
+                hash_from(v, "record id").map_err(|e| bad(Cf::SubjectRecords, format!("{name}: entry {seq}: {e}")))?;
             let (n, chain) = match current.take() {
                 Some((cur, n, chain)) if cur == name => (n, chain),
                 other => {
@@ -853,14 +895,16 @@ impl<B: Backend> Store<B> {
     /// subject's state: its holder, or its lot.
     fn verify_owner_index(&self, cf: Cf) -> Result<(), StoreError> {
         let p = self.prefix.len();
-        let mut cursor = Cursor::new(&self.backend, cf, self.prefix.clone(), PAGE_ROWS);
-        loop {
-            let page = cursor.next_page()?;
-            if page.is_empty() {
-                return Ok(());
-            }
-            let mut entries = Vec::with_capacity(page.len());
-            for (k, _) in &page {
+        let mut cursor = Cursor::new(&self.backend, cf, &self.prefix)?;
+        let mut done = false;
+        while !done {
+            // A page of entries, whose states are read together.
+            let mut entries = Vec::new();
+            for _ in 0..PAGE_ROWS {
+                let Some((k, _)) = cursor.next()? else {
+                    done = true;
+                    break;
+                };
                 let parsed = split_owner(&k[p..]).and_then(|(owner, rest)| {
                     let sid = std::str::from_utf8(rest).ok()?.parse::<SubjectId>().ok()?;
                     Some((owner.to_string(), sid))
@@ -883,16 +927,17 @@ impl<B: Backend> Store<B> {
                 }
             }
         }
+        Ok(())
     }
 
     /// Each stored receipt is a rejection the blocks vouch for (see [`Store::verify_block`]).
     fn verify_receipts(&self, vouched: &Fingerprint) -> Result<(), StoreError> {
         let p = self.prefix.len();
-        let mut cursor = Cursor::new(&self.backend, Cf::Receipts, self.prefix.clone(), PAGE_ROWS);
+        let mut cursor = Cursor::new(&self.backend, Cf::Receipts, &self.prefix)?;
         let mut stored = Fingerprint::default();
         while let Some((k, v)) = cursor.next()? {
             let id = hash_from(&k[p..], "record id").map_err(|e| bad(Cf::Receipts, format!("key: {e}")))?;
-            let r: Receipt = codec::decode("receipt", &v)
+            let r: Receipt = codec::decode("receipt", v)
                 .map_err(|e| bad(Cf::Receipts, format!("receipt of record {id} does not decode: {e}")))?;
             let kept = matches!(&r.outcome, Outcome::Rejected { code, .. } if *code != RejectCode::Duplicate);
             if r.record_id != id || !kept || r.height == 0 || r.height > self.head.height {
@@ -910,10 +955,10 @@ impl<B: Backend> Store<B> {
             return Ok(());
         }
         // Which one: the first whose block does not hold it rejected (a block read each).
-        let mut cursor = Cursor::new(&self.backend, Cf::Receipts, self.prefix.clone(), PAGE_ROWS);
+        let mut cursor = Cursor::new(&self.backend, Cf::Receipts, &self.prefix)?;
         while let Some((k, v)) = cursor.next()? {
             let id = hash_from(&k[p..], "record id")?;
-            let r: Receipt = codec::decode("receipt", &v).map_err(|e| bad(Cf::Receipts, e))?;
+            let r: Receipt = codec::decode("receipt", v).map_err(|e| bad(Cf::Receipts, e))?;
             let block = self.backend.get(Cf::Blocks, &self.k(&r.height.to_be_bytes()))?;
             let block: Option<StoredBlock> = block.and_then(|b| codec::decode("block", &b).ok());
             let holds = block.is_some_and(|b| {
@@ -936,7 +981,7 @@ impl<B: Backend> Store<B> {
     /// ignores signers outside its trusted set.
     fn verify_checkpoint_signatures(&self) -> Result<(), StoreError> {
         let p = self.prefix.len();
-        let mut cursor = Cursor::new(&self.backend, Cf::CheckpointSigs, self.prefix.clone(), PAGE_ROWS);
+        let mut cursor = Cursor::new(&self.backend, Cf::CheckpointSigs, &self.prefix)?;
         let now = self.validators_at(self.head.state_root)?;
         // The signing message and validator set of the height last read: signatures come by
         // height.
@@ -945,12 +990,12 @@ impl<B: Backend> Store<B> {
         while let Some((k, v)) = cursor.next()? {
             let rest = &k[p..];
             let Some(height) = rest.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) else {
-                return Err(bad(Cf::CheckpointSigs, format!("key {} is no (height, node)", hex::encode(&k))));
+                return Err(bad(Cf::CheckpointSigs, format!("key {} is no (height, node)", hex::encode(k))));
             };
             let node = String::from_utf8_lossy(&rest[8..]).into_owned();
             let what = |m: &str| bad(Cf::CheckpointSigs, format!("signature of {node} on header {height}: {m}"));
             let sig: CheckpointSignature =
-                codec::decode("checkpoint signature", &v).map_err(|e| what(&format!("does not decode: {e}")))?;
+                codec::decode("checkpoint signature", v).map_err(|e| what(&format!("does not decode: {e}")))?;
             if sig.node_id.as_str() != node {
                 return Err(what(&format!("is signed by {}", sig.node_id)));
             }
@@ -1005,14 +1050,14 @@ impl<B: Backend> Store<B> {
     fn verify_content_addressed(&self) -> Result<(), StoreError> {
         let p = self.prefix.len();
         for cf in [Cf::SmtNodes, Cf::StateValues] {
-            let mut cursor = Cursor::new(&self.backend, cf, self.prefix.clone(), PAGE_ROWS);
+            let mut cursor = Cursor::new(&self.backend, cf, &self.prefix)?;
             while let Some((k, v)) = cursor.next()? {
                 let key = hash_from(&k[p..], "hash").map_err(|e| bad(cf, format!("key: {e}")))?;
                 let hash = match cf {
-                    Cf::SmtNodes => SmtNode::decode(&v)
+                    Cf::SmtNodes => SmtNode::decode(v)
                         .map(|n| n.hash())
                         .map_err(|e| bad(cf, format!("node {key} does not decode: {e}")))?,
-                    _ => StateValue::value_hash_of(&v),
+                    _ => StateValue::value_hash_of(v),
                 };
                 if hash != key {
                     return Err(bad(cf, format!("value under {key} hashes to {hash}")));
