@@ -876,6 +876,20 @@ impl<V: Backend> SnapshotView<V> {
     }
 }
 
+/// What the reading stage of a snapshot install hands its loader.
+enum LoadPart {
+    /// Entries to load, in order.
+    Entries(Batch),
+    /// The stream ended and its hash checked: the load may be finished.
+    Checked,
+}
+
+/// Bytes of entries in one [`LoadPart::Entries`].
+const LOAD_PART_BYTES: usize = 4 * 1024 * 1024;
+/// Parts read ahead of the loader, at most: what the install holds in memory beyond the
+/// loader's own buffers.
+const LOAD_PARTS_QUEUED: usize = 4;
+
 /// Replaces every entry of `ledger` on `backend` with the snapshot stream's, through the
 /// backend's bulk load, the head last (see [`Store::install_snapshot_from`]).
 fn write_snapshot<B: Backend>(
@@ -911,23 +925,59 @@ fn write_snapshot<B: Backend>(
     backend.write(batch.without_sync())?;
 
     // The stream comes sorted (the reader refuses it otherwise), so the backend can load it
-    // as sorted files; the entries it holds back keep that order.
-    let mut load = backend.bulk_load()?;
-    let mut head = None;
-    let (mut k, mut rest, mut v) = (prefix.clone(), Vec::new(), Vec::new());
-    while let Some(cf) = reader.next_into(&mut rest, &mut v)? {
-        k.truncate(prefix.len());
-        k.extend_from_slice(&rest);
-        if cf == Cf::Meta && k == head_key {
-            head = Some(v.clone());
-        } else if cf == Cf::Meta && (k == installing_key || k == meta_key) {
-            // Never exported; the installer's own are written below.
-        } else {
-            load.put(cf, &k, &v)?;
-        }
-    }
-    let head = head.ok_or_else(|| corrupt("snapshot", "no head"))?;
-    load.finish()?;
+    // as sorted files; the entries it holds back keep that order. Two stages, one thread
+    // each: this one reads, decodes and hashes the stream; the loader writes the files. The
+    // load is finished (made part of the store) only once the whole stream has read and
+    // its hash checked; a refused stream drops it unfinished.
+    let head = std::thread::scope(|scope| -> Result<Vec<u8>, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<LoadPart>(LOAD_PARTS_QUEUED);
+        let loader = scope.spawn(move || -> Result<(), StoreError> {
+            let mut load = backend.bulk_load()?;
+            for part in rx {
+                match part {
+                    LoadPart::Entries(batch) => {
+                        for (cf, k, v) in batch.iter() {
+                            load.put(cf, k, v.unwrap_or_default())?;
+                        }
+                    }
+                    LoadPart::Checked => return Ok(load.finish()?),
+                }
+            }
+            Err(corrupt("snapshot", "the stream ended before it was checked"))
+        });
+        let read = (|| -> Result<Vec<u8>, StoreError> {
+            let mut head = None;
+            let mut batch = Batch::default();
+            let (mut k, mut rest, mut v) = (prefix.clone(), Vec::new(), Vec::new());
+            while let Some(cf) = reader.next_into(&mut rest, &mut v)? {
+                k.truncate(prefix.len());
+                k.extend_from_slice(&rest);
+                if cf == Cf::Meta && k == head_key {
+                    head = Some(v.clone());
+                } else if cf == Cf::Meta && (k == installing_key || k == meta_key) {
+                    // Never exported; the installer's own are written below.
+                } else {
+                    batch.put_parts(cf, &[&k], &[&v]);
+                    if batch.bytes() >= LOAD_PART_BYTES
+                        && tx.send(LoadPart::Entries(std::mem::take(&mut batch))).is_err()
+                    {
+                        // The loader failed; its error is the one to report.
+                        return Ok(Vec::new());
+                    }
+                }
+            }
+            let head = head.ok_or_else(|| corrupt("snapshot", "no head"))?;
+            let _ = tx.send(LoadPart::Entries(batch));
+            let _ = tx.send(LoadPart::Checked);
+            Ok(head)
+        })();
+        drop(tx);
+        let loaded = loader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        // The reader's error first: a refused stream also ends the load unchecked.
+        let head = read?;
+        loaded?;
+        Ok(head)
+    })?;
     let mut batch = Batch::default();
     batch.put(Cf::Meta, head_key, head);
     batch.put(Cf::Meta, meta_key, replication_meta.to_vec());
