@@ -854,9 +854,10 @@ impl<V: Backend> SnapshotView<V> {
     }
 
     /// Writes every entry of the ledger in the view to `out` as a snapshot stream, row by
-    /// row through one cursor per column family ([`Backend::rows`]), in the order the stream requires (column families in the order of [`Cf::ALL`],
-    /// keys increasing: the backend's scan order), so memory stays bounded whatever the
-    /// ledger's size. Returns the bytes written.
+    /// row through one cursor per column family ([`Backend::rows`]), in the order the
+    /// stream requires (column families in the order of [`Cf::ALL`], keys increasing: the
+    /// backend's scan order), so memory stays bounded whatever the ledger's size. Returns
+    /// the bytes written.
     pub fn export_to(&self, out: &mut dyn std::io::Write) -> Result<u64, StoreError> {
         let mut w = SnapshotWriter::start(out, &self.head.ledger_id)?;
         let prefix = self.prefix.as_slice();
