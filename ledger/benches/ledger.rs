@@ -15,7 +15,7 @@
 //! With `VERITRACE_BENCH_CHECK_DIR=DIR VERITRACE_BENCH_CHECK_GENESIS=FILE` it instead times
 //! the full check, step by step, of the ledger in the RocksDB directory DIR (a node's
 //! `data_dir/ledger`, stopped, or a copy: it is opened for writing) made from the genesis
-//! FILE, three times (the first with the block cache cold).
+//! FILE, three times in a row.
 
 use std::collections::HashMap;
 use std::time::Instant;

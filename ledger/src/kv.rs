@@ -209,21 +209,9 @@ pub trait Backend: Send + Sync {
         keys.iter().map(|k| self.get(cf, k)).collect()
     }
     /// Entries whose key starts with `prefix`, in key order, starting at `start` (which
-    /// must itself start with `prefix`), at most `limit` of them.
-    fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError> {
-        self.scan_bytes(cf, prefix, start, limit, usize::MAX)
-    }
-    /// Like [`Backend::scan`], stopping once the page holds `bytes_max` bytes of keys and
-    /// values (it holds at least one entry, if there is one): for walks over column
-    /// families whose values are large, such as blocks.
-    fn scan_bytes(
-        &self,
-        cf: Cf,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-        bytes_max: usize,
-    ) -> Result<Entries, StorageError>;
+    /// must itself start with `prefix`), at most `limit` of them: a page of a query. A
+    /// column family read whole goes through [`Backend::rows`].
+    fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError>;
     fn write(&self, batch: Batch) -> Result<(), StorageError>;
 
     /// Every entry whose key starts with `prefix`, in key order, through one cursor that
@@ -359,25 +347,10 @@ impl Backend for MemBackend {
         Ok(m.get(&(cf, key.to_vec())).cloned())
     }
 
-    fn scan_bytes(
-        &self,
-        cf: Cf,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-        bytes_max: usize,
-    ) -> Result<Entries, StorageError> {
+    fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError> {
         let m = self.cfs.read().map_err(|_| StorageError("memory backend lock poisoned".into()))?;
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for ((c, k), v) in m.range((cf, start.to_vec())..) {
-            if *c != cf || !k.starts_with(prefix) || out.len() >= limit || bytes >= bytes_max {
-                break;
-            }
-            bytes += k.len() + v.len();
-            out.push((k.clone(), v.clone()));
-        }
-        Ok(out)
+        let rows = m.range((cf, start.to_vec())..).take_while(|((c, k), _)| *c == cf && k.starts_with(prefix));
+        Ok(rows.take(limit).map(|((_, k), v)| (k.clone(), v.clone())).collect())
     }
 
     fn write(&self, batch: Batch) -> Result<(), StorageError> {
@@ -542,23 +515,14 @@ impl Backend for RocksBackend {
             .collect()
     }
 
-    fn scan_bytes(
-        &self,
-        cf: Cf,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-        bytes_max: usize,
-    ) -> Result<Entries, StorageError> {
+    fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError> {
         let mode = rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward);
         let mut out = Vec::new();
-        let mut bytes = 0usize;
         for item in self.db.iterator_cf(self.cf(cf)?, mode) {
             let (k, v) = item.map_err(|e| rerr("scan", e))?;
-            if !k.starts_with(prefix) || out.len() >= limit || bytes >= bytes_max {
+            if !k.starts_with(prefix) || out.len() >= limit {
                 break;
             }
-            bytes = bytes.saturating_add(k.len() + v.len());
             out.push((k.to_vec(), v.to_vec()));
         }
         Ok(out)
@@ -788,15 +752,8 @@ impl Backend for RocksView {
         self.backend()?.multi_get(cf, keys)
     }
 
-    fn scan_bytes(
-        &self,
-        cf: Cf,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-        bytes_max: usize,
-    ) -> Result<Entries, StorageError> {
-        self.backend()?.scan_bytes(cf, prefix, start, limit, bytes_max)
+    fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<Entries, StorageError> {
+        self.backend()?.scan(cf, prefix, start, limit)
     }
 
     fn rows<'a>(&'a self, cf: Cf, prefix: &[u8]) -> Result<Box<dyn Rows + 'a>, StorageError> {
@@ -859,49 +816,6 @@ mod tests {
         assert_eq!(Cf::from_index(Cf::ALL.len() as u8), None);
     }
 
-    /// Every check of a byte-bounded scan on `backend`, which holds the rows of
-    /// [`bounded_scan_rows`]; returns the pages, to compare backends.
-    fn bounded_scans(backend: &dyn Backend) -> Vec<Entries> {
-        let mut pages = Vec::new();
-        for (limit, bytes_max) in [(100, 1), (100, 100), (100, 1_000), (7, 1_000), (100, usize::MAX), (0, 10)] {
-            let a = backend.scan_bytes(Cf::Blocks, b"p", b"p\x03", limit, bytes_max).unwrap();
-            let total: usize = a.iter().map(|(k, v)| k.len() + v.len()).sum();
-            let last = a.last().map_or(0, |(k, v)| k.len() + v.len());
-            assert!(a.len() <= limit && total - last < bytes_max.max(1), "limit {limit}, bytes {bytes_max}");
-            assert!(!a.is_empty() || limit == 0, "a page holds at least one entry: limit {limit}, bytes {bytes_max}");
-            assert!(a.iter().all(|(k, _)| k.starts_with(b"p") && k.as_slice() >= &b"p\x03"[..]));
-            pages.push(a);
-        }
-        assert_eq!(backend.scan(Cf::Blocks, b"p", b"p", 100).unwrap().len(), 50, "scan is unbounded in bytes");
-        pages
-    }
-
-    /// 50 rows under prefix `p` (keys of 2 bytes, values of 10 to 59 bytes), one row outside
-    /// the prefix and one in another column family.
-    fn bounded_scan_rows() -> Batch {
-        let mut batch = Batch::default();
-        for i in 0..50u8 {
-            batch.put(Cf::Blocks, vec![b'p', i], vec![i; 10 + usize::from(i)]);
-        }
-        batch.put(Cf::Blocks, b"q0".to_vec(), vec![0; 5]);
-        batch.put(Cf::Headers, b"p0".to_vec(), vec![0; 5]);
-        batch
-    }
-
-    #[test]
-    fn a_scan_bounded_by_bytes_stops_past_the_bound_the_same_on_every_backend() {
-        let mem = MemBackend::default();
-        mem.write(bounded_scan_rows()).unwrap();
-        let in_memory = bounded_scans(&mem);
-        #[cfg(feature = "rocksdb")]
-        {
-            let dir = tempfile::tempdir().unwrap();
-            let rocks = RocksBackend::open(dir.path()).unwrap();
-            rocks.write(bounded_scan_rows()).unwrap();
-            assert_eq!(bounded_scans(&rocks), in_memory, "RocksDB and memory backends page alike");
-        }
-    }
-
     /// Every row `rows` lends under each of several prefixes, as owned pairs.
     fn all_rows(backend: &dyn Backend) -> Vec<Entries> {
         let mut out = Vec::new();
@@ -915,6 +829,14 @@ mod tests {
             let scanned = backend.scan(Cf::Blocks, prefix, prefix, usize::MAX).unwrap();
             assert_eq!(got, scanned, "rows under {prefix:?} are the scan's");
             out.push(got);
+        }
+        // Pages of a scan: from a start inside the prefix, at most `limit`.
+        let start = [&b"r"[..], &5u16.to_be_bytes()].concat();
+        for limit in [0, 7, 10_000] {
+            let page = backend.scan(Cf::Blocks, b"r", &start, limit).unwrap();
+            assert_eq!(page.len(), limit.min(PAGED_ROWS * 2), "a page of {limit} from the 6th row");
+            assert!(page.iter().all(|(k, _)| k.starts_with(b"r") && *k >= start));
+            out.push(page);
         }
         out
     }
@@ -958,20 +880,16 @@ mod tests {
     fn a_bulk_load_over_deleted_rows_lands_in_the_bottom_level() {
         let dir = tempfile::tempdir().unwrap();
         let rocks = RocksBackend::open(dir.path()).unwrap();
-        // Rows among the keys the load will bring, then deleted, as a snapshot install
-        // deletes the genesis it replaces.
-        let mut batch = Batch::default();
-        for i in (0..1_000u32).step_by(100) {
-            batch.put(Cf::SmtNodes, i.to_be_bytes().to_vec(), vec![1]);
+        // Rows among the keys the load will bring, written then deleted, as a snapshot
+        // install deletes the genesis it replaces.
+        for delete in [false, true] {
+            let mut batch = Batch::default();
+            for k in (0..1_000u32).step_by(100).map(|i| i.to_be_bytes().to_vec()) {
+                if delete { batch.delete(Cf::SmtNodes, k) } else { batch.put(Cf::SmtNodes, k, vec![1]) }
+            }
+            rocks.write(batch).unwrap();
         }
-        rocks.write(batch).unwrap();
-        let mut batch = Batch::default();
-        for i in (0..1_000u32).step_by(100) {
-            batch.delete(Cf::SmtNodes, i.to_be_bytes().to_vec());
-        }
-        rocks.write(batch).unwrap();
         let mut load = rocks.bulk_load().unwrap();
-
         for i in 0..1_000u32 {
             load.put(Cf::SmtNodes, &i.to_be_bytes(), &[2]).unwrap();
         }

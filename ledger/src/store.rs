@@ -1425,6 +1425,13 @@ mod tests {
                 }),
             ),
             (
+                "a state entry, gone (the state map holds one more)",
+                Box::new(|s, _| {
+                    let k = s.k(&codec::encode(&StateKey::Validators));
+                    (Cf::States, k, None, vec!["states: state map holds ".into(), " entries, the store ".into()])
+                }),
+            ),
+            (
                 "a state value",
                 Box::new(|s, _| {
                     let k = first_key(s, Cf::StateValues, |_| false);

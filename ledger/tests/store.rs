@@ -173,15 +173,14 @@ impl veritrace_ledger::kv::Backend for &SyncLog {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, veritrace_ledger::hash::StorageError> {
         self.mem.get(cf, key)
     }
-    fn scan_bytes(
+    fn scan(
         &self,
         cf: Cf,
         prefix: &[u8],
         start: &[u8],
         limit: usize,
-        bytes_max: usize,
     ) -> Result<veritrace_ledger::kv::Entries, veritrace_ledger::hash::StorageError> {
-        self.mem.scan_bytes(cf, prefix, start, limit, bytes_max)
+        self.mem.scan(cf, prefix, start, limit)
     }
     fn write(&self, batch: veritrace_ledger::kv::Batch) -> Result<(), veritrace_ledger::hash::StorageError> {
         self.synced.lock().unwrap().push(batch.synced());

@@ -48,7 +48,7 @@ use crate::block::{BLOCK_RECORDS_MAX, BlockHeader, CheckpointSignature, StoredBl
 use crate::codec;
 use crate::hash::Hash32;
 use crate::ids::SubjectId;
-use crate::kv::{Backend, Cf, Row, Rows};
+use crate::kv::{Backend, Cf, Rows};
 use crate::merkle::{self, LogNodeStore};
 use crate::org::ValidatorSet;
 use crate::record::{CodeSet, RecordBody, RecordId, SignedRecord};
@@ -68,20 +68,19 @@ fn bad(cf: Cf, what: impl std::fmt::Display) -> StoreError {
     StoreError::Integrity(format!("{}: {what}", cf.name()))
 }
 
-/// Rows of one column family under a prefix, in key order, each borrowed until the next
-/// (see [`Backend::rows`]): nothing is copied out of the backend but what a check keeps.
-struct Cursor<'a> {
-    rows: Box<dyn Rows + 'a>,
-}
-
-impl<'a> Cursor<'a> {
-    fn new<B: Backend>(backend: &'a B, cf: Cf, prefix: &[u8]) -> Result<Self, StoreError> {
-        Ok(Cursor { rows: backend.rows(cf, prefix)? })
+/// Reads up to `n` rows, handing each to `f`; returns how many it read (fewer than `n` only
+/// at the end, 0 past it). For the steps that look up what a page of rows names in one
+/// batched read.
+fn read_page(
+    rows: &mut dyn Rows,
+    n: usize,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<usize, StoreError> {
+    for read in 0..n {
+        let Some((k, v)) = rows.next_row()? else { return Ok(read) };
+        f(k, v)?;
     }
-
-    fn next(&mut self) -> Result<Option<Row<'_>>, StoreError> {
-        Ok(self.rows.next_row()?)
-    }
+    Ok(n)
 }
 
 /// The big-endian u64 that ends a key.
@@ -115,7 +114,7 @@ impl LogNodeStore for Frontier {
 /// the stored nodes, which are read level by level in key order alongside.
 struct LogCheck<'a> {
     frontier: Frontier,
-    levels: Vec<Cursor<'a>>,
+    levels: Vec<Box<dyn Rows + 'a>>,
     /// Length of a node's key: the ledger prefix, the level, the index.
     key_len: usize,
 }
@@ -123,7 +122,7 @@ struct LogCheck<'a> {
 impl<'a> LogCheck<'a> {
     fn new<B: Backend>(store: &'a Store<B>) -> Result<Self, StoreError> {
         let levels = (0..LOG_LEVELS as u8)
-            .map(|l| Cursor::new(&store.backend, Cf::LogNodes, &store.k(&[l])))
+            .map(|l| store.backend.rows(Cf::LogNodes, &store.k(&[l])))
             .collect::<Result<_, _>>()?;
         let frontier = Frontier { size: 0, nodes: [None; LOG_LEVELS] };
         Ok(LogCheck { frontier, levels, key_len: store.prefix.len() + 1 + 8 })
@@ -136,7 +135,7 @@ impl<'a> LogCheck<'a> {
             .map_err(|e| bad(Cf::LogNodes, format!("re-deriving the log: {e}")))?;
         let size = app.new_size;
         for &(level, index, hash) in &app.nodes {
-            let got = match self.levels[level as usize].next()? {
+            let got = match self.levels[level as usize].next_row()? {
                 Some((k, v)) if k.len() == self.key_len && u64_at_end(k) == Some(index) => {
                     hash_from(v, "log node").map_err(|e| bad(Cf::LogNodes, format!("({level}, {index}): {e}")))?
                 }
@@ -168,7 +167,7 @@ impl<'a> LogCheck<'a> {
     /// No stored node is left past the log.
     fn finish(mut self) -> Result<(), StoreError> {
         for (level, cursor) in self.levels.iter_mut().enumerate() {
-            if let Some((k, _)) = cursor.next()? {
+            if let Some((k, _)) = cursor.next_row()? {
                 let index = u64_at_end(k).map(|i| i.to_string()).unwrap_or_else(|| hex::encode(k));
                 return Err(bad(
                     Cf::LogNodes,
@@ -346,12 +345,12 @@ impl<B: Backend> Store<B> {
         let mut prev_hash = genesis.hash();
         let mut prev_time = genesis.genesis_time_ms;
         let p = self.prefix.len();
-        let mut headers = Cursor::new(&self.backend, Cf::Headers, &self.prefix)?;
-        let mut positions = Cursor::new(&self.backend, Cf::Positions, &self.prefix)?;
+        let mut headers = self.backend.rows(Cf::Headers, &self.prefix)?;
+        let mut positions = self.backend.rows(Cf::Positions, &self.prefix)?;
         let mut log = LogCheck::new(self)?;
         let mut rejections = Fingerprint::default();
         for height in 1..=head.height {
-            let v = match headers.next()? {
+            let v = match headers.next_row()? {
                 Some((k, v)) if k.len() == p + 8 && u64_at_end(k) == Some(height) => v,
                 _ => return Err(bad(Cf::Headers, format!("header {height} is missing"))),
             };
@@ -387,7 +386,7 @@ impl<B: Backend> Store<B> {
             }
             let mut ids = Vec::with_capacity((header.log_size - from) as usize);
             for i in from..header.log_size {
-                match positions.next()? {
+                match positions.next_row()? {
                     Some((k, v)) if k.len() == p + 8 && u64_at_end(k) == Some(i) => ids
                         .push(hash_from(v, "position").map_err(|e| bad(Cf::Positions, format!("position {i}: {e}")))?),
                     _ => return Err(bad(Cf::Positions, format!("log position {i} has no record"))),
@@ -413,14 +412,14 @@ impl<B: Backend> Store<B> {
                 format!("the head (height {}, log size {}) is not the last header's", head.height, head.log_size),
             ));
         }
-        if let Some((k, _)) = headers.next()? {
+        if let Some((k, _)) = headers.next_row()? {
             return Err(bad(Cf::Headers, format!("header {} is past the head {}", height_of(k), head.height)));
         }
         let past = self.k(&(head.height + 1).to_be_bytes());
         if let Some((k, _)) = self.backend.scan(Cf::Blocks, &self.prefix, &past, 1)?.pop() {
             return Err(bad(Cf::Blocks, format!("block {} is past the head {}", height_of(&k), head.height)));
         }
-        if let Some((k, _)) = positions.next()? {
+        if let Some((k, _)) = positions.next_row()? {
             return Err(bad(
                 Cf::Positions,
                 format!("position {} is past the log size {}", height_of(k), head.log_size),
@@ -528,21 +527,16 @@ impl<B: Backend> Store<B> {
         let head = &self.head;
         let p = self.prefix.len();
         let mut made = Made::default();
-        let mut cursor = Cursor::new(&self.backend, Cf::Records, &self.prefix)?;
+        let mut cursor = self.backend.rows(Cf::Records, &self.prefix)?;
         let mut count = 0u64;
-        let mut done = false;
-        while !done {
+        loop {
             // (position, id), (org key, id), (code key, issuance), (range key, range issuance)
             // of a page of records, looked up together.
             let mut placed: Vec<(u64, RecordId)> = Vec::new();
             let mut by_org: Vec<(Vec<u8>, String, u64, RecordId)> = Vec::new();
             let mut codes: Vec<(Vec<u8>, SubjectId, Issuance)> = Vec::new();
             let mut ranges: Vec<(Vec<u8>, RangeIssuance)> = Vec::new();
-            for _ in 0..RECORD_PAGE_ROWS {
-                let Some((k, v)) = cursor.next()? else {
-                    done = true;
-                    break;
-                };
+            let read = read_page(&mut *cursor, RECORD_PAGE_ROWS, |k, v| {
                 let id = hash_from(&k[p..], "record id").map_err(|e| bad(Cf::Records, format!("key: {e}")))?;
                 let i = position_in_row(&id, v).map_err(|e| bad(Cf::Records, e))?;
                 let (index, rec): (u64, SignedRecord) = codec::decode("record", v)
@@ -598,6 +592,10 @@ impl<B: Backend> Store<B> {
                         CodeSet::Codes(list) => list.iter().cloned().for_each(&mut listed),
                     }
                 }
+                Ok(())
+            })?;
+            if read == 0 {
+                break;
             }
             if look_up.is_empty() {
                 continue;
@@ -661,9 +659,9 @@ impl<B: Backend> Store<B> {
     /// is read again for a row no record makes.
     fn verify_made_by_records(&self, made: &Made) -> Result<(), StoreError> {
         for (cf, want) in MADE_BY_RECORDS.into_iter().zip(made) {
-            let mut cursor = Cursor::new(&self.backend, cf, &self.prefix)?;
+            let mut cursor = self.backend.rows(cf, &self.prefix)?;
             let mut found = Fingerprint::default();
-            while let Some((k, v)) = cursor.next()? {
+            while let Some((k, v)) = cursor.next_row()? {
                 found.add(k, v);
             }
             if found != *want {
@@ -679,8 +677,8 @@ impl<B: Backend> Store<B> {
     fn find_extra(&self, cf: Cf) -> Result<(), StoreError> {
         let p = self.prefix.len();
         let record = |id: Option<RecordId>| id.and_then(|id| self.record(&id).ok().flatten());
-        let mut cursor = Cursor::new(&self.backend, cf, &self.prefix)?;
-        while let Some((k, v)) = cursor.next()? {
+        let mut cursor = self.backend.rows(cf, &self.prefix)?;
+        while let Some((k, v)) = cursor.next_row()? {
             let rest = &k[p..];
             let made = match cf {
                 Cf::OrgRecords => match (split_owner(rest), record(hash_from(v, "id").ok())) {
@@ -763,17 +761,12 @@ impl<B: Backend> Store<B> {
     fn scan_states(&self, look_up: bool) -> Result<Fingerprint, StoreError> {
         let root = self.head.state_root;
         let p = self.prefix.len();
-        let mut cursor = Cursor::new(&self.backend, Cf::States, &self.prefix)?;
+        let mut cursor = self.backend.rows(Cf::States, &self.prefix)?;
         let mut stored = Fingerprint::default();
-        let mut done = false;
-        while !done {
+        loop {
             // The index entries a page of states needs, looked up together.
             let mut wanted: Vec<(Cf, Vec<u8>, String)> = Vec::new();
-            for _ in 0..PAGE_ROWS {
-                let Some((k, v)) = cursor.next()? else {
-                    done = true;
-                    break;
-                };
+            let read = read_page(&mut *cursor, PAGE_ROWS, |k, v| {
                 let key: StateKey = codec::decode("state key", &k[p..]).map_err(|e| bad(Cf::States, e))?;
                 let value: StateValue =
                     codec::decode("state value", v).map_err(|e| bad(Cf::States, format!("{key:?}: {e}")))?;
@@ -816,6 +809,10 @@ impl<B: Backend> Store<B> {
                         ));
                     }
                 }
+                Ok(())
+            })?;
+            if read == 0 {
+                break;
             }
             for cf in [Cf::SubjectRecords, Cf::Holdings, Cf::LotItems] {
                 let (keys, whats): (Vec<Vec<u8>>, Vec<&String>) =
@@ -849,7 +846,7 @@ impl<B: Backend> Store<B> {
     /// counts, folding to its state's chain hash (which the state root commits to).
     fn verify_subject_records(&self) -> Result<(), StoreError> {
         let p = self.prefix.len();
-        let mut cursor = Cursor::new(&self.backend, Cf::SubjectRecords, &self.prefix)?;
+        let mut cursor = self.backend.rows(Cf::SubjectRecords, &self.prefix)?;
         // The subject being read: its name, entries so far and their chain.
         let mut current: Option<(String, u64, Hash32)> = None;
         let close = |chain: Option<(String, u64, Hash32)>| -> Result<(), StoreError> {
@@ -869,7 +866,7 @@ impl<B: Backend> Store<B> {
                 None => Err(bad(Cf::SubjectRecords, format!("{name}: {n} entries, and no state"))),
             }
         };
-        while let Some((k, v)) = cursor.next()? {
+        while let Some((k, v)) = cursor.next_row()? {
             let (name, seq) = match split_owner(&k[p..]) {
                 Some((name, rest)) if rest.len() == 8 => (name.to_string(), u64_at_end(rest).unwrap_or(u64::MAX)),
                 _ => return Err(bad(Cf::SubjectRecords, format!("key {} is no (subject, number)", hex::encode(k)))),
@@ -895,16 +892,11 @@ impl<B: Backend> Store<B> {
     /// subject's state: its holder, or its lot.
     fn verify_owner_index(&self, cf: Cf) -> Result<(), StoreError> {
         let p = self.prefix.len();
-        let mut cursor = Cursor::new(&self.backend, cf, &self.prefix)?;
-        let mut done = false;
-        while !done {
+        let mut cursor = self.backend.rows(cf, &self.prefix)?;
+        loop {
             // A page of entries, whose states are read together.
             let mut entries = Vec::new();
-            for _ in 0..PAGE_ROWS {
-                let Some((k, _)) = cursor.next()? else {
-                    done = true;
-                    break;
-                };
+            let read = read_page(&mut *cursor, PAGE_ROWS, |k, _| {
                 let parsed = split_owner(&k[p..]).and_then(|(owner, rest)| {
                     let sid = std::str::from_utf8(rest).ok()?.parse::<SubjectId>().ok()?;
                     Some((owner.to_string(), sid))
@@ -913,6 +905,10 @@ impl<B: Backend> Store<B> {
                     return Err(bad(cf, format!("key {} is no (owner, subject)", hex::encode(k))));
                 };
                 entries.push(e);
+                Ok(())
+            })?;
+            if read == 0 {
+                break;
             }
             let subjects: Vec<SubjectId> = entries.iter().map(|(_, s)| s.clone()).collect();
             for ((owner, sid), state) in entries.iter().zip(self.subject_states(&subjects)?) {
@@ -933,9 +929,9 @@ impl<B: Backend> Store<B> {
     /// Each stored receipt is a rejection the blocks vouch for (see [`Store::verify_block`]).
     fn verify_receipts(&self, vouched: &Fingerprint) -> Result<(), StoreError> {
         let p = self.prefix.len();
-        let mut cursor = Cursor::new(&self.backend, Cf::Receipts, &self.prefix)?;
+        let mut cursor = self.backend.rows(Cf::Receipts, &self.prefix)?;
         let mut stored = Fingerprint::default();
-        while let Some((k, v)) = cursor.next()? {
+        while let Some((k, v)) = cursor.next_row()? {
             let id = hash_from(&k[p..], "record id").map_err(|e| bad(Cf::Receipts, format!("key: {e}")))?;
             let r: Receipt = codec::decode("receipt", v)
                 .map_err(|e| bad(Cf::Receipts, format!("receipt of record {id} does not decode: {e}")))?;
@@ -955,8 +951,8 @@ impl<B: Backend> Store<B> {
             return Ok(());
         }
         // Which one: the first whose block does not hold it rejected (a block read each).
-        let mut cursor = Cursor::new(&self.backend, Cf::Receipts, &self.prefix)?;
-        while let Some((k, v)) = cursor.next()? {
+        let mut cursor = self.backend.rows(Cf::Receipts, &self.prefix)?;
+        while let Some((k, v)) = cursor.next_row()? {
             let id = hash_from(&k[p..], "record id")?;
             let r: Receipt = codec::decode("receipt", v).map_err(|e| bad(Cf::Receipts, e))?;
             let block = self.backend.get(Cf::Blocks, &self.k(&r.height.to_be_bytes()))?;
@@ -981,13 +977,13 @@ impl<B: Backend> Store<B> {
     /// ignores signers outside its trusted set.
     fn verify_checkpoint_signatures(&self) -> Result<(), StoreError> {
         let p = self.prefix.len();
-        let mut cursor = Cursor::new(&self.backend, Cf::CheckpointSigs, &self.prefix)?;
+        let mut cursor = self.backend.rows(Cf::CheckpointSigs, &self.prefix)?;
         let now = self.validators_at(self.head.state_root)?;
         // The signing message and validator set of the height last read: signatures come by
         // height.
         let mut at: Option<(u64, Vec<u8>, ValidatorSet)> = None;
         let mut batch = SignatureBatch::default();
-        while let Some((k, v)) = cursor.next()? {
+        while let Some((k, v)) = cursor.next_row()? {
             let rest = &k[p..];
             let Some(height) = rest.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) else {
                 return Err(bad(Cf::CheckpointSigs, format!("key {} is no (height, node)", hex::encode(k))));
@@ -1050,8 +1046,8 @@ impl<B: Backend> Store<B> {
     fn verify_content_addressed(&self) -> Result<(), StoreError> {
         let p = self.prefix.len();
         for cf in [Cf::SmtNodes, Cf::StateValues] {
-            let mut cursor = Cursor::new(&self.backend, cf, &self.prefix)?;
-            while let Some((k, v)) = cursor.next()? {
+            let mut cursor = self.backend.rows(cf, &self.prefix)?;
+            while let Some((k, v)) = cursor.next_row()? {
                 let key = hash_from(&k[p..], "hash").map_err(|e| bad(cf, format!("key: {e}")))?;
                 let hash = match cf {
                     Cf::SmtNodes => SmtNode::decode(v)
