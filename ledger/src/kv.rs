@@ -7,8 +7,10 @@
 //! Two paths serve snapshots, whose size is the whole ledger: [`PointInTime`] gives a
 //! read-only copy of the backend as it was at one moment (RocksDB: a checkpoint of hard
 //! links, opened read-only), so an export streams from it while blocks go on landing in the
-//! backend; [`Backend::bulk_load`] takes a sorted stream of entries (RocksDB: table files
-//! written beside the database and ingested whole, past the write-ahead log and memtables).
+//! backend; [`Backend::stager`] writes a sorted stream of entries apart from the backend,
+//! on any thread, and [`Backend::ingest`] makes it part of the backend later (RocksDB: table
+//! files written beside the database and ingested whole, past the write-ahead log and
+//! memtables).
 
 use std::collections::BTreeMap;
 #[cfg(feature = "rocksdb")]
@@ -229,12 +231,20 @@ pub trait Backend: Send + Sync {
         }))
     }
 
-    /// A loader for a large load of entries in order (column families in the order of
-    /// [`Cf::ALL`], keys strictly increasing within each). What it loads is not atomic and not
-    /// synced until [`BulkLoad::finish`] returns; the caller guards the load (the store's
-    /// install marker). By default, unsynced batches of [`BULK_BATCH_BYTES_MAX`].
-    fn bulk_load(&self) -> Result<Box<dyn BulkLoad + '_>, StorageError> {
-        Ok(Box::new(BatchLoad { backend: self, batch: Batch::default() }))
+    /// A stager for a large load of entries in order (column families in the order of
+    /// [`Cf::ALL`], keys strictly increasing within each): it writes them apart from the
+    /// backend, on a thread of the caller's, into a [`Staged`] load that
+    /// [`Backend::ingest`] makes part of the backend later. By default it holds the
+    /// entries in memory.
+    fn stager(&self) -> Result<Box<dyn Stager>, StorageError> {
+        Ok(Box::new(MemStager))
+    }
+
+    /// Makes a staged load part of the backend. Not atomic, and not synced until it
+    /// returns: the caller guards it (the store's install marker). By default, the
+    /// batches written unsynced, the last one synced.
+    fn ingest(&self, staged: Staged) -> Result<(), StorageError> {
+        write_staged_batches(self, staged)
     }
 }
 
@@ -281,36 +291,53 @@ impl<B: Backend + ?Sized> Rows for PagedRows<'_, B> {
     }
 }
 
-/// Bytes of keys and values in one batch of the default [`Backend::bulk_load`].
-pub const BULK_BATCH_BYTES_MAX: usize = 8 * 1024 * 1024;
-
-/// A load of sorted entries into a backend (see [`Backend::bulk_load`]).
-pub trait BulkLoad {
-    /// Adds an entry. The caller gives column families in the order of [`Cf::ALL`] and keys
-    /// strictly increasing within each; a backend may refuse any other order.
-    fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) -> Result<(), StorageError>;
-    /// Puts everything added into the backend, durably.
-    fn finish(self: Box<Self>) -> Result<(), StorageError>;
+/// Writes a load into the store ([`Stager::stage`]) apart from it: on any thread, while
+/// the store goes on serving and applying. Nothing reaches the store until
+/// [`Backend::ingest`].
+pub trait Stager: Send {
+    /// Stages `parts`: batches of puts, column families in the order of [`Cf::ALL`] and
+    /// keys strictly increasing within each (a backend may refuse any other order).
+    fn stage(self: Box<Self>, parts: &mut dyn Iterator<Item = Batch>) -> Result<Staged, StorageError>;
 }
 
-/// The default bulk load: unsynced batches, then the last one synced.
-struct BatchLoad<'a, B: Backend + ?Sized> {
-    backend: &'a B,
-    batch: Batch,
+/// A load written by a [`Stager`] and not yet part of a store. Dropped, it leaves
+/// nothing behind (RocksDB: its table files are removed).
+pub struct Staged(StagedLoad);
+
+enum StagedLoad {
+    /// The default stager's: the batches as given.
+    Batches(Vec<Batch>),
+    /// RocksDB's: sorted table files in a directory of their own.
+    #[cfg(feature = "rocksdb")]
+    Files(TableFiles),
 }
 
-impl<B: Backend + ?Sized> BulkLoad for BatchLoad<'_, B> {
-    fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        self.batch.put_parts(cf, &[key], &[value]);
-        if self.batch.bytes() >= BULK_BATCH_BYTES_MAX {
-            self.backend.write(std::mem::take(&mut self.batch).without_sync())?;
+/// The default [`Stager`]: keeps the batches.
+struct MemStager;
+
+impl Stager for MemStager {
+    fn stage(self: Box<Self>, parts: &mut dyn Iterator<Item = Batch>) -> Result<Staged, StorageError> {
+        Ok(Staged(StagedLoad::Batches(parts.collect())))
+    }
+}
+
+/// The default [`Backend::ingest`], for a load the default stager staged.
+fn write_staged_batches<B: Backend + ?Sized>(backend: &B, staged: Staged) -> Result<(), StorageError> {
+    let batches = match staged.0 {
+        StagedLoad::Batches(batches) => batches,
+        #[cfg(feature = "rocksdb")]
+        StagedLoad::Files(files) => {
+            return Err(StorageError(format!(
+                "the table files in {} can only be ingested by RocksDB",
+                files.dir.display()
+            )));
         }
-        Ok(())
+    };
+    let last = batches.len().saturating_sub(1);
+    for (i, batch) in batches.into_iter().enumerate() {
+        backend.write(if i == last { batch } else { batch.without_sync() })?;
     }
-
-    fn finish(self: Box<Self>) -> Result<(), StorageError> {
-        self.backend.write(self.batch)
-    }
+    Ok(())
 }
 
 /// The slow part of taking a [`PointInTime`] view, done ahead of it and apart from the
@@ -388,19 +415,19 @@ pub struct RocksBackend {
     /// Options of each column family, in the order of [`Cf::ALL`]: also what a bulk load
     /// writes its table files with.
     cf_opts: Vec<rocksdb::Options>,
-    /// Number of the next point-in-time view's directory.
-    next_view: AtomicU64,
+    /// Number of the next point-in-time view's or staged load's directory.
+    next_dir: AtomicU64,
 }
 
 /// Directory inside the database's where point-in-time views (checkpoints) live while a
 /// snapshot is exported from them. RocksDB ignores it; leftovers are removed on open.
 #[cfg(feature = "rocksdb")]
 const VIEWS_DIR: &str = "snapshot-views";
-/// Directory inside the database's where a bulk load writes its table files before they
-/// are ingested; removed after each load and on open.
+/// Directory inside the database's where staged loads write their table files (a
+/// directory each) before they are ingested; each removed after its load, all on open.
 #[cfg(feature = "rocksdb")]
 const INGEST_DIR: &str = "snapshot-ingest";
-/// Largest table file a bulk load writes before it starts the next: bounds the writer's
+/// Largest table file a staged load writes before it starts the next: bounds the writer's
 /// index and filter in memory.
 #[cfg(feature = "rocksdb")]
 pub const INGEST_FILE_BYTES_MAX: u64 = 256 * 1024 * 1024;
@@ -463,7 +490,7 @@ impl RocksBackend {
             db: std::sync::Arc::new(db),
             path: path.to_path_buf(),
             cf_opts: Cf::ALL.iter().map(|c| Self::cf_options(*c, cache)).collect(),
-            next_view: AtomicU64::new(0),
+            next_dir: AtomicU64::new(0),
         }
     }
 
@@ -570,17 +597,27 @@ impl Backend for RocksBackend {
         self.db.write_opt(wb, &wo).map_err(|e| rerr("write", e))
     }
 
-    /// Table files written beside the database, one column family at a time, and ingested
-    /// whole: no write-ahead log, no memtable, no compaction of the load through the levels.
+    /// Table files written in a directory of their own beside the database: no write-ahead
+    /// log, no memtable, no compaction of the load through the levels.
+    fn stager(&self) -> Result<Box<dyn Stager>, StorageError> {
+        let n = self.next_dir.fetch_add(1, Ordering::Relaxed);
+        Ok(Box::new(RocksStager { opts: self.cf_opts.clone(), dir: self.path.join(INGEST_DIR).join(n.to_string()) }))
+    }
+
+    /// The staged table files ingested whole, each column family's at once.
     ///
-    /// Each column family is first flushed and compacted whole, so that what the loader
+    /// Each column family is first flushed and compacted whole, so that what the caller
     /// just deleted (a snapshot install deletes the ledger it replaces, at least a genesis)
     /// is gone from the levels: an ingested file that overlaps nothing goes to the bottom
     /// level, where it stays. One that overlaps even a few rows or tombstones goes to level
     /// 0, and RocksDB then rewrites the whole load in a compaction (measured: 7.1 s for the
     /// 765 MB of state-map nodes of a million-record ledger, while the node was checking
-    /// it).
-    fn bulk_load(&self) -> Result<Box<dyn BulkLoad + '_>, StorageError> {
+    /// it). RocksDB syncs the files and its manifest before it returns.
+    fn ingest(&self, staged: Staged) -> Result<(), StorageError> {
+        let files = match staged.0 {
+            StagedLoad::Files(files) => files,
+            batches => return write_staged_batches(self, Staged(batches)),
+        };
         // Forced: a file of tombstones alone would otherwise be moved down as it is, and
         // still overlap the load.
         let mut compact = rocksdb::CompactOptions::default();
@@ -590,86 +627,89 @@ impl Backend for RocksBackend {
             self.db.flush_cf(handle).map_err(|e| rerr("flush before a bulk load", e))?;
             self.db.compact_range_cf_opt(handle, None::<&[u8]>, None::<&[u8]>, &compact);
         }
-        let dir = self.path.join(INGEST_DIR);
-        remove_dir_if_present(&dir)?;
-        std::fs::create_dir_all(&dir).map_err(|e| ioerr("create", &dir, e))?;
-        Ok(Box::new(RocksLoad { backend: self, dir, writer: None, files: Vec::new(), cf: None, next_file: 0 }))
-    }
-}
-
-/// A bulk load into RocksDB (see [`RocksBackend::bulk_load`]).
-#[cfg(feature = "rocksdb")]
-struct RocksLoad<'a> {
-    backend: &'a RocksBackend,
-    dir: PathBuf,
-    /// The table file being written, and where.
-    writer: Option<(rocksdb::SstFileWriter<'a>, PathBuf)>,
-    /// Finished files of the column family being loaded, not ingested yet.
-    files: Vec<PathBuf>,
-    /// The column family being loaded.
-    cf: Option<Cf>,
-    next_file: u64,
-}
-
-#[cfg(feature = "rocksdb")]
-impl RocksLoad<'_> {
-    fn close_file(&mut self) -> Result<(), StorageError> {
-        if let Some((mut writer, path)) = self.writer.take() {
-            writer.finish().map_err(|e| rerr("finish table file", e))?;
-            self.files.push(path);
-        }
-        Ok(())
-    }
-
-    /// Ingests the files of the column family loaded so far. RocksDB syncs them and its
-    /// manifest before it returns.
-    fn ingest(&mut self) -> Result<(), StorageError> {
-        self.close_file()?;
-        let Some(cf) = self.cf else { return Ok(()) };
-        if self.files.is_empty() {
-            return Ok(());
-        }
         let mut opts = rocksdb::IngestExternalFileOptions::default();
         opts.set_move_files(true);
-        let files = std::mem::take(&mut self.files);
-        self.backend.db.ingest_external_file_cf_opts(self.backend.cf(cf)?, &opts, files).map_err(|e| rerr("ingest", e))
-    }
-}
-
-#[cfg(feature = "rocksdb")]
-impl BulkLoad for RocksLoad<'_> {
-    fn put(&mut self, cf: Cf, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        if self.cf != Some(cf) {
-            self.ingest()?;
-            self.cf = Some(cf);
-        }
-        if self.writer.is_none() {
-            let path = self.dir.join(format!("{:08}.sst", self.next_file));
-            self.next_file += 1;
-            let writer = rocksdb::SstFileWriter::create(&self.backend.cf_opts[usize::from(cf.index())]);
-            writer.open(&path).map_err(|e| rerr("open table file", e))?;
-            self.writer = Some((writer, path));
-        }
-        let (writer, _) = self.writer.as_mut().expect("a table file was just opened");
-        writer.put(key, value).map_err(|e| rerr(&format!("table file of {}", cf.name()), e))?;
-        if writer.file_size() >= INGEST_FILE_BYTES_MAX {
-            self.close_file()?;
+        for cf in Cf::ALL {
+            let paths: Vec<&PathBuf> = files.files.iter().filter(|(c, _)| *c == cf).map(|(_, p)| p).collect();
+            if !paths.is_empty() {
+                self.db
+                    .ingest_external_file_cf_opts(self.cf(cf)?, &opts, paths)
+                    .map_err(|e| rerr(&format!("ingest into {}", cf.name()), e))?;
+            }
         }
         Ok(())
     }
+}
 
-    fn finish(mut self: Box<Self>) -> Result<(), StorageError> {
-        self.ingest()
-    }
+/// A [`Stager`] of RocksDB table files (see [`RocksBackend::stager`]).
+#[cfg(feature = "rocksdb")]
+struct RocksStager {
+    /// The options of each column family, which its table files are written with.
+    opts: Vec<rocksdb::Options>,
+    dir: PathBuf,
+}
+
+/// Table files staged for [`RocksBackend::ingest`], in the order written; their
+/// directory goes when they do.
+#[cfg(feature = "rocksdb")]
+struct TableFiles {
+    dir: PathBuf,
+    files: Vec<(Cf, PathBuf)>,
 }
 
 #[cfg(feature = "rocksdb")]
-impl Drop for RocksLoad<'_> {
+impl Drop for TableFiles {
     fn drop(&mut self) {
         // Ingested files were moved out; what is left is a refused or abandoned load. A
         // failure leaves a directory the next open removes.
-        self.writer = None;
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The table file being written: its writer, column family and path.
+#[cfg(feature = "rocksdb")]
+type OpenTable<'a> = (rocksdb::SstFileWriter<'a>, Cf, PathBuf);
+
+/// Finishes the table file being written, if any, and lists it.
+#[cfg(feature = "rocksdb")]
+fn close_table(table: Option<OpenTable<'_>>, files: &mut Vec<(Cf, PathBuf)>) -> Result<(), StorageError> {
+    if let Some((mut writer, cf, path)) = table {
+        writer.finish().map_err(|e| rerr("finish table file", e))?;
+        files.push((cf, path));
+    }
+    Ok(())
+}
+
+#[cfg(feature = "rocksdb")]
+impl Stager for RocksStager {
+    fn stage(self: Box<Self>, parts: &mut dyn Iterator<Item = Batch>) -> Result<Staged, StorageError> {
+        let RocksStager { opts, dir } = *self;
+        remove_dir_if_present(&dir)?;
+        std::fs::create_dir_all(&dir).map_err(|e| ioerr("create", &dir, e))?;
+        let mut staged = TableFiles { dir, files: Vec::new() };
+        let mut table: Option<OpenTable<'_>> = None;
+        for batch in parts {
+            for (cf, key, value) in batch.iter() {
+                if table.as_ref().is_some_and(|(_, at, _)| *at != cf) {
+                    close_table(table.take(), &mut staged.files)?;
+                }
+                if table.is_none() {
+                    let path = staged.dir.join(format!("{:08}.sst", staged.files.len()));
+                    let writer = rocksdb::SstFileWriter::create(&opts[usize::from(cf.index())]);
+                    writer.open(&path).map_err(|e| rerr("open table file", e))?;
+                    table = Some((writer, cf, path));
+                }
+                let (writer, ..) = table.as_mut().expect("a table file was just opened");
+                writer
+                    .put(key, value.unwrap_or_default())
+                    .map_err(|e| rerr(&format!("table file of {}", cf.name()), e))?;
+                if writer.file_size() >= INGEST_FILE_BYTES_MAX {
+                    close_table(table.take(), &mut staged.files)?;
+                }
+            }
+        }
+        close_table(table, &mut staged.files)?;
+        Ok(Staged(StagedLoad::Files(staged)))
     }
 }
 
@@ -764,7 +804,11 @@ impl Backend for RocksView {
         Err(StorageError(format!("the point-in-time view {} is read-only", self.dir.display())))
     }
 
-    fn bulk_load(&self) -> Result<Box<dyn BulkLoad + '_>, StorageError> {
+    fn stager(&self) -> Result<Box<dyn Stager>, StorageError> {
+        Err(StorageError(format!("the point-in-time view {} is read-only", self.dir.display())))
+    }
+
+    fn ingest(&self, _staged: Staged) -> Result<(), StorageError> {
         Err(StorageError(format!("the point-in-time view {} is read-only", self.dir.display())))
     }
 }
@@ -779,7 +823,7 @@ impl PointInTime for RocksBackend {
     fn point_in_time(&self) -> Result<RocksView, StorageError> {
         let views = self.path.join(VIEWS_DIR);
         std::fs::create_dir_all(&views).map_err(|e| ioerr("create", &views, e))?;
-        let dir = views.join(self.next_view.fetch_add(1, Ordering::Relaxed).to_string());
+        let dir = views.join(self.next_dir.fetch_add(1, Ordering::Relaxed).to_string());
         // From here the directory is the view's to remove, whatever fails.
         let view = RocksView { backend: std::sync::OnceLock::new(), dir };
         let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| rerr("checkpoint", e))?;
@@ -877,7 +921,7 @@ mod tests {
 
     #[cfg(feature = "rocksdb")]
     #[test]
-    fn a_bulk_load_over_deleted_rows_lands_in_the_bottom_level() {
+    fn a_staged_load_over_deleted_rows_lands_in_the_bottom_level() {
         let dir = tempfile::tempdir().unwrap();
         let rocks = RocksBackend::open(dir.path()).unwrap();
         // Rows among the keys the load will bring, written then deleted, as a snapshot
@@ -889,11 +933,12 @@ mod tests {
             }
             rocks.write(batch).unwrap();
         }
-        let mut load = rocks.bulk_load().unwrap();
+        let mut batch = Batch::default();
         for i in 0..1_000u32 {
-            load.put(Cf::SmtNodes, &i.to_be_bytes(), &[2]).unwrap();
+            batch.put(Cf::SmtNodes, i.to_be_bytes().to_vec(), vec![2]);
         }
-        load.finish().unwrap();
+        let staged = rocks.stager().unwrap().stage(&mut std::iter::once(batch)).unwrap();
+        rocks.ingest(staged).unwrap();
         let cf = rocks.cf(Cf::SmtNodes).unwrap();
         let level = |l: u32| rocks.db.property_int_value_cf(cf, &format!("rocksdb.num-files-at-level{l}")).unwrap();
         assert_eq!(level(0), Some(0), "nothing in level 0 to compact");
@@ -901,5 +946,51 @@ mod tests {
         let rows = rocks.scan(Cf::SmtNodes, b"", b"", usize::MAX).unwrap();
         assert_eq!(rows.len(), 1_000);
         assert!(rows.iter().all(|(_, v)| v == &[2]));
+        assert_eq!(std::fs::read_dir(dir.path().join(INGEST_DIR)).unwrap().count(), 0, "the load's directory went");
+    }
+
+    /// Parts of a load over three column families, in order.
+    fn load_parts() -> Vec<Batch> {
+        [Cf::Meta, Cf::Records, Cf::SmtNodes]
+            .into_iter()
+            .map(|cf| {
+                let mut batch = Batch::default();
+                for i in 0..300u32 {
+                    batch.put(cf, i.to_be_bytes().to_vec(), format!("{}-{i}", cf.name()).into_bytes());
+                }
+                batch
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_load_staged_on_another_thread_changes_nothing_until_ingested_and_leaves_nothing_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let rocks = RocksBackend::open(dir.path()).unwrap();
+        let mem = MemBackend::default();
+        let backends: [&dyn Backend; 2] = [&rocks, &mem];
+        for backend in backends {
+            let stage = |backend: &dyn Backend| {
+                let stager = backend.stager().unwrap();
+                std::thread::spawn(move || stager.stage(&mut load_parts().into_iter()).unwrap()).join().unwrap()
+            };
+            let abandoned = stage(backend);
+            let staged = stage(backend);
+            for cf in [Cf::Meta, Cf::Records, Cf::SmtNodes] {
+                assert!(backend.scan(cf, b"", b"", 1).unwrap().is_empty(), "nothing lands before the ingest");
+            }
+            drop(abandoned);
+            backend.ingest(staged).unwrap();
+            for (cf, batch) in [Cf::Meta, Cf::Records, Cf::SmtNodes].into_iter().zip(load_parts()) {
+                let want: Vec<_> = batch.iter().map(|(_, k, v)| (k.to_vec(), v.unwrap().to_vec())).collect();
+                assert_eq!(backend.scan(cf, b"", b"", usize::MAX).unwrap(), want, "{}", cf.name());
+            }
+        }
+        assert_eq!(std::fs::read_dir(dir.path().join(INGEST_DIR)).unwrap().count(), 0, "both loads' directories went");
+        let staged = rocks.stager().unwrap().stage(&mut load_parts().into_iter()).unwrap();
+        let e = mem.ingest(staged).unwrap_err();
+        assert!(e.0.contains("can only be ingested by RocksDB"), "{e}");
+        let view = rocks.point_in_time().unwrap();
+        assert!(view.stager().is_err() && view.ingest(Staged(StagedLoad::Batches(load_parts()))).is_err());
     }
 }

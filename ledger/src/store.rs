@@ -15,12 +15,12 @@ use crate::cache::{LogTop, RecentSmtNodes, RecentStates};
 use crate::codec;
 use crate::hash::{Hash32, StorageError};
 use crate::ids::{Gtin, SubjectId};
-use crate::kv::{Backend, Batch, Cf, PointInTime};
+use crate::kv::{Backend, Batch, Cf, PointInTime, Staged, Stager};
 use crate::merkle::{self, LogNodeStore};
 use crate::org::{Genesis, LedgerId, OrgId};
 use crate::record::{RecordId, SignedRecord};
 use crate::smt::{self, SmtNode, SmtNodeStore, SmtProof};
-use crate::snapshot::{SnapshotReader, SnapshotWriter};
+use crate::snapshot::{SnapshotError, SnapshotReader, SnapshotWriter};
 use crate::state::{StateKey, StateValue, SubjectState};
 use crate::view::{Head, Issuance, LedgerView, RangeBucket, RangeIssuance, Receipt, WriteSet};
 
@@ -31,7 +31,7 @@ pub const STORE_FORMAT: u32 = 2;
 /// Key (under `meta`) of the replication layer's opaque metadata.
 const REPLICATION_META_KEY: &[u8] = b"replication";
 /// Key (under `meta`) present while a snapshot install is under way: a store holding it
-/// refuses to open (see [`Store::install_snapshot_from`]).
+/// refuses to open (see [`Store::install_staged`]).
 const INSTALLING_KEY: &[u8] = b"installing";
 /// Bytes of keys and values in one batch written by a snapshot install (the deletes of the
 /// old copy): what it holds in memory at once, whatever the ledger's size.
@@ -390,34 +390,53 @@ impl<B: Backend> Store<B> {
         input: &mut dyn std::io::Read,
         replication_meta: &[u8],
     ) -> Result<Store<B>, StoreError> {
-        write_snapshot(&backend, ledger, input, replication_meta)?;
+        let stager = SnapshotStager { ledger: ledger.clone(), stager: backend.stager()? };
+        ingest_snapshot(&backend, stager.stage(input)?, replication_meta)?;
         Store::open(backend, ledger, OpenOptions::default())
     }
 
     /// Replaces this ledger with the snapshot stream read from `input` (made by
     /// [`SnapshotView::export_to`] on some node) and stores `replication_meta` with it,
-    /// then checks it in full: a snapshot whose data do not match its own roots is
-    /// refused. Checking those roots against a complete checkpoint is
-    /// [`Store::verify_against_checkpoint`].
-    ///
-    /// The stream is written through the backend's bulk load ([`Backend::bulk_load`]: on
-    /// RocksDB sorted table files, ingested), not atomically: an
-    /// install marker goes down first, with the old head removed; the head, the
-    /// replication metadata and the removal of the marker go in the last batch, once the
-    /// stream's hash has checked. A crash or a refusal in between leaves a store that
-    /// refuses to open ([`StoreError::InstallInterrupted`]) rather than a part of a
-    /// ledger. On a refusal the store must not serve: the caller stops or installs
-    /// another snapshot.
+    /// then checks it in full: [`Store::snapshot_stager`], then [`Store::install_staged`].
     pub fn install_snapshot_from(
         &mut self,
         input: &mut dyn std::io::Read,
         replication_meta: &[u8],
     ) -> Result<(), StoreError> {
-        let ledger = self.head.ledger_id.clone();
+        let staged = self.snapshot_stager()?.stage(input)?;
+        self.install_staged(staged, replication_meta)
+    }
+
+    /// A stager of snapshot streams of this ledger: it reads a stream and writes it apart
+    /// from the store ([`SnapshotStager::stage`]), on any thread, while the store goes on
+    /// serving and applying; [`Store::install_staged`] then makes it the ledger.
+    pub fn snapshot_stager(&self) -> Result<SnapshotStager, StoreError> {
+        Ok(SnapshotStager { ledger: self.head.ledger_id.clone(), stager: self.backend.stager()? })
+    }
+
+    /// Replaces this ledger with a staged snapshot and stores `replication_meta` with it,
+    /// then checks it in full: a snapshot whose data do not match its own roots is refused.
+    /// Checking those roots against a complete checkpoint is
+    /// [`Store::verify_against_checkpoint`].
+    ///
+    /// The staged load is ingested ([`Backend::ingest`]: on RocksDB, sorted table files),
+    /// not atomically: an install marker goes down first, with the old head removed; the
+    /// head, the replication metadata and the removal of the marker go in the last batch,
+    /// after the ingest. A crash or a failure in between leaves a store that refuses to open
+    /// ([`StoreError::InstallInterrupted`]) rather than a part of a ledger. On a refusal
+    /// the store must not serve: the caller stops or installs another snapshot. (A stream
+    /// that is cut short or altered is refused earlier, by the stager, and changes nothing.)
+    pub fn install_staged(&mut self, staged: StagedSnapshot, replication_meta: &[u8]) -> Result<(), StoreError> {
+        if staged.ledger != self.head.ledger_id {
+            return Err(StoreError::Snapshot(SnapshotError::WrongLedger {
+                found: staged.ledger.as_str().to_string(),
+                expected: self.head.ledger_id.as_str().to_string(),
+            }));
+        }
         self.log_top = LogTop::empty(self.log_top.max_nodes());
         self.smt_recent = RecentSmtNodes::default();
         self.states_recent = RecentStates::default();
-        write_snapshot(&self.backend, &ledger, input, replication_meta)?;
+        ingest_snapshot(&self.backend, staged, replication_meta)?;
         let head_bytes = self.backend.get(Cf::Meta, &self.k(b"head"))?.ok_or(StoreError::Empty)?;
         self.head = codec::decode("head", &head_bytes).map_err(|e| corrupt("head", e))?;
         self.last_full_check = self.verify(Verification::Full)?;
@@ -877,30 +896,81 @@ impl<V: Backend> SnapshotView<V> {
     }
 }
 
-/// What the reading stage of a snapshot install hands its loader.
-enum LoadPart {
-    /// Entries to load, in order.
-    Entries(Batch),
-    /// The stream ended and its hash checked: the load may be finished.
-    Checked,
-}
-
-/// Bytes of entries in one [`LoadPart::Entries`].
+/// Bytes of entries in one part handed to the stager.
 const LOAD_PART_BYTES: usize = 4 * 1024 * 1024;
-/// Parts read ahead of the loader, at most: what the install holds in memory beyond the
-/// loader's own buffers.
+/// Parts read ahead of the stager, at most: what staging holds in memory beyond the
+/// stager's own buffers.
 const LOAD_PARTS_QUEUED: usize = 4;
 
-/// Replaces every entry of `ledger` on `backend` with the snapshot stream's, through the
-/// backend's bulk load, the head last (see [`Store::install_snapshot_from`]).
-fn write_snapshot<B: Backend>(
-    backend: &B,
-    ledger: &LedgerId,
-    input: &mut dyn std::io::Read,
-    replication_meta: &[u8],
-) -> Result<(), StoreError> {
-    let mut reader = SnapshotReader::start(input, ledger)?;
-    let prefix = ledger_prefix(ledger);
+/// Reads snapshot streams of one ledger into loads staged apart from its store (see
+/// [`Store::snapshot_stager`]).
+pub struct SnapshotStager {
+    ledger: LedgerId,
+    stager: Box<dyn Stager>,
+}
+
+/// A snapshot stream read whole, its hash checked, and written apart from the store,
+/// waiting for [`Store::install_staged`]. Dropped, it leaves nothing behind.
+pub struct StagedSnapshot {
+    ledger: LedgerId,
+    /// The stream's head entry, written last by the install.
+    head: Vec<u8>,
+    load: Staged,
+}
+
+impl SnapshotStager {
+    /// Reads the whole stream from `input`, refusing one that is cut short, altered, out of
+    /// order or of another ledger, and stages its entries. Two stages, one thread each:
+    /// this one reads, decodes and hashes the stream; the stager writes (on RocksDB, the
+    /// table files). Changes nothing in the store.
+    pub fn stage(self, input: &mut dyn std::io::Read) -> Result<StagedSnapshot, StoreError> {
+        let SnapshotStager { ledger, stager } = self;
+        let mut reader = SnapshotReader::start(input, &ledger)?;
+        let prefix = ledger_prefix(&ledger);
+        let key = |rest: &[u8]| [prefix.as_slice(), rest].concat();
+        let (head_key, installing_key, meta_key) = (key(b"head"), key(INSTALLING_KEY), key(REPLICATION_META_KEY));
+        let (head, load) = std::thread::scope(|scope| -> Result<(Vec<u8>, Staged), StoreError> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(LOAD_PARTS_QUEUED);
+            let stage = scope.spawn(move || stager.stage(&mut rx.into_iter()));
+            let read = (|| -> Result<Vec<u8>, StoreError> {
+                let mut head = None;
+                let mut batch = Batch::default();
+                let (mut k, mut rest, mut v) = (prefix.clone(), Vec::new(), Vec::new());
+                while let Some(cf) = reader.next_into(&mut rest, &mut v)? {
+                    k.truncate(prefix.len());
+                    k.extend_from_slice(&rest);
+                    if cf == Cf::Meta && k == head_key {
+                        head = Some(v.clone());
+                    } else if cf == Cf::Meta && (k == installing_key || k == meta_key) {
+                        // Never exported; the installer's own are written by the install.
+                    } else {
+                        batch.put_parts(cf, &[&k], &[&v]);
+                        if batch.bytes() >= LOAD_PART_BYTES && tx.send(std::mem::take(&mut batch)).is_err() {
+                            // The stager failed; its error is the one to report.
+                            return Ok(Vec::new());
+                        }
+                    }
+                }
+                let head = head.ok_or_else(|| corrupt("snapshot", "no head"))?;
+                let _ = tx.send(batch);
+                Ok(head)
+            })();
+            // Closing the channel ends the stager's parts, whatever the reader met.
+            drop(tx);
+            let staged = stage.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            // The reader's error first: a refused stream drops what was staged of it.
+            let head = read?;
+            Ok((head, staged?))
+        })?;
+        Ok(StagedSnapshot { ledger, head, load })
+    }
+}
+
+/// Replaces every entry of the staged snapshot's ledger on `backend` with the staged
+/// load, the head last (see [`Store::install_staged`]).
+fn ingest_snapshot<B: Backend>(backend: &B, staged: StagedSnapshot, replication_meta: &[u8]) -> Result<(), StoreError> {
+    let StagedSnapshot { ledger, head, load } = staged;
+    let prefix = ledger_prefix(&ledger);
     let key = |rest: &[u8]| [prefix.as_slice(), rest].concat();
     let (head_key, installing_key, meta_key) = (key(b"head"), key(INSTALLING_KEY), key(REPLICATION_META_KEY));
 
@@ -909,8 +979,8 @@ fn write_snapshot<B: Backend>(
     batch.delete(Cf::Meta, head_key.clone());
     backend.write(batch)?;
 
-    // Deletes and the load go unsynced; until the last batch lands, the marker refuses the
-    // store whatever of them reached the disk.
+    // Deletes and the ingest go unsynced; until the last batch lands, the marker refuses
+    // the store whatever of them reached the disk.
     let mut batch = Batch::default();
     for cf in Cf::ALL {
         let mut rows = backend.rows(cf, &prefix)?;
@@ -924,61 +994,8 @@ fn write_snapshot<B: Backend>(
         }
     }
     backend.write(batch.without_sync())?;
+    backend.ingest(load)?;
 
-    // The stream comes sorted (the reader refuses it otherwise), so the backend can load it
-    // as sorted files; the entries it holds back keep that order. Two stages, one thread
-    // each: this one reads, decodes and hashes the stream; the loader writes the files. The
-    // load is finished (made part of the store) only once the whole stream has read and
-    // its hash checked; a refused stream drops it unfinished.
-    let head = std::thread::scope(|scope| -> Result<Vec<u8>, StoreError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<LoadPart>(LOAD_PARTS_QUEUED);
-        let loader = scope.spawn(move || -> Result<(), StoreError> {
-            let mut load = backend.bulk_load()?;
-            for part in rx {
-                match part {
-                    LoadPart::Entries(batch) => {
-                        for (cf, k, v) in batch.iter() {
-                            load.put(cf, k, v.unwrap_or_default())?;
-                        }
-                    }
-                    LoadPart::Checked => return Ok(load.finish()?),
-                }
-            }
-            Err(corrupt("snapshot", "the stream ended before it was checked"))
-        });
-        let read = (|| -> Result<Vec<u8>, StoreError> {
-            let mut head = None;
-            let mut batch = Batch::default();
-            let (mut k, mut rest, mut v) = (prefix.clone(), Vec::new(), Vec::new());
-            while let Some(cf) = reader.next_into(&mut rest, &mut v)? {
-                k.truncate(prefix.len());
-                k.extend_from_slice(&rest);
-                if cf == Cf::Meta && k == head_key {
-                    head = Some(v.clone());
-                } else if cf == Cf::Meta && (k == installing_key || k == meta_key) {
-                    // Never exported; the installer's own are written below.
-                } else {
-                    batch.put_parts(cf, &[&k], &[&v]);
-                    if batch.bytes() >= LOAD_PART_BYTES
-                        && tx.send(LoadPart::Entries(std::mem::take(&mut batch))).is_err()
-                    {
-                        // The loader failed; its error is the one to report.
-                        return Ok(Vec::new());
-                    }
-                }
-            }
-            let head = head.ok_or_else(|| corrupt("snapshot", "no head"))?;
-            let _ = tx.send(LoadPart::Entries(batch));
-            let _ = tx.send(LoadPart::Checked);
-            Ok(head)
-        })();
-        drop(tx);
-        let loaded = loader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        // The reader's error first: a refused stream also ends the load unchecked.
-        let head = read?;
-        loaded?;
-        Ok(head)
-    })?;
     let mut batch = Batch::default();
     batch.put(Cf::Meta, head_key, head);
     batch.put(Cf::Meta, meta_key, replication_meta.to_vec());
@@ -1694,7 +1711,7 @@ mod tests {
     }
 
     #[test]
-    fn a_truncated_or_altered_snapshot_is_refused_and_the_store_no_longer_opens() {
+    fn a_truncated_or_altered_snapshot_is_refused_and_changes_nothing() {
         let fx = Fixture::new();
         let mut source = fx.mem_store();
         grow(&fx, &mut source, 6, 4);
@@ -1704,14 +1721,16 @@ mod tests {
         let cases: [(&str, &[u8]); 3] =
             [("truncated", &snap[..snap.len() - 1]), ("cut in half", &snap[..snap.len() / 2]), ("flipped", &flipped)];
         for (what, bad) in cases {
-            let backend = crate::kv::MemBackend::default();
-            let mut store = Store::create(backend, &fx.genesis, OpenOptions::default()).unwrap();
+            let mut store = fx.mem_store();
+            grow(&fx, &mut store, 1, 2);
+            let before = store.head().clone();
             let e = store.install_snapshot_from(&mut &bad[..], b"raft").unwrap_err();
             assert!(matches!(e, StoreError::Snapshot(_)), "{what}: {e}");
-            // Whatever was written of it, the store is refused until it is wiped.
+            // Refused while staging, before the store was touched: it opens as it was.
+            assert_eq!(store.head(), &before, "{what}");
             let Store { backend, .. } = store;
-            let e = Store::open(backend, fx.ledger(), OpenOptions::default()).err().expect(what);
-            assert_eq!(e, StoreError::InstallInterrupted, "{what}");
+            let store = Store::open(backend, fx.ledger(), OpenOptions::default()).expect(what);
+            assert_eq!(store.head(), &before, "{what}");
         }
         let backend = crate::kv::MemBackend::default();
         let e = Store::create(backend, &fx.genesis, OpenOptions::default()).and_then(|mut s| {
@@ -1719,6 +1738,56 @@ mod tests {
             Ok(s)
         });
         assert!(e.err().unwrap().to_string().contains("truncated at byte"));
+    }
+
+    /// A backend whose ingest fails, as a full disk would, after the install removed the
+    /// old ledger.
+    struct FailingIngest(crate::kv::MemBackend);
+
+    impl Backend for FailingIngest {
+        fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+            self.0.get(cf, key)
+        }
+        fn scan(&self, cf: Cf, prefix: &[u8], start: &[u8], limit: usize) -> Result<crate::kv::Entries, StorageError> {
+            self.0.scan(cf, prefix, start, limit)
+        }
+        fn write(&self, batch: Batch) -> Result<(), StorageError> {
+            self.0.write(batch)
+        }
+        fn ingest(&self, _staged: Staged) -> Result<(), StorageError> {
+            Err(StorageError("no space left on device".into()))
+        }
+    }
+
+    #[test]
+    fn an_install_that_fails_once_the_old_ledger_is_gone_leaves_a_store_that_will_not_open() {
+        let fx = Fixture::new();
+        let mut source = fx.mem_store();
+        grow(&fx, &mut source, 3, 2);
+        let snap = exported(&source);
+        let mut store = Store::create(FailingIngest(Default::default()), &fx.genesis, OpenOptions::default()).unwrap();
+        let e = store.install_snapshot_from(&mut &snap[..], b"raft").unwrap_err();
+        assert!(e.to_string().contains("no space left on device"), "{e}");
+        let Store { backend, .. } = store;
+        let e = Store::open(backend.0, fx.ledger(), OpenOptions::default()).err();
+        assert_eq!(e, Some(StoreError::InstallInterrupted));
+    }
+
+    #[test]
+    fn a_snapshot_staged_on_another_thread_while_the_store_applies_is_installed_whole() {
+        let fx = Fixture::new();
+        let mut source = fx.mem_store();
+        grow(&fx, &mut source, 6, 4);
+        let snap = exported(&source);
+        let mut target = fx.mem_store();
+        let stager = target.snapshot_stager().unwrap();
+        let staging = std::thread::spawn(move || stager.stage(&mut &snap[..]));
+        grow(&fx, &mut target, 2, 3);
+        let staged = staging.join().unwrap().unwrap();
+        assert_eq!(target.head().height, 2, "staging changed nothing in the store");
+        target.install_staged(staged, b"raft").unwrap();
+        assert_eq!(target.head(), source.head());
+        assert_eq!(target.replication_meta().unwrap().as_deref(), Some(&b"raft"[..]));
     }
 
     #[test]
