@@ -28,11 +28,12 @@ mod election;
 pub mod log_store;
 pub mod machine;
 pub mod network;
+pub mod staging;
 pub mod testkit;
 pub mod types;
 
 pub use config::{ConsensusConfig, propose, start_raft};
 pub use log_store::RocksLogStore;
-pub use machine::{Machine, MachineError, MachineStore, SnapshotSource, SnapshotTaker};
+pub use machine::{Machine, MachineError, MachineStore, RestoreStager, SnapshotSource, SnapshotTaker, StagedRestore};
 pub use network::{RaftRpc, RaftRpcReply, RaftTransport, RpcServer, TransportError};
 pub use types::{Applied, ConsensusRaft, NodeId, Payload, PeerInfo, TypeConfig};

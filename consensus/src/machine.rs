@@ -79,6 +79,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use crate::codec::{self, CodecError, STORAGE_VERSION};
+use crate::staging::Staging;
 use crate::types::{Applied, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 /// A failure reported by a [`Machine`]. Deterministic rejections of content (a bad record
@@ -120,6 +121,35 @@ pub trait Machine: Send + Sync + 'static {
     /// on some node) and stores `raft_meta` with it. Must refuse a stream that is not whole
     /// and leave the machine so that it cannot be mistaken for the snapshot's data.
     fn restore_from(&mut self, input: &mut dyn Read, raft_meta: &[u8]) -> Result<(), MachineError>;
+
+    /// A stager that reads a snapshot as it arrives and prepares it apart from the data,
+    /// for [`Machine::restore_staged`] (see [`RestoreStager`]); `None`, the default, when the
+    /// machine only restores from a whole file. Should be quick (a shared handle): the
+    /// machine's other calls wait while it runs.
+    fn restore_stager(&self) -> Result<Option<Box<dyn RestoreStager>>, MachineError> {
+        Ok(None)
+    }
+
+    /// Replaces all data with what this machine's [`RestoreStager`] staged, and stores
+    /// `raft_meta` with it, as [`Machine::restore_from`] would from the same stream.
+    fn restore_staged(&mut self, _staged: StagedRestore, _raft_meta: &[u8]) -> Result<(), MachineError> {
+        Err(MachineError::Snapshot { reason: "this machine stages no snapshots".into() })
+    }
+}
+
+/// What a [`RestoreStager`] prepared, for its machine's [`Machine::restore_staged`] (which
+/// knows its type).
+pub type StagedRestore = Box<dyn std::any::Any + Send>;
+
+/// Prepares a snapshot apart from a machine's data while the snapshot is still arriving,
+/// so that what is left to do once it is whole is short (see [`crate::staging`]).
+pub trait RestoreStager: Send + 'static {
+    /// Reads the whole snapshot from `input` (the bytes of the received file, waiting as
+    /// they arrive) and prepares it, changing none of the machine's data. Runs on a thread
+    /// of its own, concurrently with the machine's calls. Must refuse a stream that is not
+    /// whole, as [`Machine::restore_from`] must: an error makes the adapter restore from
+    /// the whole file instead.
+    fn stage(self: Box<Self>, input: &mut dyn Read) -> Result<StagedRestore, MachineError>;
 }
 
 /// Takes a point-in-time copy of a machine's data (see [`Machine::snapshot_taker`]).
@@ -201,6 +231,8 @@ pub struct MachineStore<M: Machine> {
     snapshots: Arc<SnapshotDir>,
     /// The file [`RaftStateMachine::begin_receiving_snapshot`] handed out last.
     receiving: Option<Staged>,
+    /// The machine's stager following that file, if the machine stages.
+    staging: Option<Staging>,
 }
 
 impl<M: Machine> MachineStore<M> {
@@ -212,7 +244,7 @@ impl<M: Machine> MachineStore<M> {
             None => AppliedState::default(),
         };
         let snapshots = Arc::new(SnapshotDir::open(snapshot_dir, snapshot_bytes_max)?);
-        Ok(MachineStore { machine: Some(machine), applied, snapshots, receiving: None })
+        Ok(MachineStore { machine: Some(machine), applied, snapshots, receiving: None, staging: None })
     }
 
     /// The log id the snapshot on disk covers, updated each time a snapshot file lands.
@@ -280,6 +312,26 @@ impl<M: Machine> MachineStore<M> {
         let mut builder = self.get_snapshot_builder().await;
         builder.build_snapshot().await.map_err(|e| MachineStoreError::SnapshotRebuild { reason: e.to_string() })?;
         Ok(())
+    }
+
+    /// Starts the machine's stager on the file being received, if the machine stages. A
+    /// stager that cannot start only costs the overlap: the install reads the whole file.
+    fn start_staging(&self, file: &fs::File) -> Option<Staging> {
+        let stager = match self.machine.as_ref().map(|m| m.restore_stager()) {
+            Some(Ok(Some(stager))) => stager,
+            Some(Ok(None)) | None => return None,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "no snapshot stager: the snapshot is restored once it is whole");
+                return None;
+            }
+        };
+        match file.try_clone().and_then(|reader| Staging::start(stager, reader)) {
+            Ok(staging) => Some(staging),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start staging: the snapshot is restored once it is whole");
+                None
+            }
+        }
     }
 
     /// Runs `work` on the machine on the blocking pool. The machine moves to the blocking
@@ -382,8 +434,11 @@ impl<M: Machine> RaftStateMachine<TypeConfig> for MachineStore<M> {
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
         let err = |e: MachineStoreError| sto_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e);
+        // A transfer begun before is over: its stager stops.
+        self.staging = None;
         let snapshots = self.snapshots.clone();
         let (staged, file) = blocking(move || snapshots.receive()).await.map_err(err)?;
+        self.staging = self.start_staging(&file);
         self.receiving = Some(staged);
         Ok(Box::new(tokio::fs::File::from_std(file)))
     }
@@ -401,6 +456,8 @@ impl<M: Machine> RaftStateMachine<TypeConfig> for MachineStore<M> {
         let snapshots = self.snapshots.clone();
         let receiving = self.receiving.take();
         let (staged, unsynced) = blocking(move || snapshots.adopt(file, receiving)).await.map_err(err)?;
+        // The stager followed the file handed out; another file (a copy) is read whole.
+        let staging = self.staging.take().filter(|_| unsynced.is_some());
         let applied = AppliedState { last_applied: meta.last_log_id, last_membership: meta.last_membership.clone() };
         let blob = applied.encode().map_err(|e| err(e.into()))?;
         // The received file reaches the disk while the machine installs from it (a
@@ -417,6 +474,17 @@ impl<M: Machine> RaftStateMachine<TypeConfig> for MachineStore<M> {
         let path = staged.path.clone();
         let restored = self
             .lend(move |machine| {
+                if let Some(staging) = staging {
+                    match staging.finish() {
+                        Ok(prepared) => {
+                            return machine.restore_staged(prepared, &blob).map_err(MachineStoreError::from);
+                        }
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "staging the snapshot while it arrived failed: restoring it from the whole file"
+                        ),
+                    }
+                }
                 let file = fs::File::open(&path).map_err(|e| io_err(&path, e))?;
                 let mut input = BufReader::with_capacity(SNAPSHOT_IO_BUFFER_BYTES, file);
                 machine.restore_from(&mut input, &blob).map_err(MachineStoreError::from)

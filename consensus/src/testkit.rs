@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, STORAGE_VERSION};
-use crate::machine::{Machine, MachineError, SnapshotSource, SnapshotTaker};
+use crate::machine::{Machine, MachineError, RestoreStager, SnapshotSource, SnapshotTaker, StagedRestore};
 use crate::network::{RaftRpc, RaftRpcReply, RaftTransport, RpcServer, TransportError};
 use crate::types::{ConsensusRaft, NodeId, PeerInfo};
 
@@ -28,6 +28,8 @@ struct MemState {
     raft_meta: Option<Vec<u8>>,
     applies: u64,
     restores: u64,
+    /// Of the restores, those of a snapshot staged while it arrived.
+    staged_restores: u64,
     /// How long each restore takes at least (a ledger's install is seconds long).
     restore_delay: Duration,
 }
@@ -78,6 +80,11 @@ impl MemMachine {
         self.state().restores
     }
 
+    /// How many of the restores were of a snapshot staged while it arrived.
+    pub fn staged_restores(&self) -> u64 {
+        self.state().staged_restores
+    }
+
     /// Makes every later restore take at least `delay`, as installing a large ledger does.
     pub fn slow_restores(&self, delay: Duration) {
         self.state().restore_delay = delay;
@@ -110,18 +117,60 @@ impl Machine for MemMachine {
     }
 
     fn restore_from(&mut self, input: &mut dyn std::io::Read, raft_meta: &[u8]) -> Result<(), MachineError> {
+        let contents = read_contents(input)?;
+        self.install(contents, raft_meta);
+        Ok(())
+    }
+
+    fn restore_stager(&self) -> Result<Option<Box<dyn RestoreStager>>, MachineError> {
+        Ok(Some(Box::new(MemStager)))
+    }
+
+    fn restore_staged(&mut self, staged: StagedRestore, raft_meta: &[u8]) -> Result<(), MachineError> {
+        let contents = staged
+            .downcast::<MemContents>()
+            .map_err(|_| MachineError::Snapshot { reason: "staged by another kind of machine".into() })?;
+        self.install(*contents, raft_meta);
+        self.state().staged_restores += 1;
+        Ok(())
+    }
+}
+
+impl MemMachine {
+    /// Replaces the contents, after the test's delay.
+    fn install(&mut self, contents: MemContents, raft_meta: &[u8]) {
         let delay = self.state().restore_delay;
         std::thread::sleep(delay);
-        let mut bytes = Vec::new();
-        input.read_to_end(&mut bytes).map_err(|e| MachineError::Snapshot { reason: e.to_string() })?;
-        let contents: MemContents = codec::decode("mem machine snapshot", STORAGE_VERSION, &bytes)
-            .map_err(|e| MachineError::Snapshot { reason: e.to_string() })?;
         let mut state = self.state();
         state.contents = contents;
         state.raft_meta = Some(raft_meta.to_vec());
         state.restores += 1;
-        Ok(())
     }
+}
+
+/// A [`MemMachine`]'s stager: reads and checks the contents as they arrive.
+struct MemStager;
+
+impl RestoreStager for MemStager {
+    fn stage(self: Box<Self>, input: &mut dyn std::io::Read) -> Result<StagedRestore, MachineError> {
+        Ok(Box::new(read_contents(input)?))
+    }
+}
+
+/// Reads a [`MemMachine`]'s snapshot, refusing one whose running hash is not its payloads'.
+fn read_contents(input: &mut dyn std::io::Read) -> Result<MemContents, MachineError> {
+    let refuse = |reason: String| MachineError::Snapshot { reason };
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes).map_err(|e| refuse(e.to_string()))?;
+    let contents: MemContents =
+        codec::decode("mem machine snapshot", STORAGE_VERSION, &bytes).map_err(|e| refuse(e.to_string()))?;
+    let hash = contents.payloads.iter().fold(FNV_OFFSET, |h, (index, payload)| {
+        fnv(fnv(fnv(h, &index.to_be_bytes()), &(payload.len() as u64).to_be_bytes()), payload)
+    });
+    if !contents.payloads.is_empty() && hash != contents.hash {
+        return Err(refuse(format!("running hash {:x}, the payloads hash to {hash:x}", contents.hash)));
+    }
+    Ok(contents)
 }
 
 impl SnapshotTaker for MemMachine {

@@ -160,6 +160,7 @@ async fn voters_replicate_survive_leader_loss_and_a_learner_catches_up_by_snapsh
     let all: Vec<&Node> = nodes.values().collect();
     converged(&nodes[&first_leader].raft, &all).await;
     assert!(nodes[&4].machine.restores() >= 1, "the learner installed a snapshot");
+    assert!(nodes[&4].machine.staged_restores() >= 1, "staged while its chunks arrived");
     assert!(nodes[&4].machine.applies() < 1_000, "the learner did not replay the whole log");
 
     // Kill the leader: unreachable, then stopped.

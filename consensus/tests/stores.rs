@@ -2,6 +2,7 @@
 //! and reopen, refuse what they must, and that the network adapter sizes RPCs.
 
 use std::path::Path;
+use std::time::Duration;
 
 use openraft::error::RPCError;
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -243,6 +244,50 @@ async fn a_received_snapshot_is_streamed_to_a_file_installed_and_kept_as_current
     assert_eq!(files_in(dir.path()), vec!["00000000000000000002.snap", "current.meta"]);
     let current = store.get_current_snapshot().await.expect("current").expect("a snapshot");
     assert_eq!(bytes_of(current.snapshot).await, data);
+}
+
+#[tokio::test]
+async fn a_snapshot_is_staged_as_its_chunks_arrive_and_one_that_cannot_be_is_read_whole() {
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    let donor_dir = tempfile::tempdir().expect("temporary directory");
+    let donor = MemMachine::new();
+    let mut donor_store = MachineStore::open(donor.clone(), donor_dir.path(), SNAPSHOT_BYTES_MAX).expect("open");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let machine = MemMachine::new();
+    let mut store = MachineStore::open(machine.clone(), dir.path(), SNAPSHOT_BYTES_MAX).expect("open");
+
+    // In order, a chunk at a time: the stager reads each as it lands.
+    let entries = std::iter::once(membership(1, 1)).chain((2..=40).map(|i| normal(1, i, &[i as u8; 300])));
+    donor_store.apply(entries).await.expect("apply");
+    let built = donor_store.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    let data = bytes_of(built.snapshot).await;
+    let mut file = store.begin_receiving_snapshot().await.expect("begin");
+    for chunk in data.chunks(data.len() / 4 + 1) {
+        file.write_all(chunk).await.expect("write");
+        file.flush().await.expect("flush");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.install_snapshot(&built.meta, file).await.expect("install");
+    assert_eq!(machine.contents(), donor.contents());
+    assert_eq!((machine.restores(), machine.staged_restores()), (1, 1), "installed from what was staged");
+
+    // The second half first: the stager reads the hole before it as zeros and refuses the
+    // stream, and the install reads the whole file instead.
+    donor_store.apply((41..=60).map(|i| normal(1, i, &[i as u8; 300]))).await.expect("apply");
+    let built = donor_store.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    let data = bytes_of(built.snapshot).await;
+    let mut file = store.begin_receiving_snapshot().await.expect("begin");
+    let half = data.len() / 2;
+    file.seek(std::io::SeekFrom::Start(half as u64)).await.expect("seek");
+    file.write_all(&data[half..]).await.expect("write");
+    file.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    file.seek(std::io::SeekFrom::Start(0)).await.expect("seek");
+    file.write_all(&data[..half]).await.expect("write");
+    store.install_snapshot(&built.meta, file).await.expect("install");
+    assert_eq!(machine.contents(), donor.contents());
+    assert_eq!((machine.restores(), machine.staged_restores()), (2, 1), "read whole, not staged");
+    assert_eq!(store.applied_state().await.expect("applied").0, Some(log_id(1, 60)));
 }
 
 #[test]

@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
-use veritrace_consensus::{Machine, MachineError, SnapshotSource, SnapshotTaker};
+use veritrace_consensus::{Machine, MachineError, RestoreStager, SnapshotSource, SnapshotTaker, StagedRestore};
 use veritrace_ledger::block::{Block, BlockHeader, Checkpoint};
 use veritrace_ledger::codec;
 use veritrace_ledger::kv::{RocksBackend, RocksView};
 use veritrace_ledger::org::{NodeId, ValidatorSet};
 use veritrace_ledger::record::SignedRecord;
 use veritrace_ledger::state::{StateKey, StateValue};
-use veritrace_ledger::store::{SnapshotView, Store};
+use veritrace_ledger::store::{SnapshotStager, SnapshotView, StagedSnapshot, Store, StoreError};
 use veritrace_ledger::view::Receipt;
 
 /// The ledger store, shared by the state machine (writes) and the API (reads).
@@ -163,14 +163,42 @@ impl Machine for LedgerMachine {
     }
 
     fn restore_from(&mut self, input: &mut dyn std::io::Read, raft_meta: &[u8]) -> Result<(), MachineError> {
+        self.install(false, |store| store.install_snapshot_from(input, raft_meta))
+    }
+
+    /// The ledger's snapshot stager: reads, checks and writes the table files of a
+    /// snapshot while its chunks arrive, with no lock on the store.
+    fn restore_stager(&self) -> Result<Option<Box<dyn RestoreStager>>, MachineError> {
+        let store = self.store.read().map_err(|_| merr("store", "lock poisoned"))?;
+        let stager = store.snapshot_stager().map_err(|e| merr("snapshot stager", e))?;
+        Ok(Some(Box::new(LedgerStager(stager))))
+    }
+
+    fn restore_staged(&mut self, staged: StagedRestore, raft_meta: &[u8]) -> Result<(), MachineError> {
+        let staged = staged
+            .downcast::<StagedSnapshot>()
+            .map_err(|_| MachineError::Snapshot { reason: "the staged snapshot is not a ledger's".into() })?;
+        self.install(true, |store| store.install_staged(*staged, raft_meta))
+    }
+}
+
+impl LedgerMachine {
+    /// Installs a snapshot into the store by `how` (`staged`: from what was staged while it
+    /// arrived), then checks it against the newest complete checkpoint in it.
+    fn install(
+        &mut self,
+        staged: bool,
+        how: impl FnOnce(&mut Store<RocksBackend>) -> Result<(), StoreError>,
+    ) -> Result<(), MachineError> {
         let mut store = self.store.write().map_err(|_| merr("store", "lock poisoned"))?;
         let trusted = validators_of(&store)?;
         let started = std::time::Instant::now();
-        store.install_snapshot_from(input, raft_meta).map_err(|e| MachineError::Snapshot { reason: e.to_string() })?;
+        how(&mut store).map_err(|e| MachineError::Snapshot { reason: e.to_string() })?;
         let head = store.head().clone();
         tracing::info!(
             height = head.height,
             log_size = head.log_size,
+            staged,
             secs = started.elapsed().as_secs_f64(),
             full_check = %store.last_full_check().map(ToString::to_string).unwrap_or_default(),
             "installed ledger snapshot"
@@ -201,6 +229,19 @@ impl Machine for LedgerMachine {
         self.gate.hold(head.height, trusted);
         self.announce_head(&store);
         Ok(())
+    }
+}
+
+/// Stages a ledger snapshot as it arrives (see [`Machine::restore_stager`]).
+struct LedgerStager(SnapshotStager);
+
+impl RestoreStager for LedgerStager {
+    fn stage(self: Box<Self>, input: &mut dyn std::io::Read) -> Result<StagedRestore, MachineError> {
+        let started = std::time::Instant::now();
+        let staged = self.0.stage(input).map_err(|e| MachineError::Snapshot { reason: e.to_string() })?;
+        // From the first chunk to the last and past it: the transfer is most of it.
+        tracing::info!(secs = started.elapsed().as_secs_f64(), "staged ledger snapshot");
+        Ok(Box::new(staged))
     }
 }
 
