@@ -1208,6 +1208,11 @@ impl Drop for Network {
         let keep = self.keep || panicking || std::env::var_os(KEEP_ENV).is_some();
         let dir = self.dir.clone();
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        // Every change before this was saved where it was made. The manifest is written
+        // again only for what this drop changes: a handle that changed nothing (the CLI's
+        // `status`) must not write back the manifest it read over another process's newer
+        // one (a `restart` that registered its node meanwhile).
+        let mut changed = false;
         // Only owned processes are killed: adopted ones belong to whoever started them.
         let owned: Vec<String> =
             st.procs.iter().filter(|(_, p)| matches!(p, NodeProcess::Owned { .. })).map(|(k, _)| k.clone()).collect();
@@ -1220,6 +1225,7 @@ impl Drop for Network {
                 }
             }
             forget(st, &id);
+            changed = true;
         }
         // Namespaces this handle made go with it, kept directory or not: processes first
         // (above), then namespaces, veths and bridge.
@@ -1231,6 +1237,7 @@ impl Drop for Network {
             }
             forget_namespaces(&mut st.manifest);
             st.net_owned = false;
+            changed = true;
         }
         if self.temp && !keep {
             if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -1238,7 +1245,8 @@ impl Drop for Network {
             }
             return;
         }
-        if dir.exists()
+        if changed
+            && dir.exists()
             && let Err(e) = st.manifest.save(&dir)
         {
             eprintln!("veritrace-devnet: could not update the manifest: {e:#}");

@@ -150,7 +150,10 @@ fn reopen_scenario(root: &Path) -> Result<()> {
     ensure!(first.iter().all(|p| gone(*p)), "stop_all ends adopted nodes");
     drop(net);
 
-    // `devnet up` again: same genesis, same data, a leader again.
+    // `devnet up` again: same genesis, same data, a leader again. Meanwhile a handle
+    // opened while every node was down (a `devnet status` poller) goes without writing
+    // back what it read: the nodes started meanwhile stay in the manifest.
+    let poller = Network::open(root)?;
     let net = Network::open(root)?;
     ensure!(net.genesis() == &genesis);
     for n in net.node_ids() {
@@ -158,6 +161,8 @@ fn reopen_scenario(root: &Path) -> Result<()> {
     }
     net.start_all()?;
     net.wait_for_leader(ELECTION_TIMEOUT)?;
+    drop(poller);
+    ensure!(pids(&Network::open(root)?)? == pids(&net)?, "the poller's drop kept the started nodes");
     net.wait_for_same_height(AGREEMENT_TIMEOUT)?;
     net.destroy()?;
     ensure!(!root.exists(), "destroy removes the directory");
