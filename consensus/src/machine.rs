@@ -17,7 +17,7 @@
 //!   blob once at the end of a batch ([`Machine::save_raft_meta`]) unless a later normal
 //!   entry in the batch already carried it. A crash before that save re-applies those
 //!   entries on restart, which is harmless: they have no effect beyond the blob;
-//! - a snapshot install: [`Machine::restore`] replaces the data and the blob together.
+//! - a snapshot install: [`Machine::restore_from`] replaces the data and the blob together.
 //!
 //! On open, the adapter reads the blob back with [`Machine::raft_meta`].
 //!
@@ -29,7 +29,10 @@
 //! [`SnapshotSource::write_to`] writes it into a temporary
 //! file in the snapshot directory, openraft sends that file in chunks, the receiver writes
 //! the chunks into a temporary file of its own ([`RaftStateMachine::begin_receiving_snapshot`])
-//! and [`Machine::restore_from`] reads it back. Its size is bounded by
+//! and [`Machine::restore_from`] reads it back. A machine that offers a [`RestoreStager`]
+//! has it read that file from the first chunk, as it grows ([`crate::staging`]), so that
+//! once the last chunk lands [`Machine::restore_staged`] only swaps in what was staged;
+//! should staging fail, `restore_from` reads the whole file. Its size is bounded by
 //! `snapshot_bytes_max` (see [`ConsensusConfig`](crate::ConsensusConfig)): a disk bound,
 //! checked as a snapshot is built and as each received chunk lands.
 //!

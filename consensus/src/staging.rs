@@ -13,8 +13,9 @@
 //! The stager reads the file's bytes as they are when it reaches them, so what it staged
 //! is the snapshot only if the stream checks itself (the ledger's ends with its count and
 //! hash): chunks that arrived out of order would leave a hole it read as zeros. A stager
-//! must refuse a stream that is not whole, as [`Machine::restore_from`] must, and when
-//! staging failed for any reason the adapter restores from the whole file instead.
+//! must refuse a stream that is not whole, as
+//! [`Machine::restore_from`](crate::Machine::restore_from) must, and when staging failed
+//! for any reason the adapter restores from the whole file instead.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
