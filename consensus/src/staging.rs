@@ -161,9 +161,8 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        // After `finish` the stager is done and this changes nothing.
-        let arrival = *self.tail.arrival.lock().unwrap_or_else(PoisonError::into_inner);
-        if arrival == Arrival::Arriving {
+        // Not finished: nothing will install from this file.
+        if self.stager.is_some() {
             self.tail.set(Arrival::Abandoned);
         }
     }

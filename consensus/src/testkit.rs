@@ -55,6 +55,11 @@ fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
     hash
 }
 
+/// The running hash after applying `payload` at `index` to one that was `before`.
+fn running_hash(before: u64, index: u64, payload: &[u8]) -> u64 {
+    fnv(fnv(fnv(before, &index.to_be_bytes()), &(payload.len() as u64).to_be_bytes()), payload)
+}
+
 impl MemMachine {
     pub fn new() -> Self {
         MemMachine::default()
@@ -95,7 +100,7 @@ impl Machine for MemMachine {
     fn apply(&mut self, index: u64, payload: &[u8], raft_meta: &[u8]) -> Result<Vec<u8>, MachineError> {
         let mut state = self.state();
         let base = if state.contents.payloads.is_empty() { FNV_OFFSET } else { state.contents.hash };
-        let hash = fnv(fnv(fnv(base, &index.to_be_bytes()), &(payload.len() as u64).to_be_bytes()), payload);
+        let hash = running_hash(base, index, payload);
         state.contents.payloads.push((index, payload.to_vec()));
         state.contents.hash = hash;
         state.raft_meta = Some(raft_meta.to_vec());
@@ -164,9 +169,7 @@ fn read_contents(input: &mut dyn std::io::Read) -> Result<MemContents, MachineEr
     input.read_to_end(&mut bytes).map_err(|e| refuse(e.to_string()))?;
     let contents: MemContents =
         codec::decode("mem machine snapshot", STORAGE_VERSION, &bytes).map_err(|e| refuse(e.to_string()))?;
-    let hash = contents.payloads.iter().fold(FNV_OFFSET, |h, (index, payload)| {
-        fnv(fnv(fnv(h, &index.to_be_bytes()), &(payload.len() as u64).to_be_bytes()), payload)
-    });
+    let hash = contents.payloads.iter().fold(FNV_OFFSET, |h, (index, payload)| running_hash(h, *index, payload));
     if !contents.payloads.is_empty() && hash != contents.hash {
         return Err(refuse(format!("running hash {:x}, the payloads hash to {hash:x}", contents.hash)));
     }

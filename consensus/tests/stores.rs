@@ -14,7 +14,7 @@ use veritrace_consensus::log_store::LogStoreError;
 use veritrace_consensus::machine::MachineStoreError;
 use veritrace_consensus::network::Network;
 use veritrace_consensus::testkit::{MemMachine, local_peer};
-use veritrace_consensus::types::{Entry, LogId};
+use veritrace_consensus::types::{Entry, LogId, SnapshotMeta};
 use veritrace_consensus::{
     MachineStore, Payload, PeerInfo, RaftRpc, RaftRpcReply, RaftTransport, RocksLogStore, TransportError,
 };
@@ -46,6 +46,22 @@ async fn bytes_of(mut file: Box<tokio::fs::File>) -> Vec<u8> {
     let mut out = Vec::new();
     file.read_to_end(&mut out).await.expect("read");
     out
+}
+
+/// A donor machine, its store in `dir`, that applied a membership and entries 2..=40 of
+/// 300 bytes each.
+async fn donor(dir: &Path) -> (MemMachine, MachineStore<MemMachine>) {
+    let donor = MemMachine::new();
+    let mut store = MachineStore::open(donor.clone(), dir, SNAPSHOT_BYTES_MAX).expect("open");
+    let entries = std::iter::once(membership(1, 1)).chain((2..=40).map(|i| normal(1, i, &[i as u8; 300])));
+    store.apply(entries).await.expect("apply");
+    (donor, store)
+}
+
+/// A snapshot built from `store` now: its metadata and bytes.
+async fn built_snapshot(store: &mut MachineStore<MemMachine>) -> (SnapshotMeta, Vec<u8>) {
+    let built = store.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    (built.meta, bytes_of(built.snapshot).await)
 }
 
 /// The names of the files in `dir`, sorted.
@@ -191,12 +207,8 @@ async fn snapshot_survives_reopen_and_respects_its_limit() {
 async fn a_received_snapshot_is_streamed_to_a_file_installed_and_kept_as_current() {
     use tokio::io::AsyncWriteExt;
     let donor_dir = tempfile::tempdir().expect("temporary directory");
-    let donor = MemMachine::new();
-    let mut donor_store = MachineStore::open(donor.clone(), donor_dir.path(), SNAPSHOT_BYTES_MAX).expect("open");
-    let entries = std::iter::once(membership(1, 1)).chain((2..=40).map(|i| normal(1, i, &[i as u8; 300])));
-    donor_store.apply(entries).await.expect("apply");
-    let built = donor_store.get_snapshot_builder().await.build_snapshot().await.expect("build");
-    let data = bytes_of(built.snapshot).await;
+    let (donor, mut donor_store) = donor(donor_dir.path()).await;
+    let (meta, data) = built_snapshot(&mut donor_store).await;
     assert_eq!(files_in(donor_dir.path()), vec!["00000000000000000001.snap", "current.meta"]);
 
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -216,19 +228,19 @@ async fn a_received_snapshot_is_streamed_to_a_file_installed_and_kept_as_current
     file.seek(std::io::SeekFrom::Start(0)).await.expect("seek");
     file.write_all(&data[..half]).await.expect("write");
     file.shutdown().await.expect("shutdown");
-    store.install_snapshot(&built.meta, file).await.expect("install");
+    store.install_snapshot(&meta, file).await.expect("install");
 
     assert_eq!(machine.contents(), donor.contents());
     assert_eq!(store.applied_state().await.expect("applied").0, Some(log_id(1, 40)));
     assert_eq!(files_in(dir.path()), vec!["00000000000000000002.snap", "current.meta"], "kept, not copied");
     let current = store.get_current_snapshot().await.expect("current").expect("a snapshot");
-    assert_eq!(current.meta, built.meta);
+    assert_eq!(current.meta, meta);
     assert_eq!(bytes_of(current.snapshot).await, data);
 
     // A snapshot the machine refuses is not kept, and the current one stays.
     let mut bad = store.begin_receiving_snapshot().await.expect("begin");
     bad.write_all(&data[..data.len() - 1]).await.expect("write");
-    let mut newer = built.meta.clone();
+    let mut newer = meta.clone();
     newer.last_log_id = Some(log_id(2, 50));
     store.install_snapshot(&newer, bad).await.expect_err("a truncated snapshot");
     assert_eq!(files_in(dir.path()), vec!["00000000000000000002.snap", "current.meta"]);
@@ -250,32 +262,27 @@ async fn a_received_snapshot_is_streamed_to_a_file_installed_and_kept_as_current
 async fn a_snapshot_is_staged_as_its_chunks_arrive_and_one_that_cannot_be_is_read_whole() {
     use tokio::io::{AsyncSeekExt, AsyncWriteExt};
     let donor_dir = tempfile::tempdir().expect("temporary directory");
-    let donor = MemMachine::new();
-    let mut donor_store = MachineStore::open(donor.clone(), donor_dir.path(), SNAPSHOT_BYTES_MAX).expect("open");
+    let (donor, mut donor_store) = donor(donor_dir.path()).await;
     let dir = tempfile::tempdir().expect("temporary directory");
     let machine = MemMachine::new();
     let mut store = MachineStore::open(machine.clone(), dir.path(), SNAPSHOT_BYTES_MAX).expect("open");
 
     // In order, a chunk at a time: the stager reads each as it lands.
-    let entries = std::iter::once(membership(1, 1)).chain((2..=40).map(|i| normal(1, i, &[i as u8; 300])));
-    donor_store.apply(entries).await.expect("apply");
-    let built = donor_store.get_snapshot_builder().await.build_snapshot().await.expect("build");
-    let data = bytes_of(built.snapshot).await;
+    let (meta, data) = built_snapshot(&mut donor_store).await;
     let mut file = store.begin_receiving_snapshot().await.expect("begin");
     for chunk in data.chunks(data.len() / 4 + 1) {
         file.write_all(chunk).await.expect("write");
         file.flush().await.expect("flush");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    store.install_snapshot(&built.meta, file).await.expect("install");
+    store.install_snapshot(&meta, file).await.expect("install");
     assert_eq!(machine.contents(), donor.contents());
     assert_eq!((machine.restores(), machine.staged_restores()), (1, 1), "installed from what was staged");
 
     // The second half first: the stager reads the hole before it as zeros and refuses the
     // stream, and the install reads the whole file instead.
     donor_store.apply((41..=60).map(|i| normal(1, i, &[i as u8; 300]))).await.expect("apply");
-    let built = donor_store.get_snapshot_builder().await.build_snapshot().await.expect("build");
-    let data = bytes_of(built.snapshot).await;
+    let (meta, data) = built_snapshot(&mut donor_store).await;
     let mut file = store.begin_receiving_snapshot().await.expect("begin");
     let half = data.len() / 2;
     file.seek(std::io::SeekFrom::Start(half as u64)).await.expect("seek");
@@ -284,7 +291,7 @@ async fn a_snapshot_is_staged_as_its_chunks_arrive_and_one_that_cannot_be_is_rea
     tokio::time::sleep(Duration::from_millis(100)).await;
     file.seek(std::io::SeekFrom::Start(0)).await.expect("seek");
     file.write_all(&data[..half]).await.expect("write");
-    store.install_snapshot(&built.meta, file).await.expect("install");
+    store.install_snapshot(&meta, file).await.expect("install");
     assert_eq!(machine.contents(), donor.contents());
     assert_eq!((machine.restores(), machine.staged_restores()), (2, 1), "read whole, not staged");
     assert_eq!(store.applied_state().await.expect("applied").0, Some(log_id(1, 60)));

@@ -684,7 +684,7 @@ fn close_table(table: Option<OpenTable<'_>>, files: &mut Vec<(Cf, PathBuf)>) -> 
 impl Stager for RocksStager {
     fn stage(self: Box<Self>, parts: &mut dyn Iterator<Item = Batch>) -> Result<Staged, StorageError> {
         let RocksStager { opts, dir } = *self;
-        remove_dir_if_present(&dir)?;
+        // New: numbered by this open, and the directory of loads was emptied when it opened.
         std::fs::create_dir_all(&dir).map_err(|e| ioerr("create", &dir, e))?;
         let mut staged = TableFiles { dir, files: Vec::new() };
         let mut table: Option<OpenTable<'_>> = None;

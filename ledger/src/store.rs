@@ -390,8 +390,7 @@ impl<B: Backend> Store<B> {
         input: &mut dyn std::io::Read,
         replication_meta: &[u8],
     ) -> Result<Store<B>, StoreError> {
-        let stager = SnapshotStager { ledger: ledger.clone(), stager: backend.stager()? };
-        ingest_snapshot(&backend, stager.stage(input)?, replication_meta)?;
+        ingest_snapshot(&backend, SnapshotStager::new(&backend, ledger)?.stage(input)?, replication_meta)?;
         Store::open(backend, ledger, OpenOptions::default())
     }
 
@@ -411,7 +410,7 @@ impl<B: Backend> Store<B> {
     /// from the store ([`SnapshotStager::stage`]), on any thread, while the store goes on
     /// serving and applying; [`Store::install_staged`] then makes it the ledger.
     pub fn snapshot_stager(&self) -> Result<SnapshotStager, StoreError> {
-        Ok(SnapshotStager { ledger: self.head.ledger_id.clone(), stager: self.backend.stager()? })
+        SnapshotStager::new(&self.backend, &self.head.ledger_id)
     }
 
     /// Replaces this ledger with a staged snapshot and stores `replication_meta` with it,
@@ -919,6 +918,10 @@ pub struct StagedSnapshot {
 }
 
 impl SnapshotStager {
+    fn new<B: Backend>(backend: &B, ledger: &LedgerId) -> Result<SnapshotStager, StoreError> {
+        Ok(SnapshotStager { ledger: ledger.clone(), stager: backend.stager()? })
+    }
+
     /// Reads the whole stream from `input`, refusing one that is cut short, altered, out of
     /// order or of another ledger, and stages its entries. Two stages, one thread each:
     /// this one reads, decodes and hashes the stream; the stager writes (on RocksDB, the
@@ -927,8 +930,7 @@ impl SnapshotStager {
         let SnapshotStager { ledger, stager } = self;
         let mut reader = SnapshotReader::start(input, &ledger)?;
         let prefix = ledger_prefix(&ledger);
-        let key = |rest: &[u8]| [prefix.as_slice(), rest].concat();
-        let (head_key, installing_key, meta_key) = (key(b"head"), key(INSTALLING_KEY), key(REPLICATION_META_KEY));
+        let [head_key, installing_key, meta_key] = install_keys(&prefix);
         let (head, load) = std::thread::scope(|scope| -> Result<(Vec<u8>, Staged), StoreError> {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(LOAD_PARTS_QUEUED);
             let stage = scope.spawn(move || stager.stage(&mut rx.into_iter()));
@@ -966,13 +968,18 @@ impl SnapshotStager {
     }
 }
 
+/// The `meta` keys under `prefix` a snapshot install treats apart: the head, the install
+/// marker and the replication metadata.
+fn install_keys(prefix: &[u8]) -> [Vec<u8>; 3] {
+    [b"head".as_slice(), INSTALLING_KEY, REPLICATION_META_KEY].map(|k| [prefix, k].concat())
+}
+
 /// Replaces every entry of the staged snapshot's ledger on `backend` with the staged
 /// load, the head last (see [`Store::install_staged`]).
 fn ingest_snapshot<B: Backend>(backend: &B, staged: StagedSnapshot, replication_meta: &[u8]) -> Result<(), StoreError> {
     let StagedSnapshot { ledger, head, load } = staged;
     let prefix = ledger_prefix(&ledger);
-    let key = |rest: &[u8]| [prefix.as_slice(), rest].concat();
-    let (head_key, installing_key, meta_key) = (key(b"head"), key(INSTALLING_KEY), key(REPLICATION_META_KEY));
+    let [head_key, installing_key, meta_key] = install_keys(&prefix);
 
     let mut batch = Batch::default();
     batch.put(Cf::Meta, installing_key.clone(), Vec::new());
@@ -1685,6 +1692,14 @@ mod tests {
         }
     }
 
+    /// A store grown by `blocks` blocks of `per_block` records, and its snapshot stream.
+    fn grown_and_exported(fx: &Fixture, blocks: u64, per_block: u64) -> (Store<crate::kv::MemBackend>, Vec<u8>) {
+        let mut store = fx.mem_store();
+        grow(fx, &mut store, blocks, per_block);
+        let snap = exported(&store);
+        (store, snap)
+    }
+
     fn exported(store: &Store<crate::kv::MemBackend>) -> Vec<u8> {
         let mut out = Vec::new();
         store.snapshot_view().unwrap().export_to(&mut out).unwrap();
@@ -1694,9 +1709,7 @@ mod tests {
     #[test]
     fn a_snapshot_stream_round_trips_and_replaces_what_was_there() {
         let fx = Fixture::new();
-        let mut source = fx.mem_store();
-        grow(&fx, &mut source, 12, 5);
-        let snap = exported(&source);
+        let (mut source, snap) = grown_and_exported(&fx, 12, 5);
 
         let mut target = fx.mem_store();
         grow(&fx, &mut target, 3, 2); // an older, different copy: every entry of it goes
@@ -1713,9 +1726,7 @@ mod tests {
     #[test]
     fn a_truncated_or_altered_snapshot_is_refused_and_changes_nothing() {
         let fx = Fixture::new();
-        let mut source = fx.mem_store();
-        grow(&fx, &mut source, 6, 4);
-        let snap = exported(&source);
+        let (_, snap) = grown_and_exported(&fx, 6, 4);
         let mut flipped = snap.clone();
         flipped[snap.len() / 2] ^= 0x01;
         let cases: [(&str, &[u8]); 3] =
@@ -1762,9 +1773,7 @@ mod tests {
     #[test]
     fn an_install_that_fails_once_the_old_ledger_is_gone_leaves_a_store_that_will_not_open() {
         let fx = Fixture::new();
-        let mut source = fx.mem_store();
-        grow(&fx, &mut source, 3, 2);
-        let snap = exported(&source);
+        let (_, snap) = grown_and_exported(&fx, 3, 2);
         let mut store = Store::create(FailingIngest(Default::default()), &fx.genesis, OpenOptions::default()).unwrap();
         let e = store.install_snapshot_from(&mut &snap[..], b"raft").unwrap_err();
         assert!(e.to_string().contains("no space left on device"), "{e}");
@@ -1776,9 +1785,7 @@ mod tests {
     #[test]
     fn a_snapshot_staged_on_another_thread_while_the_store_applies_is_installed_whole() {
         let fx = Fixture::new();
-        let mut source = fx.mem_store();
-        grow(&fx, &mut source, 6, 4);
-        let snap = exported(&source);
+        let (source, snap) = grown_and_exported(&fx, 6, 4);
         let mut target = fx.mem_store();
         let stager = target.snapshot_stager().unwrap();
         let staging = std::thread::spawn(move || stager.stage(&mut &snap[..]));
