@@ -150,9 +150,9 @@ HALF=""
 if [ "$HALF_RATE" -gt 0 ]; then
     echo "== veritrace: half of the peak, $HALF_RATE records/s offered by $HALF_CLIENTS clients, $DURATION s"
     line=$("$VT" --json bench --dir "$DEVNET" --clients "$HALF_CLIENTS" --duration "$DURATION" --batch "$BATCH" \
-        --rate "$HALF_RATE" | tail -1 || true)
+        --rate "$HALF_RATE" --timeline 0.25 | tail -1 || true)
     echo "$line"
-    HALF=$(jq -r '"\(.records_per_s | floor) records/s committed of \(.offered_per_s | floor) offered: p50 \(.latency_ms.p50) ms, p99 \(.latency_ms.p99) ms, errors \(.errors)"' <<<"$line" || echo "error")
+    HALF=$(jq -r '"\(.records_per_s | floor) records/s committed of \(.offered_per_s | floor) offered: p50 \(.latency_ms.p50) ms, p99 \(.latency_ms.p99) ms, errors \(.errors); 0.25-s slices with p99 over 50 ms: \([.timeline.slices[] | select((.p99_ms // 0) > 50)] | length) of \(.timeline.slices | length)"' <<<"$line" || echo "error")
 fi
 
 # Lower-priority figures, on the ledger the runs above left (its size is printed).

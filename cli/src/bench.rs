@@ -62,6 +62,8 @@ const ISSUE_LOT_ITEMS_DEFAULT: u64 = 6_000;
 const CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest HTTP response `bench-etcd` reads.
 const HTTP_RESPONSE_BYTES_MAX: usize = 64 * 1024;
+/// Shortest `--timeline` slice, seconds.
+const TIMELINE_SLICE_MIN_S: f64 = 0.01;
 /// Highest `--rate`, records/s.
 const RATE_MAX: f64 = 1_000_000.0;
 
@@ -123,6 +125,11 @@ pub struct BenchArgs {
     /// a free client counts its wait too. The clients must be enough to keep the pace.
     #[arg(long, value_name = "RECORDS_PER_S")]
     rate: Option<f64>,
+    /// Also report the run in slices of this many seconds (by when each request began, or
+    /// was due under `--rate`): requests, p50, p99 and max of each, to see when a tail
+    /// happened rather than only how long it was.
+    #[arg(long, value_name = "SECS")]
+    timeline: Option<f64>,
 }
 
 /// What the clients of `veritrace bench` do.
@@ -175,6 +182,9 @@ pub struct BenchEtcdArgs {
     /// Longest wait for one put, in seconds; longer counts as an error.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     timeout: u64,
+    /// Also report the run in slices of this many seconds, as `veritrace bench --timeline`.
+    #[arg(long, value_name = "SECS")]
+    timeline: Option<f64>,
 }
 
 /// What a run measured.
@@ -197,6 +207,8 @@ struct Report {
     error_samples: Vec<String>,
     /// Per-request latency, microseconds, sorted.
     latencies_us: Vec<u64>,
+    /// `--timeline`: the run in slices of equal length, by when each request began.
+    timeline: Option<Timeline>,
     /// Mean bytes per signed record (per value for etcd).
     item_bytes: f64,
     targets: Vec<String>,
@@ -205,13 +217,80 @@ struct Report {
 /// Error messages kept for the report.
 const ERROR_SAMPLES_MAX: usize = 5;
 
+/// The sample at or above rank `p` (0..=1) of `sorted`, in ms; 0 when there is none.
+fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64 / 1000.0
+}
+
+/// A run cut into slices of equal length by when each request began (or was due, under
+/// `--rate`), with what the requests of each slice took.
+struct Timeline {
+    slice: Duration,
+    /// Wall-clock time of the run's start, ms since the Unix epoch: to line the slices up
+    /// with the nodes' logs.
+    start_unix_ms: u64,
+    /// Per slice, in order from the start: its requests' latencies, microseconds, sorted.
+    slices: Vec<Vec<u64>>,
+}
+
+impl Timeline {
+    fn of(slice: Duration, start: Instant, samples: impl Iterator<Item = (Instant, u64)>) -> Timeline {
+        let mut slices: Vec<Vec<u64>> = Vec::new();
+        for (began, us) in samples {
+            let i = (began.saturating_duration_since(start).as_secs_f64() / slice.as_secs_f64()) as usize;
+            if slices.len() <= i {
+                slices.resize_with(i + 1, Vec::new);
+            }
+            slices[i].push(us);
+        }
+        slices.iter_mut().for_each(|s| s.sort_unstable());
+        let start_unix_ms = now_ms().saturating_sub(start.elapsed().as_millis() as u64);
+        Timeline { slice, start_unix_ms, slices }
+    }
+
+    /// Per slice: when it starts (s), requests, p50, p99, max (ms).
+    fn rows(&self) -> impl Iterator<Item = (f64, usize, f64, f64, f64)> + '_ {
+        self.slices.iter().enumerate().map(|(i, l)| {
+            let from = self.slice.as_secs_f64() * i as f64;
+            (from, l.len(), percentile_ms(l, 0.50), percentile_ms(l, 0.99), percentile_ms(l, 1.0))
+        })
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let slices: Vec<_> = self
+            .rows()
+            .map(|(from, n, p50, p99, max)| {
+                // A slice in which no request began has no latencies: null, not 0.
+                let ms = |x: f64| if n == 0 { serde_json::Value::Null } else { json!(round3(x)) };
+                json!({"from_s": round3(from), "requests": n, "p50_ms": ms(p50), "p99_ms": ms(p99), "max_ms": ms(max)})
+            })
+            .collect();
+        json!({"slice_s": round3(self.slice.as_secs_f64()), "start_unix_ms": self.start_unix_ms, "slices": slices})
+    }
+
+    fn to_text(&self) -> String {
+        let mut s = format!(
+            "\n  timeline, slices of {:.3} s by when each request began, from {} ms after the Unix epoch:",
+            self.slice.as_secs_f64(),
+            self.start_unix_ms
+        );
+        for (from, n, p50, p99, max) in self.rows() {
+            s.push_str(&format!("\n    {from:8.3} s  {n:7} requests"));
+            if n > 0 {
+                s.push_str(&format!("  p50 {p50:8.1} ms  p99 {p99:8.1} ms  max {max:8.1} ms"));
+            }
+        }
+        s
+    }
+}
+
 impl Report {
     fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let i = ((self.latencies_us.len() as f64 * p).ceil() as usize).clamp(1, self.latencies_us.len()) - 1;
-        self.latencies_us[i] as f64 / 1000.0
+        percentile_ms(&self.latencies_us, p)
     }
 
     fn rate(&self) -> f64 {
@@ -246,6 +325,9 @@ impl Report {
         }
         if self.workload == Workload::Issue {
             value["codes_per_s"] = json!(round3(self.rate() * self.lot_items as f64));
+        }
+        if let Some(t) = &self.timeline {
+            value["timeline"] = t.to_json();
         }
         let writes = self.system == "etcd" || matches!(self.workload, Workload::Records | Workload::Issue);
         let (done, latency, per) = if writes {
@@ -283,6 +365,9 @@ impl Report {
             for e in &self.error_samples {
                 s.push_str(&format!("\n  error: {e}"));
             }
+            if let Some(t) = &self.timeline {
+                s.push_str(&t.to_text());
+            }
             s
         });
     }
@@ -300,6 +385,8 @@ struct ClientTally {
     errors: u64,
     error_samples: Vec<String>,
     latencies_us: Vec<u64>,
+    /// When each request of `latencies_us` began (or was due), in the same order.
+    began: Vec<Instant>,
     item_bytes: u64,
     items: u64,
 }
@@ -312,9 +399,11 @@ impl ClientTally {
         }
     }
 
-    fn sample(&mut self, took: Duration) {
+    /// A request that began (or was due) at `began` has just ended.
+    fn sample(&mut self, began: Instant) {
         if self.latencies_us.len() < SAMPLES_PER_CLIENT_MAX {
-            self.latencies_us.push(took.as_micros() as u64);
+            self.latencies_us.push(began.elapsed().as_micros() as u64);
+            self.began.push(began);
         }
     }
 }
@@ -328,9 +417,10 @@ struct RunSpec {
     clients: u32,
     batch: u32,
     targets: Vec<String>,
+    /// `--timeline`: the length of a slice.
+    timeline: Option<Duration>,
 }
 
-/// The clients' tallies of a run that took `elapsed`, as one report.
 /// Waits for every client of a run and collects their tallies.
 async fn join_clients(tasks: Vec<tokio::task::JoinHandle<ClientTally>>) -> Result<Vec<ClientTally>, Failure> {
     let mut tallies = Vec::with_capacity(tasks.len());
@@ -340,8 +430,13 @@ async fn join_clients(tasks: Vec<tokio::task::JoinHandle<ClientTally>>) -> Resul
     Ok(tallies)
 }
 
-fn merge(spec: RunSpec, elapsed: Duration, tallies: Vec<ClientTally>) -> Report {
-    let RunSpec { system, offered, workload, lot_items, clients, batch, targets } = spec;
+/// The clients' tallies of a run that began at `start` and took `elapsed`, as one report.
+fn merge(spec: RunSpec, start: Instant, elapsed: Duration, tallies: Vec<ClientTally>) -> Report {
+    let RunSpec { system, offered, workload, lot_items, clients, batch, targets, timeline } = spec;
+    let timeline = timeline.map(|slice| {
+        let samples = tallies.iter().flat_map(|t| t.began.iter().copied().zip(t.latencies_us.iter().copied()));
+        Timeline::of(slice, start, samples)
+    });
     let mut r = Report {
         system,
         offered,
@@ -355,6 +450,7 @@ fn merge(spec: RunSpec, elapsed: Duration, tallies: Vec<ClientTally>) -> Report 
         errors: 0,
         error_samples: Vec::new(),
         latencies_us: Vec::new(),
+        timeline,
         item_bytes: 0.0,
         targets,
     };
@@ -375,6 +471,17 @@ fn merge(spec: RunSpec, elapsed: Duration, tallies: Vec<ClientTally>) -> Report 
     r.latencies_us.sort_unstable();
     r.item_bytes = if items == 0 { 0.0 } else { bytes as f64 / items as f64 };
     r
+}
+
+/// `--timeline SECS` as a slice length: at least [`TIMELINE_SLICE_MIN_S`] and a number.
+fn slice_of(secs: Option<f64>) -> Result<Option<Duration>, Failure> {
+    match secs {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s >= TIMELINE_SLICE_MIN_S => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => {
+            Err(Failure::bad_input(anyhow!("--timeline {s}: must be a slice of at least {TIMELINE_SLICE_MIN_S} s")))
+        }
+    }
 }
 
 fn check_counts(clients: u32, duration: u64) -> Result<(), Failure> {
@@ -527,6 +634,7 @@ fn run_tag() -> String {
 
 pub fn run(a: &BenchArgs, out: &Out) -> Result<(), Failure> {
     check_counts(a.clients, a.duration)?;
+    slice_of(a.timeline)?;
     if a.batch == 0 || a.batch > BATCH_MAX {
         return Err(Failure::bad_input(anyhow!("--batch {}: must be 1 to {BATCH_MAX}", a.batch)));
     }
@@ -696,8 +804,9 @@ async fn bench_veritrace(
         clients: a.clients,
         batch: a.batch,
         targets,
+        timeline: slice_of(a.timeline)?,
     };
-    Ok(merge(spec, elapsed, tallies))
+    Ok(merge(spec, start, elapsed, tallies))
 }
 
 fn product(gtin: &Gtin) -> Product {
@@ -838,7 +947,7 @@ async fn issue_client(
             Ok(Err(s)) => t.error(format!("SubmitBatch: {:?}: {}", s.code(), s.message())),
             Err(_) => t.error(format!("SubmitBatch: no answer within {timeout:?}")),
         }
-        t.sample(began.elapsed());
+        t.sample(began);
     }
     t
 }
@@ -885,7 +994,7 @@ async fn query_client(
             Ok(Err(e)) => t.error(format!("{} of {code}: {e:#}", q.workload.as_str())),
             Err(_) => t.error(format!("{} of {code}: no answer within {timeout:?}", q.workload.as_str())),
         }
-        t.sample(began.elapsed());
+        t.sample(began);
     }
     t
 }
@@ -1047,7 +1156,7 @@ async fn veritrace_client(
                 }
             }
         };
-        t.sample(began.elapsed());
+        t.sample(began);
         for (lot, ok) in lots.iter_mut().zip(accepted) {
             if ok {
                 t.ops += 1;
@@ -1063,6 +1172,7 @@ async fn veritrace_client(
 
 pub fn run_etcd(a: &BenchEtcdArgs, out: &Out) -> Result<(), Failure> {
     check_counts(a.clients, a.duration)?;
+    slice_of(a.timeline)?;
     let mut targets = Vec::with_capacity(a.endpoints.len());
     for e in &a.endpoints {
         let hostport = e.strip_prefix("http://").unwrap_or(e).trim_end_matches('/');
@@ -1103,8 +1213,9 @@ pub fn run_etcd(a: &BenchEtcdArgs, out: &Out) -> Result<(), Failure> {
             clients: a.clients,
             batch: 1,
             targets: a.endpoints.clone(),
+            timeline: slice_of(a.timeline)?,
         };
-        Ok::<_, Failure>(merge(spec, elapsed, tallies))
+        Ok::<_, Failure>(merge(spec, start, elapsed, tallies))
     })?;
     report.emit(out);
     if report.errors > 0 {
@@ -1143,11 +1254,11 @@ async fn etcd_client(
         match tokio::time::timeout(timeout, http_round_trip(&mut stream, req.as_bytes(), &mut buf)).await {
             Ok(Ok(200)) => {
                 t.ops += 1;
-                t.sample(began.elapsed());
+                t.sample(began);
             }
             Ok(Ok(code)) => {
                 t.error(format!("etcd {host} answered HTTP {code}: {}", String::from_utf8_lossy(&buf)));
-                t.sample(began.elapsed());
+                t.sample(began);
             }
             Ok(Err(e)) => {
                 t.error(format!("etcd {host}: {e:#}"));
@@ -1266,6 +1377,30 @@ mod tests {
     }
 
     #[test]
+    fn a_timeline_puts_each_request_in_the_slice_it_began_in() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // Slice 0: 10, 20, 30 ms; slice 1: nothing; slice 2: 250 ms (began at 210 ms).
+        let samples = [(at(0), 10_000), (at(90), 30_000), (at(40), 20_000), (at(210), 250_000)];
+        let t = Timeline::of(Duration::from_millis(100), start, samples.into_iter());
+        let rows: Vec<_> = t.rows().collect();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0], (0.0, 3, 20.0, 30.0, 30.0));
+        assert_eq!(rows[1], (0.1, 0, 0.0, 0.0, 0.0));
+        assert_eq!(rows[2], (0.2, 1, 250.0, 250.0, 250.0));
+        let j = t.to_json();
+        assert_eq!(j["slice_s"], 0.1);
+        assert_eq!(j["slices"][2]["requests"], 1);
+        assert_eq!(j["slices"][2]["p99_ms"], 250.0);
+        assert!(j["slices"][1]["p99_ms"].is_null(), "an empty slice has no latency: {j}");
+        let text = t.to_text();
+        let lines: Vec<&str> = text.trim_start().lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[2].ends_with("0 requests"), "{text}");
+        assert!(lines[3].contains("p99    250.0 ms"), "{text}");
+    }
+
+    #[test]
     fn percentiles_take_the_sample_at_or_above_the_rank() {
         let spec = RunSpec {
             system: "x",
@@ -1275,8 +1410,9 @@ mod tests {
             clients: 1,
             batch: 1,
             targets: Vec::new(),
+            timeline: None,
         };
-        let mut r = merge(spec, Duration::from_secs(1), Vec::new());
+        let mut r = merge(spec, Instant::now(), Duration::from_secs(1), Vec::new());
         r.latencies_us = (1..=100).map(|i| i * 1000).collect();
         assert_eq!(r.percentile_ms(0.50), 50.0);
         assert_eq!(r.percentile_ms(0.99), 99.0);

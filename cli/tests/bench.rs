@@ -49,13 +49,35 @@ fn bench_runs_against_a_network_with_no_errors() {
 
     // Open loop: a paced run never sends more than it was asked to (100 due times in 2 s at
     // 50/s; fewer are sent if the clients fall behind), and says what it offered.
-    let args = ["bench", "--dir", &dir, "--clients", "8", "--duration", "2", "--rate", "50", "--json"];
+    // With --timeline, the run also comes in slices by due time: every request in one.
+    let before_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let args =
+        ["bench", "--dir", &dir, "--clients", "8", "--duration", "2", "--rate", "50", "--timeline", "0.5", "--json"];
     let o = veritrace(&args);
     assert!(o.status.success(), "bench --rate 50: {}", text(&o));
     let v = json_of(&o);
     assert_eq!((v["ok"].clone(), v["offered_per_s"].clone()), (true.into(), 50.0.into()), "{v}");
     let requests = v["requests"].as_u64().expect("requests");
     assert!((1..=100).contains(&requests), "50 records/s for 2 s: {v}");
+    let t = &v["timeline"];
+    assert_eq!(t["slice_s"], 0.5, "{v}");
+    let start = t["start_unix_ms"].as_u64().expect("start_unix_ms");
+    assert!(start >= before_ms, "the run starts after the command: {v}");
+    let slices = t["slices"].as_array().expect("slices");
+    // Due times run from 0 to under 2 s: four slices, each with its due requests.
+    assert_eq!(slices.len(), 4, "{v}");
+    for (i, s) in slices.iter().enumerate() {
+        assert_eq!(s["from_s"].as_f64(), Some(0.5 * i as f64), "{v}");
+        assert!(s["requests"].as_u64().is_some_and(|n| n > 0), "{v}");
+        assert!(s["p50_ms"].as_f64().is_some_and(|p| p > 0.0), "{v}");
+        assert!(s["p50_ms"].as_f64() <= s["p99_ms"].as_f64() && s["p99_ms"].as_f64() <= s["max_ms"].as_f64(), "{v}");
+    }
+    assert_eq!(slices.iter().map(|s| s["requests"].as_u64().unwrap()).sum::<u64>(), requests, "{v}");
+    for bad in ["0", "0.001", "nan"] {
+        let o = veritrace(&["bench", "--dir", &dir, "--clients", "1", "--duration", "1", "--timeline", bad]);
+        assert_eq!(o.status.code(), Some(2), "--timeline {bad}: {}", text(&o));
+        assert!(text(&o).to_lowercase().contains(&format!("--timeline {bad}")), "the value is named: {}", text(&o));
+    }
     for bad in ["0", "-3", "nan"] {
         let o = veritrace(&["bench", "--dir", &dir, "--clients", "1", "--duration", "1", "--rate", bad]);
         assert_eq!(o.status.code(), Some(2), "--rate {bad}: {}", text(&o));
@@ -83,4 +105,7 @@ fn bench_refuses_bad_counts_and_endpoints_before_connecting() {
     let o = veritrace(&["bench-etcd", "--endpoints", "127.0.0.1:1", "--clients", "0", "--duration", "1"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--clients 0"), "{}", text(&o));
+    let o = veritrace(&["bench-etcd", "--endpoints", "127.0.0.1:1", "--duration", "1", "--timeline", "0.001"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--timeline 0.001"), "{}", text(&o));
 }
