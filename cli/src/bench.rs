@@ -384,9 +384,8 @@ struct ClientTally {
     requests: u64,
     errors: u64,
     error_samples: Vec<String>,
-    latencies_us: Vec<u64>,
-    /// When each request of `latencies_us` began (or was due), in the same order.
-    began: Vec<Instant>,
+    /// Per request: when it began (or was due), and its latency in microseconds.
+    samples: Vec<(Instant, u64)>,
     item_bytes: u64,
     items: u64,
 }
@@ -401,9 +400,8 @@ impl ClientTally {
 
     /// A request that began (or was due) at `began` has just ended.
     fn sample(&mut self, began: Instant) {
-        if self.latencies_us.len() < SAMPLES_PER_CLIENT_MAX {
-            self.latencies_us.push(began.elapsed().as_micros() as u64);
-            self.began.push(began);
+        if self.samples.len() < SAMPLES_PER_CLIENT_MAX {
+            self.samples.push((began, began.elapsed().as_micros() as u64));
         }
     }
 }
@@ -433,10 +431,8 @@ async fn join_clients(tasks: Vec<tokio::task::JoinHandle<ClientTally>>) -> Resul
 /// The clients' tallies of a run that began at `start` and took `elapsed`, as one report.
 fn merge(spec: RunSpec, start: Instant, elapsed: Duration, tallies: Vec<ClientTally>) -> Report {
     let RunSpec { system, offered, workload, lot_items, clients, batch, targets, timeline } = spec;
-    let timeline = timeline.map(|slice| {
-        let samples = tallies.iter().flat_map(|t| t.began.iter().copied().zip(t.latencies_us.iter().copied()));
-        Timeline::of(slice, start, samples)
-    });
+    let timeline =
+        timeline.map(|slice| Timeline::of(slice, start, tallies.iter().flat_map(|t| t.samples.iter().copied())));
     let mut r = Report {
         system,
         offered,
@@ -464,7 +460,7 @@ fn merge(spec: RunSpec, start: Instant, elapsed: Duration, tallies: Vec<ClientTa
                 r.error_samples.push(e);
             }
         }
-        r.latencies_us.extend(t.latencies_us);
+        r.latencies_us.extend(t.samples.iter().map(|&(_, us)| us));
         bytes += t.item_bytes;
         items += t.items;
     }
@@ -634,7 +630,7 @@ fn run_tag() -> String {
 
 pub fn run(a: &BenchArgs, out: &Out) -> Result<(), Failure> {
     check_counts(a.clients, a.duration)?;
-    slice_of(a.timeline)?;
+    let timeline = slice_of(a.timeline)?;
     if a.batch == 0 || a.batch > BATCH_MAX {
         return Err(Failure::bad_input(anyhow!("--batch {}: must be 1 to {BATCH_MAX}", a.batch)));
     }
@@ -675,7 +671,7 @@ pub fn run(a: &BenchArgs, out: &Out) -> Result<(), Failure> {
     };
     drop(net);
     let rt = multi_thread_runtime()?;
-    let report = rt.block_on(bench_veritrace(a, signers, targets, out))?;
+    let report = rt.block_on(bench_veritrace(a, timeline, signers, targets, out))?;
     report.emit(out);
     if report.errors > 0 {
         return Err(Failure::reported(EXIT_REFUSED));
@@ -698,8 +694,10 @@ async fn connect(addr: &str) -> Result<LedgerClient<Channel>, Failure> {
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX))
 }
 
+/// `timeline` is `a.timeline` checked ([`slice_of`]).
 async fn bench_veritrace(
     a: &BenchArgs,
+    timeline: Option<Duration>,
     signers: Arc<Signers>,
     targets: Vec<String>,
     out: &Out,
@@ -804,7 +802,7 @@ async fn bench_veritrace(
         clients: a.clients,
         batch: a.batch,
         targets,
-        timeline: slice_of(a.timeline)?,
+        timeline,
     };
     Ok(merge(spec, start, elapsed, tallies))
 }
@@ -1172,7 +1170,7 @@ async fn veritrace_client(
 
 pub fn run_etcd(a: &BenchEtcdArgs, out: &Out) -> Result<(), Failure> {
     check_counts(a.clients, a.duration)?;
-    slice_of(a.timeline)?;
+    let timeline = slice_of(a.timeline)?;
     let mut targets = Vec::with_capacity(a.endpoints.len());
     for e in &a.endpoints {
         let hostport = e.strip_prefix("http://").unwrap_or(e).trim_end_matches('/');
@@ -1213,7 +1211,7 @@ pub fn run_etcd(a: &BenchEtcdArgs, out: &Out) -> Result<(), Failure> {
             clients: a.clients,
             batch: 1,
             targets: a.endpoints.clone(),
-            timeline: slice_of(a.timeline)?,
+            timeline,
         };
         Ok::<_, Failure>(merge(spec, start, elapsed, tallies))
     })?;

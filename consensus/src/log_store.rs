@@ -101,13 +101,6 @@ impl RocksLogStore {
     /// database written in another format version.
     pub fn open(dir: &Path) -> Result<Self, LogStoreError> {
         let mut opts = Options::default();
-        // Flushes and compactions at the lowest CPU priority, as the ledger's store does
-        // (`veritrace_ledger::kv`): the pools are the process' default environment's.
-        let mut env = rocksdb::Env::new()
-            .map_err(|e| LogStoreError::Open { path: dir.display().to_string(), reason: e.to_string() })?;
-        env.lower_thread_pool_cpu_priority();
-        env.lower_high_priority_thread_pool_cpu_priority();
-        opts.set_env(&env);
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);

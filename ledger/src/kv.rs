@@ -455,28 +455,10 @@ fn remove_dir_if_present(path: &Path) -> Result<(), StorageError> {
     }
 }
 
-/// Runs RocksDB's flushes and compactions at the lowest CPU priority (nice 19): a node's
-/// own work — consensus, apply, answering clients — goes first, and the background work
-/// takes the CPU left over. The three validators of a network write the same rows, so their
-/// memtables fill and flush at the same moment; at normal priority a 50 MB flush of the
-/// state map held every node's apply back for about a second, all at once, which was the
-/// commit latency's tail under steady load (docs/performance.md, session 11). The pools
-/// belong to RocksDB's default environment, shared by every database of the process (the
-/// Raft log store sets the same, `veritrace_consensus::log_store`).
-#[cfg(feature = "rocksdb")]
-fn background_work_at_low_priority(opts: &mut rocksdb::Options) -> Result<(), StorageError> {
-    let mut env = rocksdb::Env::new().map_err(|e| StorageError(format!("rocksdb environment: {e}")))?;
-    env.lower_thread_pool_cpu_priority();
-    env.lower_high_priority_thread_pool_cpu_priority();
-    opts.set_env(&env);
-    Ok(())
-}
-
 #[cfg(feature = "rocksdb")]
 impl RocksBackend {
     pub fn open(path: &Path) -> Result<RocksBackend, StorageError> {
         let mut opts = rocksdb::Options::default();
-        background_work_at_low_priority(&mut opts)?;
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);

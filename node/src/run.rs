@@ -67,7 +67,23 @@ impl RunningNode {
     }
 }
 
+/// Runs RocksDB's flushes and compactions at the lowest CPU priority (nice 19), for every
+/// store of the process: the ledger's and the Raft log's share RocksDB's default
+/// environment and its two thread pools, so this is one setting of the process, made once
+/// before they open. A node's own work — consensus, apply, answering clients — goes first,
+/// and the background work takes the CPU left over. The validators of a network write the
+/// same rows, so their memtables fill and flush at the same moment; at normal priority a 50
+/// MB flush of the state map held every node's apply back at once, the commit latency's
+/// tail under steady load (docs/performance.md, session 11).
+pub fn rocksdb_background_at_low_priority() -> Result<()> {
+    let mut env = rocksdb::Env::new().context("RocksDB's default environment")?;
+    env.lower_thread_pool_cpu_priority();
+    env.lower_high_priority_thread_pool_cpu_priority();
+    Ok(())
+}
+
 pub async fn start(cfg: Config) -> Result<RunningNode> {
+    rocksdb_background_at_low_priority()?;
     let genesis_text =
         std::fs::read_to_string(&cfg.genesis).with_context(|| format!("read genesis {}", cfg.genesis.display()))?;
     let genesis = Genesis::from_json(&genesis_text).with_context(|| format!("genesis {}", cfg.genesis.display()))?;
@@ -259,5 +275,43 @@ struct StartingLine<'a> {
 fn stdout_line(line: &impl serde::Serialize) {
     if let Ok(text) = serde_json::to_string(line) {
         let _ = writeln!(std::io::stdout().lock(), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use veritrace_ledger::kv::{Backend, Batch, Cf, PointInTime, RocksBackend};
+
+    /// Nice values of this process' threads named `name`.
+    fn nice_of_threads(name: &str) -> Vec<i64> {
+        let mut nice = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task").flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim() != name {
+                continue;
+            }
+            // Fields after the parenthesised command: state is field 3, nice field 19.
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or_default();
+            if let Some(n) = after.split_whitespace().nth(16).and_then(|f| f.parse().ok()) {
+                nice.push(n);
+            }
+        }
+        nice
+    }
+
+    #[test]
+    fn a_flush_after_the_setting_runs_at_the_lowest_cpu_priority() {
+        super::rocksdb_background_at_low_priority().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let backend = RocksBackend::open(dir.path()).unwrap();
+        let mut batch = Batch::default();
+        batch.put(Cf::Records, b"key".to_vec(), b"value".to_vec());
+        backend.write(batch).unwrap();
+        // The flush is a job of the high-priority pool; its thread lowers itself to the
+        // pool's priority before it runs the job.
+        backend.prepare_view()().unwrap();
+        let nice = nice_of_threads("rocksdb:high");
+        assert!(nice.contains(&19), "a flush thread at nice 19: {nice:?}");
     }
 }
