@@ -4,10 +4,11 @@
 #  1. a 3-member etcd cluster on 127.0.0.1 (Debian package etcd-server, installed with
 #     apt-get when missing; data under a temp dir), measured with `veritrace bench-etcd`:
 #     puts of 256-byte values through etcd's JSON gateway, each client one put at a time;
-#  2. a 3-validator veritrace devnet (every block a synced RocksDB write on every node, every
-#     validator verifying every record's signature when it applies the block), measured with
-#     `veritrace bench`: signed inspection reports and ship/receive pairs, one per request,
-#     each waited for until committed;
+#  2. a 3-validator veritrace devnet (every block a synced Raft log append on every node, whose
+#     ledger write the synced log replays after a crash; every validator verifying every
+#     record's signature when it applies the block), measured with `veritrace bench`:
+#     signed inspection reports and ship/receive pairs, one per request, each waited for
+#     until committed;
 #  3. one table: clients, etcd puts/s, veritrace records/s, ratio, both p99 latencies; and
 #     the commit latency at half of veritrace's peak rate, offered open-loop (`--rate`);
 #  4. on the ledger those runs left, 16 clients each: records in batches of 100, range
@@ -28,7 +29,7 @@ while [ $# -gt 0 ]; do
         --duration) DURATION="$2"; shift 2 ;;
         --clients) CLIENTS="$2"; shift 2 ;;
         --batch) BATCH="$2"; shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
