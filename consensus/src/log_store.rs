@@ -96,6 +96,10 @@ pub struct RocksLogStore {
     held_purge: Option<LogId>,
 }
 
+/// Bytes of a table file RocksDB writes before it hands them to the operating system to
+/// write back (`bytes_per_sync`), as the ledger's store does.
+pub const WRITE_BACK_EVERY_BYTES: u64 = 1024 * 1024;
+
 impl RocksLogStore {
     /// Opens or creates the log store in `dir` (a directory of its own), refusing a
     /// database written in another format version.
@@ -104,6 +108,9 @@ impl RocksLogStore {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // Appends are synced; the table files its flushes write are not, and would reach the
+        // disk in one burst that the next synced append waits behind.
+        opts.set_bytes_per_sync(WRITE_BACK_EVERY_BYTES);
         let cfs = [CF_LOG, CF_META].into_iter().map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir, cfs)
             .map_err(|e| LogStoreError::Open { path: dir.display().to_string(), reason: e.to_string() })?;
@@ -408,6 +415,21 @@ mod tests {
         assert_eq!(range_to_half_open(&(..)), (0, u64::MAX));
         assert_eq!(range_to_half_open(&(5..)), (5, u64::MAX));
         assert_eq!(range_to_half_open(&(..=u64::MAX)), (0, u64::MAX));
+    }
+
+    #[test]
+    fn table_files_are_written_back_as_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(RocksLogStore::open(dir.path()).unwrap());
+        let options = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("OPTIONS-"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect::<Vec<_>>();
+        assert!(!options.is_empty());
+        let setting = format!("bytes_per_sync={WRITE_BACK_EVERY_BYTES}");
+        assert!(options.iter().all(|o| o.lines().any(|l| l.trim() == setting)), "{setting} missing");
     }
 
     #[test]
