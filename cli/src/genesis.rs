@@ -97,7 +97,7 @@ pub struct AddOrgArgs {
     /// Records timed at or after this (unix ms) are refused.
     #[arg(long, value_name = "MS")]
     valid_until_ms: Option<u64>,
-    /// A code prefix the producer may issue under, [SCHEME:]PREFIX; the scheme defaults to
+    /// A code prefix the producer may issue under, `[SCHEME:]PREFIX`; the scheme defaults to
     /// gs1 (a GS1 company prefix, 4 to 12 digits). Repeatable.
     #[arg(long = "prefix", value_name = "[SCHEME:]PREFIX", value_parser = parse_prefix)]
     prefixes: Vec<CodePrefix>,

@@ -61,7 +61,7 @@ pub struct OrgFields {
     /// regulator, inspection_body, producer, platform or logistics (repeatable).
     #[arg(long = "role", value_name = "ROLE", required = true, value_parser = parse_role)]
     roles: Vec<Role>,
-    /// A code prefix the producer may issue under, [SCHEME:]PREFIX; the scheme defaults to
+    /// A code prefix the producer may issue under, `[SCHEME:]PREFIX`; the scheme defaults to
     /// gs1 (a GS1 company prefix). Repeatable.
     #[arg(long = "prefix", value_name = "[SCHEME:]PREFIX", value_parser = parse_prefix)]
     prefixes: Vec<CodePrefix>,

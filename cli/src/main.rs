@@ -6,7 +6,7 @@
 //! in [`records`] (signing and submitting one record per kind), [`import`] (records from a
 //! JSON-lines file, in batches), [`gov`] (governance), [`query`] (traces,
 //! proofs, bundles, checkpoints), [`audit`] (the checkpoint monitor) and [`epcis`] (EPCIS
-//! 2.0 export and import), all through [`client`]; [`bench`] measures a network (and etcd). Exit codes are in [`exit`] and docs/cli.md.
+//! 2.0 export and import), all through [`client`]; [`bench`](mod@bench) measures a network (and etcd). Exit codes are in [`exit`] and docs/cli.md.
 
 use std::process::ExitCode;
 

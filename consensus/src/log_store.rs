@@ -2,7 +2,7 @@
 //!
 //! Layout (part of the on-disk format, versioned by [`STORAGE_VERSION`]):
 //! - column family `raft_log`: log index (u64, big-endian, so key order is index order)
-//!   -> the entry, in [`codec`](crate::codec) bytes;
+//!   -> the entry, in [`codec`] bytes;
 //! - column family `raft_meta`: `format` -> the format version byte; `vote`, `committed`,
 //!   `last_purged` -> codec bytes of the vote and log ids.
 //!

@@ -3,7 +3,7 @@
 //! one of the tests) plugs in without knowing Raft.
 //!
 //! A transport moves one [`RaftRpc`] to a peer and brings back its [`RaftRpcReply`]. On
-//! the wire both are [`codec`](crate::codec) bytes behind [`WIRE_VERSION`], at most
+//! the wire both are [`codec`] bytes behind [`WIRE_VERSION`], at most
 //! [`RPC_BYTES_MAX`] long. The receiving side hands a decoded request to [`RpcServer`],
 //! which calls the local Raft node and enforces the snapshot size limit.
 //!
@@ -42,7 +42,7 @@ pub const PAYLOAD_BYTES_MAX: u64 = RPC_BYTES_MAX - RPC_OVERHEAD_BYTES_MAX;
 pub enum RaftRpc {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
-    /// One chunk of a snapshot; its data go as one byte string (see [`chunk_wire`]).
+    /// One chunk of a snapshot; its data go as one byte string (see `chunk_wire`).
     InstallSnapshot(#[serde(with = "chunk_wire")] InstallSnapshotRequest<TypeConfig>),
 }
 

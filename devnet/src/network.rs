@@ -739,7 +739,7 @@ impl Network {
     /// directory, ports (or a namespace), a config dialling every other node, and every
     /// other node's config naming it (read at their next start; until then they learn its
     /// address when it connects). Returns its entry for the governance record that admits
-    /// it as a validator ([`Network::admit_validator`]): until that record commits, every
+    /// it as a validator ([`crate::admit::add_validator`]): until that record commits, every
     /// peer refuses its connections.
     pub fn add_node(&self, org: &str) -> Result<Validator> {
         let org_id = self.organisation(org)?;

@@ -222,7 +222,7 @@ macro_rules! string_id {
             }
         }
 
-        /// What serde decodes: the canonical form only (see [`canonical_only`]).
+        /// What serde decodes: the canonical form only (see `canonical_only`).
         impl TryFrom<String> for $name {
             type Error = IdError;
             fn try_from(s: String) -> Result<Self, IdError> {
@@ -606,7 +606,7 @@ impl FromStr for SubjectId {
     }
 }
 
-/// What serde decodes: the canonical form only (see [`canonical_only`]).
+/// What serde decodes: the canonical form only (see `canonical_only`).
 impl TryFrom<String> for SubjectId {
     type Error = IdError;
     fn try_from(s: String) -> Result<Self, IdError> {

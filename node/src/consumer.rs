@@ -17,8 +17,8 @@
 //! [`crate::query`]; the store's blocking lock is taken on the blocking pool only.
 //!
 //! The browser checks that each value the page shows in an element marked `data-vt`
-//! equals what the bundle says (`verify.js` has the same rules as [`RecordView::facts`]
-//! and [`ConsumerView::page_facts`]), so the two must change together.
+//! equals what the bundle says (`verify.js` has the same rules as `RecordView::facts`
+//! and `ConsumerView::page_facts`), so the two must change together.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

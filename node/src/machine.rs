@@ -156,7 +156,7 @@ impl Machine for LedgerMachine {
         store.replication_meta().map_err(|e| merr("read raft meta", e))
     }
 
-    /// A handle on the shared store; the view is taken by [`LedgerSnapshotTaker`], off the
+    /// A handle on the shared store; the view is taken by `LedgerSnapshotTaker`, off the
     /// apply path.
     fn snapshot_taker(&self) -> Result<Box<dyn SnapshotTaker>, MachineError> {
         Ok(Box::new(LedgerSnapshotTaker(self.store.clone())))
