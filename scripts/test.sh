@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): set-up, then format check, clippy with -D warnings, the API
-# docs with rustdoc's warnings as errors (broken and private links), and every test of the workspace, then a bounded run of the ledger's fuzz targets (15 s each;
-# docs/faults.md "Fuzzing"). Exits non-zero on the first failure.
+# docs with rustdoc's warnings as errors (broken and private links), and every test of the
+# workspace, then a bounded run of the ledger's fuzz targets (15 s each; docs/faults.md
+# "Fuzzing"). Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
