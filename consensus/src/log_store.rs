@@ -98,7 +98,7 @@ pub struct RocksLogStore {
 
 /// Bytes of a table file RocksDB writes before it hands them to the operating system to
 /// write back (`bytes_per_sync`), as the ledger's store does.
-pub const WRITE_BACK_EVERY_BYTES: u64 = 1024 * 1024;
+const WRITE_BACK_EVERY_BYTES: u64 = 1024 * 1024;
 
 impl RocksLogStore {
     /// Opens or creates the log store in `dir` (a directory of its own), refusing a

@@ -867,25 +867,17 @@ mod tests {
     fn the_database_writes_back_its_files_as_it_goes() {
         let dir = tempfile::tempdir().unwrap();
         drop(RocksBackend::open(dir.path()).unwrap());
-        let options = latest_options_file(dir.path());
-        for setting in ["bytes_per_sync", "wal_bytes_per_sync"] {
-            assert!(
-                options.lines().any(|l| l.trim() == format!("{setting}={WRITE_BACK_EVERY_BYTES}")),
-                "{setting} is not {WRITE_BACK_EVERY_BYTES} in the options RocksDB wrote"
-            );
-        }
-    }
-
-    /// The text of the newest `OPTIONS-*` file RocksDB wrote in `dir`.
-    #[cfg(feature = "rocksdb")]
-    fn latest_options_file(dir: &Path) -> String {
-        let newest = std::fs::read_dir(dir)
+        // Every OPTIONS file RocksDB wrote as it opened holds the settings in force.
+        let options: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with("OPTIONS-"))
-            .max_by_key(|n| n["OPTIONS-".len()..].parse::<u64>().unwrap_or(0))
-            .expect("an OPTIONS file");
-        std::fs::read_to_string(dir.join(newest)).unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("OPTIONS-"))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        assert!(!options.is_empty());
+        for setting in ["bytes_per_sync", "wal_bytes_per_sync"].map(|s| format!("{s}={WRITE_BACK_EVERY_BYTES}")) {
+            assert!(options.iter().all(|o| o.lines().any(|l| l.trim() == setting)), "{setting} missing");
+        }
     }
 
     #[test]
