@@ -348,16 +348,16 @@ pub type PrepareView = Box<dyn FnOnce() -> Result<(), StorageError> + Send>;
 /// change: a snapshot is exported from it while the backend goes on taking blocks.
 pub trait PointInTime: Backend {
     type View: Backend + 'static;
-    /// The copy. It costs what the backend needs to freeze its state (RocksDB: a memtable
-    /// flush and hard links), not a copy of the data; the memory backend copies, being for
-    /// tests.
+    /// The copy. It costs what the backend needs to freeze its state (RocksDB: hard links,
+    /// and a copy of the write-ahead log written since the last flush), not a copy of the
+    /// data; the memory backend copies, being for tests.
     fn point_in_time(&self) -> Result<Self::View, StorageError>;
 
     /// Work that makes the next [`PointInTime::point_in_time`] quick, to run first on any
     /// thread while writes go on (the caller need not hold the backend, nor whatever lock
-    /// guards it): on RocksDB, flushing the memtables, which the checkpoint would otherwise
-    /// flush itself, so it then flushes only what was written since. It changes no data; a
-    /// view is just as correct without it.
+    /// guards it): on RocksDB, flushing the memtables, so that the write-ahead log the
+    /// checkpoint copies holds only what was written since. It changes no data; a view is
+    /// just as correct without it.
     fn prepare_view(&self) -> PrepareView;
 }
 
@@ -445,6 +445,11 @@ pub const BLOCK_CACHE_BYTES: usize = 256 * 1024 * 1024;
 /// network at once.
 #[cfg(feature = "rocksdb")]
 pub const WRITE_BACK_EVERY_BYTES: u64 = 1024 * 1024;
+
+/// `log_size_for_flush` of a checkpoint: a write-ahead log of any size is copied rather than
+/// flushed (see [`RocksBackend`]'s [`PointInTime`]).
+#[cfg(feature = "rocksdb")]
+const CHECKPOINT_NEVER_FLUSHES: u64 = u64::MAX;
 
 #[cfg(feature = "rocksdb")]
 fn rerr(what: &str, e: rocksdb::Error) -> StorageError {
@@ -824,9 +829,19 @@ impl Backend for RocksView {
     }
 }
 
-/// A checkpoint: RocksDB flushes the memtables and hard-links the table files into a new
-/// directory, so the view costs a flush, not a copy, and the files it holds stay on disk
-/// until it is dropped even if compaction replaces them meanwhile.
+/// A checkpoint: RocksDB hard-links the table files into a new directory and copies the
+/// write-ahead log written since the memtables were last flushed, which the view replays
+/// into memory as it opens. So the view costs a few megabytes of copy, not a copy of the
+/// data nor a flush, and the table files it holds stay on disk until it is dropped even if
+/// compaction replaces them meanwhile.
+///
+/// It does not flush: the caller holds whatever keeps writes out while the view is taken
+/// (the node: its store's lock, which every apply waits for), and a flush then would run on
+/// RocksDB's background threads, at the lowest CPU priority, while the foreground that
+/// needs the lock keeps the cores busy. Under steady load at half of the peak that made
+/// 0.27–0.55 s of applies wait (docs/performance.md, session 13).
+/// [`PointInTime::prepare_view`] still flushes, with no lock held, so the log to copy is
+/// short.
 #[cfg(feature = "rocksdb")]
 impl PointInTime for RocksBackend {
     type View = RocksView;
@@ -838,7 +853,9 @@ impl PointInTime for RocksBackend {
         // From here the directory is the view's to remove, whatever fails.
         let view = RocksView { backend: std::sync::OnceLock::new(), dir };
         let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| rerr("checkpoint", e))?;
-        checkpoint.create_checkpoint(&view.dir).map_err(|e| rerr("checkpoint", e))?;
+        checkpoint
+            .create_checkpoint_with_log_size(&view.dir, CHECKPOINT_NEVER_FLUSHES)
+            .map_err(|e| rerr("checkpoint", e))?;
         Ok(view)
     }
 
@@ -878,6 +895,26 @@ mod tests {
         for setting in ["bytes_per_sync", "wal_bytes_per_sync"].map(|s| format!("{s}={WRITE_BACK_EVERY_BYTES}")) {
             assert!(options.iter().all(|o| o.lines().any(|l| l.trim() == setting)), "{setting} missing");
         }
+    }
+
+    #[test]
+    #[cfg(feature = "rocksdb")]
+    fn a_view_holds_what_was_not_flushed_and_taking_it_flushes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let rocks = RocksBackend::open(dir.path()).unwrap();
+        let put = |key: &[u8], value: &[u8]| {
+            let mut batch = Batch::default();
+            batch.put(Cf::Records, key.to_vec(), value.to_vec());
+            rocks.write(batch.without_sync()).unwrap();
+        };
+        put(b"before", b"1");
+        let view = rocks.point_in_time().unwrap();
+        put(b"after", b"2");
+        // The write before the view is only in the memtable and its log: the view replays it.
+        assert!(rocks.db.live_files().unwrap().is_empty(), "the checkpoint flushed the memtables");
+        assert_eq!(view.get(Cf::Records, b"before").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(view.get(Cf::Records, b"after").unwrap(), None);
+        assert_eq!(rocks.get(Cf::Records, b"after").unwrap(), Some(b"2".to_vec()));
     }
 
     #[test]

@@ -356,9 +356,10 @@ impl<B: Backend> Store<B> {
 
     /// The ledger as it is now, to export as a snapshot stream (module [`crate::snapshot`],
     /// what a new or far-behind node installs) while this store goes on taking blocks: the
-    /// store is held only while the view is taken (on RocksDB a checkpoint: a memtable flush
-    /// and hard links, whatever the ledger's size; run [`Store::prepare_snapshot_view`]
-    /// first, without the store, and the flush is short). The view's head and replication
+    /// store is held only while the view is taken (on RocksDB a checkpoint: hard links and a
+    /// copy of the write-ahead log since the last flush, whatever the ledger's size; run
+    /// [`Store::prepare_snapshot_view`] first, without the store, and the copy is short).
+    /// The view's head and replication
     /// metadata are those of the data in it. See [`SnapshotView::export_to`].
     pub fn snapshot_view(&self) -> Result<SnapshotView<B::View>, StoreError>
     where
@@ -373,7 +374,8 @@ impl<B: Backend> Store<B> {
 
     /// The slow part of [`Store::snapshot_view`], to run first while blocks go on being
     /// applied: the caller holds the store only to get it, not to run it (on RocksDB it
-    /// flushes the memtables, seconds at a million records, so the view's own flush is short).
+    /// flushes the memtables, seconds at a million records, so the write-ahead log the view
+    /// copies is short).
     pub fn prepare_snapshot_view(&self) -> crate::kv::PrepareView
     where
         B: PointInTime,
