@@ -240,7 +240,9 @@ impl Config {
             heartbeat_interval_ms: self.raft.heartbeat_ms,
             election_timeout_min_ms: self.raft.election_timeout_min_ms,
             election_timeout_max_ms: self.raft.election_timeout_max_ms,
-            snapshot_policy: openraft_policy(self.raft.snapshot_interval),
+            // Every `snapshot_interval` entries, at a phase of this node's own:
+            // `crate::snapshots::schedule` asks openraft when.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             snapshot_logs_to_keep: snapshot_logs_to_keep(self.raft.snapshot_interval),
             payload_entries_max: APPEND_ENTRIES_BLOCKS_MAX,
             snapshot_chunk_bytes_max: self.raft.snapshot_chunk_bytes,
@@ -258,10 +260,6 @@ impl Config {
 /// kept catches up by snapshot.
 fn snapshot_logs_to_keep(interval: u64) -> u64 {
     interval.saturating_mul(2).min(veritrace_consensus::ConsensusConfig::default().snapshot_logs_to_keep)
-}
-
-fn openraft_policy(n: u64) -> openraft::SnapshotPolicy {
-    openraft::SnapshotPolicy::LogsSinceLast(n)
 }
 
 /// Reads an ed25519 key file (the format of `veritrace key gen`, docs/cli.md).

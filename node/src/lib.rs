@@ -11,7 +11,7 @@
 //!   membership;
 //! - [`grpc`] / [`serve`]: the listeners; [`query`]: the read queries of the API;
 //!   [`consumer`]: the consumer page, its JSON, bundle and QR codes ([`qr`]);
-//!   [`run`]: start and stop.
+//!   [`run`]: start and stop; [`snapshots`]: when this node builds its snapshots.
 //!
 //! Architecture invariant: the node holds no ledger logic of its own; rules live in the
 //! ledger crate and Raft in openraft.
@@ -27,3 +27,4 @@ pub mod query;
 pub mod run;
 pub mod serve;
 pub mod service;
+pub mod snapshots;

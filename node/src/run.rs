@@ -40,6 +40,7 @@ pub struct RunningNode {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// The listeners and the snapshot schedule: each ends once `shutdown` is set.
     servers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -207,7 +208,8 @@ pub async fn start(cfg: Config) -> Result<RunningNode> {
     let http_addr = http.local_addr()?;
     let servers = vec![
         tokio::spawn(crate::serve::grpc(services.clone(), grpc, shutdown_rx.clone())),
-        tokio::spawn(crate::serve::http(services.clone(), http, shutdown_rx)),
+        tokio::spawn(crate::serve::http(services.clone(), http, shutdown_rx.clone())),
+        tokio::spawn(crate::snapshots::schedule(services.raft.clone(), cfg.raft.snapshot_interval, shutdown_rx)),
     ];
     tracing::info!(%grpc_addr, %http_addr, "serving");
     Ok(RunningNode { services, grpc_addr, http_addr, shutdown, servers })

@@ -1,0 +1,105 @@
+//! When this node builds its snapshots: every `raft.snapshot_interval` applied entries, at a
+//! phase of the interval of its own, so that the members of a network do not all build at
+//! the same log index.
+//!
+//! openraft's own policy (`LogsSinceLast`) snapshots every member at the same index, since
+//! they apply the same log: a flush of every column family, a checkpoint and a file of
+//! hundreds of MB, on every validator at once. On a machine the members share, or behind a
+//! leader that needs a quorum of them, that is one stall of all of them instead of three
+//! smaller ones apart (docs/performance.md, session 13). So openraft is told never to
+//! snapshot on its own (`SnapshotPolicy::Never`) and [`schedule`] asks it to, through
+//! `Raft::trigger`, when this node reaches its next index of [`next_snapshot_at`].
+
+use openraft::LogIdOptionExt;
+use tokio::sync::watch;
+use veritrace_consensus::ConsensusRaft;
+
+/// The applied log index at which a member builds its next snapshot.
+///
+/// The members, in the order of their Raft ids, take phases spread evenly over the interval:
+/// member `rank` of `members` snapshots at `interval · rank / members + k · interval`. The
+/// next of those indexes comes at least half an interval after `since` (the newest snapshot
+/// this node has, or the index it last asked one at), so a snapshot installed from the
+/// leader, whose index is the leader's phase, is not followed by one of this node's own a
+/// few entries later. Between two snapshots there are half an interval to one and a half.
+pub fn next_snapshot_at(interval: u64, rank: u64, members: u64, since: u64) -> u64 {
+    let interval = interval.max(1);
+    let phase = ((u128::from(interval) * u128::from(rank)) / u128::from(members.max(1))) as u64 % interval;
+    let floor = since.saturating_add(interval / 2);
+    if floor < phase {
+        return phase;
+    }
+    let steps = (floor - phase) / interval + 1;
+    phase.saturating_add(steps.saturating_mul(interval))
+}
+
+/// Asks Raft for a snapshot each time this node's applied index reaches
+/// [`next_snapshot_at`], until `shutdown` is set or Raft stops. The node's rank and the
+/// number of members are read from the membership in force, so they follow governance.
+pub async fn schedule(raft: ConsensusRaft, interval: u64, mut shutdown: watch::Receiver<bool>) {
+    let mut metrics = raft.metrics();
+    let mut asked_at = 0;
+    loop {
+        let (applied, due) = {
+            let m = metrics.borrow_and_update();
+            let ids: Vec<u64> = m.membership_config.membership().nodes().map(|(id, _)| *id).collect();
+            let rank = ids.iter().position(|id| *id == m.id).unwrap_or(0) as u64;
+            let since = m.snapshot.index().unwrap_or(0).max(asked_at);
+            let applied = m.last_applied.index().unwrap_or(0);
+            (applied, next_snapshot_at(interval, rank, ids.len() as u64, since))
+        };
+        if applied >= due {
+            tracing::info!(applied, due, "asking for a snapshot");
+            if let Err(e) = raft.trigger().snapshot().await {
+                tracing::warn!(error = %e, "raft stopped; snapshots are no longer scheduled");
+                return;
+            }
+            asked_at = applied;
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_member_snapshots_every_interval_at_a_phase_of_its_own() {
+        let (interval, members) = (900, 3);
+        let run = |rank| {
+            let mut at = vec![next_snapshot_at(interval, rank, members, 0)];
+            while at.len() < 4 {
+                at.push(next_snapshot_at(interval, rank, members, *at.last().unwrap()));
+            }
+            at
+        };
+        assert_eq!(run(0), [900, 1800, 2700, 3600]);
+        assert_eq!(run(1), [1200, 2100, 3000, 3900]);
+        assert_eq!(run(2), [600, 1500, 2400, 3300]);
+        // A node that built its snapshot a few entries late keeps its phase.
+        assert_eq!(next_snapshot_at(interval, 1, members, 1207), 2100);
+    }
+
+    #[test]
+    fn after_an_installed_snapshot_the_next_own_one_is_at_least_half_an_interval_away() {
+        for since in [0, 1, 299, 300, 301, 599, 600, 601, 1_000_003] {
+            for rank in 0..4 {
+                let next = next_snapshot_at(600, rank, 4, since);
+                assert!(next >= since + 300 && next <= since + 900, "rank {rank} since {since}: {next}");
+                assert_eq!(next % 600, 150 * rank, "rank {rank} keeps its phase");
+            }
+        }
+    }
+
+    #[test]
+    fn odd_inputs_give_an_index_not_a_panic() {
+        assert_eq!(next_snapshot_at(1, 0, 1, 0), 1);
+        assert_eq!(next_snapshot_at(0, 0, 0, 5), 6);
+        assert_eq!(next_snapshot_at(1000, 5, 3, 0), 1000 * 5 / 3 % 1000);
+        assert_eq!(next_snapshot_at(u64::MAX, 1, 2, u64::MAX), u64::MAX);
+    }
+}
