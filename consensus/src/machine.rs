@@ -525,9 +525,9 @@ impl<M: Machine> RaftStateMachine<TypeConfig> for MachineStore<M> {
 
 /// Runs `work` on a thread of its own at the lowest CPU priority (nice 19) and waits for it:
 /// writing a snapshot out is seconds of CPU at a million records, and the node's own work
-/// (consensus, apply, answering clients) must go first. The validators of a network build
-/// their snapshots at about the same log index; at normal priority, three of them writing
-/// out 150 MB each on a machine busy at half of the peak made a second's commit latency.
+/// (consensus, apply, answering clients) must go first. At normal priority, three
+/// validators writing out 150 MB each on a shared machine busy at half of the peak were
+/// most of a second's commit latency (docs/performance.md, session 13).
 /// A thread of its own, because a thread's priority cannot be raised again without
 /// privileges, and the blocking pool's threads are shared.
 fn in_background<R: Send>(work: impl FnOnce() -> R + Send) -> Result<R, MachineStoreError> {
