@@ -42,6 +42,9 @@ pub struct RunningNode {
     shutdown: tokio::sync::watch::Sender<bool>,
     /// The listeners and the snapshot schedule: each ends once `shutdown` is set.
     servers: Vec<tokio::task::JoinHandle<()>>,
+    /// This process' claim on the data directory ([`claim_data_dir`]), let go when the
+    /// node is dropped.
+    _data_dir: DataDirClaim,
 }
 
 impl RunningNode {
@@ -113,7 +116,7 @@ pub async fn start(cfg: Config) -> Result<RunningNode> {
     let members = Members::from_genesis(&genesis, configured, &node_id, &cfg.p2p_listen)?;
 
     let startup = Startup::new();
-    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("create {}", cfg.data_dir.display()))?;
+    let data_dir_claim = claim_data_dir(&cfg.data_dir)?;
     let ledger_dir = cfg.data_dir.join("ledger");
     let ledger_genesis = genesis.clone();
     let store = startup
@@ -212,7 +215,60 @@ pub async fn start(cfg: Config) -> Result<RunningNode> {
         tokio::spawn(crate::snapshots::schedule(services.raft.clone(), cfg.raft.snapshot_interval, shutdown_rx)),
     ];
     tracing::info!(%grpc_addr, %http_addr, "serving");
-    Ok(RunningNode { services, grpc_addr, http_addr, shutdown, servers })
+    Ok(RunningNode { services, grpc_addr, http_addr, shutdown, servers, _data_dir: data_dir_claim })
+}
+
+/// The lock file in a data directory, held by the node that uses it.
+pub const DATA_DIR_LOCK: &str = "node.lock";
+
+/// A claim on a data directory: an exclusive lock on its [`DATA_DIR_LOCK`] file, held
+/// while this lives (the kernel lets it go when the process ends, however it ends).
+#[derive(Debug)]
+pub struct DataDirClaim {
+    _file: std::fs::File,
+}
+
+/// Creates `dir` if missing and claims it for this node, before anything in it is opened
+/// or removed. A second node given the same directory (a copied config, a launcher
+/// started twice) stops here with a message that names the directory and the process
+/// holding it, and changes nothing in it.
+pub fn claim_data_dir(dir: &std::path::Path) -> Result<DataDirClaim> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create data_dir {}", dir.display()))?;
+    let path = dir.join(DATA_DIR_LOCK);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = match holder.trim() {
+                "" => String::from("another process"),
+                pid => format!("process {pid}"),
+            };
+            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+            bail!(
+                "data_dir {} is in use by {holder} (it holds {}): stop that node first, or give \
+                 this one a data_dir of its own",
+                dir.display(),
+                dir.join(DATA_DIR_LOCK).display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("lock {}", path.display()));
+        }
+    }
+    // Who holds it, for the message above; the lock, not this text, is the claim.
+    use std::io::Seek;
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(DataDirClaim { _file: file })
 }
 
 /// How long shutdown may take before the process exits anyway.
@@ -315,5 +371,28 @@ mod tests {
         backend.prepare_view()().unwrap();
         let nice = nice_of_threads("rocksdb:high");
         assert!(nice.contains(&19), "a flush thread at nice 19: {nice:?}");
+    }
+
+    #[test]
+    fn a_data_dir_is_claimed_by_one_node_at_a_time() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        let claim = super::claim_data_dir(&dir).unwrap();
+        let lock = dir.join(super::DATA_DIR_LOCK);
+        assert_eq!(std::fs::read_to_string(&lock).unwrap(), format!("{}\n", std::process::id()));
+
+        // A second claim (another open of the file, as another process would make) fails,
+        // naming the directory and the holder, and leaves the file as it was.
+        let err = format!("{:#}", super::claim_data_dir(&dir).unwrap_err());
+        let shown = std::fs::canonicalize(&dir).unwrap();
+        assert!(
+            err.contains(&format!("data_dir {} is in use by process {}", shown.display(), std::process::id())),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(&lock).unwrap(), format!("{}\n", std::process::id()));
+
+        // Let go, the directory can be claimed again.
+        drop(claim);
+        let _again = super::claim_data_dir(&dir).unwrap();
     }
 }

@@ -797,6 +797,7 @@ async fn every_bad_input_is_refused_with_its_reason_and_changes_nothing() {
 
     // ---- a peer with an unknown identity; Raft messages from a non-member ----
     intruder(&net).await;
+    twin(&net).await;
 
     let end = heads(&net).await;
     println!(
@@ -874,6 +875,39 @@ async fn intruder(net: &Network) {
     assert_eq!(net.leader(), leader);
     assert_unchanged(net, &before, Checked::Precheck, "intruder").await;
     println!("catalogue: intruder {peer_id} refused by {:?}; terms {terms:?} unchanged", &nodes[1..]);
+}
+
+/// A second node process started on a running node's config (its own ports, the same
+/// data directory: a copied config, a launcher started twice) stops at once with a
+/// message naming the directory and the process that holds it; the running node and the
+/// network carry on, and nothing in the directory is touched.
+async fn twin(net: &Network) {
+    let before = heads(net).await;
+    let leader = net.leader();
+    let config_path = net.config_path("node-1").expect("config path");
+    let mut config = NodeConfigFile::read(&config_path).expect("config");
+    config.p2p_listen = "/ip4/127.0.0.1/tcp/0".into();
+    config.grpc_listen = "127.0.0.1:0".into();
+    config.http_listen = "127.0.0.1:0".into();
+    let dir = config_path.parent().expect("config dir");
+    let twin_path = dir.join("twin.toml");
+    std::fs::write(&twin_path, config.to_toml().expect("config toml")).expect("write twin config");
+    let bin = veritrace_devnet::locate::node_binary_for_tests().expect("node binary");
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.arg("--config").arg(&twin_path).current_dir(dir).kill_on_drop(true);
+    let out = tokio::time::timeout(WAIT, cmd.output()).await.expect("the twin exits").expect("run the twin");
+    std::fs::remove_file(&twin_path).expect("remove twin config");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the twin ran: {stderr}");
+    let holder = net.pid("node-1").expect("pid").expect("node-1 runs");
+    let data_dir = std::fs::canonicalize(net.data_dir("node-1").expect("data dir")).expect("canonical data dir");
+    assert!(stderr.contains(&format!("data_dir {} is in use by process {holder}", data_dir.display())), "{stderr}");
+
+    assert_eq!(net.leader(), leader);
+    status(net, "node-1").await;
+    assert_unchanged(net, &before, Checked::Precheck, "twin").await;
+    let said = stderr.lines().find(|l| l.contains("is in use by")).unwrap_or_default();
+    println!("catalogue: a twin of node-1 on its data_dir refused: {}", said.trim());
 }
 
 /// Polls `probe` until it answers, for at most [`WAIT`].
