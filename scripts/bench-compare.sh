@@ -40,9 +40,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+# Cargo's flag for the profile, and the directory its binaries land in.
 case "$PROFILE" in
-    release) PROFILE_FLAG=(--release) ;;
-    dev) PROFILE_FLAG=() ;;
+    release) PROFILE_FLAG=(--release); PROFILE_DIR=release ;;
+    dev) PROFILE_FLAG=(); PROFILE_DIR=debug ;;
     *) echo "--profile must be release or dev, not: $PROFILE" >&2; exit 2 ;;
 esac
 
@@ -52,7 +53,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT/scripts/setup.sh"
 TARGET=$CARGO_TARGET_DIR
 # The devnet starts the veritrace-node beside this veritrace (the same profile).
-if [ "$PROFILE" = dev ]; then VT="$TARGET/debug/veritrace"; else VT="$TARGET/release/veritrace"; fi
+VT="$TARGET/$PROFILE_DIR/veritrace"
 
 echo "== building (cargo build --workspace --bins ${PROFILE_FLAG[*]})"
 (cd "$ROOT" && cargo build --workspace --bins --locked "${PROFILE_FLAG[@]}")

@@ -41,12 +41,11 @@
 //! pool and writes it out on a thread of its own at the lowest CPU priority while the
 //! machine goes on applying (openraft runs `build_snapshot` in a task of its own), so
 //! neither taking a large copy nor writing it stalls applies, and writing it takes only the
-//! CPU the node's own work leaves. The copy names its own
-//! last-applied id and membership, from the blob stored with its data, so they match it
-//! whatever was applied meanwhile (see [`MachineSnapshotBuilder`]). The
-//! directory holds one current
-//! snapshot: a data file `<n>.snap` and the pointer `current.meta` (version byte,
-//! metadata, the data file's number and length). A snapshot becomes current by fsync of
+//! CPU the node's own work leaves. The copy names its own last-applied id and membership,
+//! from the blob stored with its data, so they match it whatever was applied meanwhile (see
+//! [`MachineSnapshotBuilder`]). The directory holds one current snapshot: a data file
+//! `<n>.snap` and the pointer `current.meta` (version byte, metadata, the data file's
+//! number and length). A snapshot becomes current by fsync of
 //! its data file, rename from its temporary name, a new pointer written to a temporary,
 //! fsynced and renamed over the old, and fsync of the directory; only then is the old data
 //! file removed. A crash leaves the old snapshot or the new one; leftovers are removed on

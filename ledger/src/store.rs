@@ -359,8 +359,8 @@ impl<B: Backend> Store<B> {
     /// store is held only while the view is taken (on RocksDB a checkpoint: hard links and a
     /// copy of the write-ahead log since the last flush, whatever the ledger's size; run
     /// [`Store::prepare_snapshot_view`] first, without the store, and the copy is short).
-    /// The view's head and replication
-    /// metadata are those of the data in it. See [`SnapshotView::export_to`].
+    /// The view's head and replication metadata are those of the data in it. See
+    /// [`SnapshotView::export_to`].
     pub fn snapshot_view(&self) -> Result<SnapshotView<B::View>, StoreError>
     where
         B: PointInTime,

@@ -250,8 +250,8 @@ impl RestoreStager for LedgerStager {
 /// checkpoint is taken under the store's read lock: hard links, and a copy of the
 /// write-ahead log written since that flush (no flush under the lock). The read lock keeps
 /// applies and installs (which take the write lock) out of the checkpoint, so the view
-/// holds whole blocks with the Raft metadata written with them. (A RocksDB snapshot would borrow the database the lock guards, so it could not
-/// outlive the guard.)
+/// holds whole blocks with the Raft metadata written with them. (A RocksDB snapshot would
+/// borrow the database the lock guards, so it could not outlive the guard.)
 struct LedgerSnapshotTaker(SharedStore);
 
 impl SnapshotTaker for LedgerSnapshotTaker {

@@ -236,7 +236,6 @@ pub fn claim_data_dir(dir: &std::path::Path) -> Result<DataDirClaim> {
     std::fs::create_dir_all(dir).with_context(|| format!("create data_dir {}", dir.display()))?;
     let path = dir.join(DATA_DIR_LOCK);
     let mut file = std::fs::OpenOptions::new()
-        .read(true)
         .write(true)
         .create(true)
         .truncate(false)
@@ -262,10 +261,9 @@ pub fn claim_data_dir(dir: &std::path::Path) -> Result<DataDirClaim> {
             return Err(e).with_context(|| format!("lock {}", path.display()));
         }
     }
-    // Who holds it, for the message above; the lock, not this text, is the claim.
-    use std::io::Seek;
+    // Who holds it, for the message above; the lock, not this text, is the claim. Nothing
+    // was read or written through `file` yet, so it writes from the start.
     file.set_len(0)
-        .and_then(|()| file.rewind())
         .and_then(|()| writeln!(file, "{}", std::process::id()))
         .with_context(|| format!("write {}", path.display()))?;
     Ok(DataDirClaim { _file: file })

@@ -96,6 +96,18 @@ pub async fn status(net: &Network, node: &str) -> pb::StatusResponse {
     client(net, node).await.status(pb::StatusRequest {}).await.expect("status").into_inner()
 }
 
+/// Polls `probe` every 200 ms until it answers; panics after [`WAIT`], naming `what`.
+pub async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits until the nodes report the same height and roots; returns one of their statuses.
 pub async fn agree(net: &Network, nodes: &[String]) -> pb::StatusResponse {
     let deadline = Instant::now() + WAIT;

@@ -12,7 +12,7 @@
 //! height grows by one while the log and the state map stay as they were (apply merges a
 //! record's changes only when it is accepted; receipts live outside both).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use prost::Message;
 use prost::bytes::{Buf, BufMut};
@@ -908,16 +908,4 @@ async fn twin(net: &Network) {
     assert_unchanged(net, &before, Checked::Precheck, "twin").await;
     let said = stderr.lines().find(|l| l.contains("is in use by")).unwrap_or_default();
     println!("catalogue: a twin of node-1 on its data_dir refused: {}", said.trim());
-}
-
-/// Polls `probe` until it answers, for at most [`WAIT`].
-async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

@@ -168,11 +168,10 @@ async fn demo_network(observers: u32) -> (Network, DemoReport) {
     let report = play(&target, &mut |_| {}).await.expect("the demo plays");
     assert!(report.failures().is_empty(), "{:?}", report.failures());
     let page = format!("/{}", code(&report, "a tin sold").code);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !get(report.http, &page, &[HTML]).await.text().contains(ALL_SIGNED) {
-        assert!(tokio::time::Instant::now() < deadline, "{page} never named all three validators' signatures");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(&format!("{page} to name all three validators' signatures"), async || {
+        get(report.http, &page, &[HTML]).await.text().contains(ALL_SIGNED).then_some(())
+    })
+    .await;
     (net, report)
 }
 
