@@ -151,6 +151,8 @@ pub fn status(a: &StatusArgs, out: &Out) -> Result<(), Failure> {
             "state_root": hex::encode(&s.state_root),
             "complete_checkpoint_height": s.complete_checkpoint_height,
             "peers": s.peers, "voters": s.voters, "learners": s.learners,
+            "raft_last_log_index": s.raft_last_log_index, "raft_applied_index": s.raft_applied_index,
+            "raft_snapshot_index": s.raft_snapshot_index, "raft_purged_index": s.raft_purged_index,
         }),
         || {
             let leader = if s.leader.is_empty() { "none".to_string() } else { s.leader.clone() };
@@ -158,6 +160,7 @@ pub fn status(a: &StatusArgs, out: &Out) -> Result<(), Failure> {
                 "node {} ({}) of ledger {}, leader {leader}\n\
                  height {}, log size {}, complete checkpoint at height {}\n\
                  log root   {}\nstate root {}\n\
+                 raft log to index {}, applied {}, snapshot at {}, purged to {}\n\
                  voters {}\nlearners {}\nconnected peers {}",
                 s.node_id,
                 s.role,
@@ -167,6 +170,10 @@ pub fn status(a: &StatusArgs, out: &Out) -> Result<(), Failure> {
                 s.complete_checkpoint_height,
                 hex::encode(&s.log_root),
                 hex::encode(&s.state_root),
+                s.raft_last_log_index,
+                s.raft_applied_index,
+                s.raft_snapshot_index,
+                s.raft_purged_index,
                 s.voters.join(", "),
                 if s.learners.is_empty() { "none".into() } else { s.learners.join(", ") },
                 s.peers.len()

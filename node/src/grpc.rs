@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use openraft::LogIdOptionExt;
 use prost::Message;
 use tonic::{Code, Request, Response, Status};
 use veritrace_ledger::apply::RejectCode;
@@ -173,6 +174,10 @@ impl pb::ledger_server::Ledger for LedgerApi {
             peers,
             voters,
             learners,
+            raft_last_log_index: metrics.last_log_index.unwrap_or(0),
+            raft_applied_index: metrics.last_applied.index().unwrap_or(0),
+            raft_snapshot_index: metrics.snapshot.index().unwrap_or(0),
+            raft_purged_index: metrics.purged.index().unwrap_or(0),
         }))
     }
 

@@ -8,6 +8,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use openraft::LogIdOptionExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use veritrace_proto::v1 as pb;
@@ -91,13 +92,21 @@ async fn metrics(State(s): State<Arc<Services>>) -> (StatusCode, String) {
          # HELP veritrace_complete_checkpoint_height Latest checkpoint with a validator quorum.\n# TYPE veritrace_complete_checkpoint_height gauge\nveritrace_complete_checkpoint_height {}\n\
          # HELP veritrace_raft_term Current Raft term.\n# TYPE veritrace_raft_term gauge\nveritrace_raft_term {}\n\
          # HELP veritrace_is_leader 1 on the Raft leader.\n# TYPE veritrace_is_leader gauge\nveritrace_is_leader {}\n\
-         # HELP veritrace_checkpoint_conflicts_total Checkpoint signatures received on a header other than this node's at that height (evidence kept in data_dir/evidence).\n# TYPE veritrace_checkpoint_conflicts_total counter\nveritrace_checkpoint_conflicts_total {}\n",
+         # HELP veritrace_checkpoint_conflicts_total Checkpoint signatures received on a header other than this node's at that height (evidence kept in data_dir/evidence).\n# TYPE veritrace_checkpoint_conflicts_total counter\nveritrace_checkpoint_conflicts_total {}\n\
+         # HELP veritrace_raft_last_log_index Index of the last entry in this node's Raft log.\n# TYPE veritrace_raft_last_log_index gauge\nveritrace_raft_last_log_index {}\n\
+         # HELP veritrace_raft_applied_index Index of the last Raft entry applied.\n# TYPE veritrace_raft_applied_index gauge\nveritrace_raft_applied_index {}\n\
+         # HELP veritrace_raft_snapshot_index Index of the last Raft entry in this node's snapshot.\n# TYPE veritrace_raft_snapshot_index gauge\nveritrace_raft_snapshot_index {}\n\
+         # HELP veritrace_raft_purged_index Raft entries up to this index are deleted from the log.\n# TYPE veritrace_raft_purged_index gauge\nveritrace_raft_purged_index {}\n",
         head.height,
         head.log_size,
         s.complete_height(),
         m.current_term,
         leader,
-        s.checkpoint_conflicts()
+        s.checkpoint_conflicts(),
+        m.last_log_index.unwrap_or(0),
+        m.last_applied.index().unwrap_or(0),
+        m.snapshot.index().unwrap_or(0),
+        m.purged.index().unwrap_or(0),
     );
     (StatusCode::OK, body)
 }

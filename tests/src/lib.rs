@@ -108,6 +108,20 @@ pub async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) 
     }
 }
 
+/// Waits until each of `nodes` has built a snapshot and purged its Raft log past the first
+/// entry, so that a member starting from nothing can only catch up by snapshot. A snapshot
+/// is built in the background a while after its index is applied (seconds on a loaded
+/// machine), so a test that restarts a wiped member right after the others agree would
+/// otherwise race it and may catch up from the log instead.
+pub async fn log_purged(net: &Network, nodes: &[String]) {
+    for n in nodes {
+        wait_for(&format!("{n} to purge its raft log"), async || {
+            (status(net, n).await.raft_purged_index > 0).then_some(())
+        })
+        .await;
+    }
+}
+
 /// Waits until the nodes report the same height and roots; returns one of their statuses.
 pub async fn agree(net: &Network, nodes: &[String]) -> pb::StatusResponse {
     let deadline = Instant::now() + WAIT;

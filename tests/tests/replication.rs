@@ -14,7 +14,7 @@ use veritrace_devnet::Network;
 use veritrace_ledger::record::SignedRecord;
 use veritrace_proto::v1 as pb;
 use veritrace_proto::v1::ledger_client::LedgerClient;
-use veritrace_tests::{WAIT, agree, client, issue, network};
+use veritrace_tests::{WAIT, agree, client, issue, log_purged, network, status};
 
 /// Longest a fail-over may take, from kill -9 of the leader until the first record
 /// submitted after it is committed. The printed figure is the one docs quote.
@@ -174,6 +174,7 @@ async fn a_wiped_node_catches_up_by_snapshot() {
     submit_all(&net, &others, recs, 20).await;
     let before = agree(&net, &others).await;
     assert!(before.height > 40, "enough blocks for compaction: {}", before.height);
+    log_purged(&net, &others).await;
     let t = Instant::now();
     net.start(&target).unwrap();
     let after = agree(&net, &nodes).await;
@@ -191,6 +192,20 @@ async fn a_wiped_node_catches_up_by_snapshot() {
         log.contains("installed snapshot verified against a complete checkpoint"),
         "the wiped node served before checking its snapshot against a complete checkpoint"
     );
+    // Its status shows the Raft log it now has: a snapshot, and entries from there on.
+    // openraft updates these figures one step at a time, so they are read until settled.
+    let raft_log = |s: &pb::StatusResponse| {
+        [s.raft_purged_index, s.raft_snapshot_index, s.raft_applied_index, s.raft_last_log_index]
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let seen = raft_log(&status(&net, &target).await);
+        if seen[1] > 0 && seen.is_sorted() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "[purged, snapshot, applied, last] of {target}: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // It serves reads once verified.
     let mut c = client(&net, &target).await;
     c.get_checkpoint(pb::GetCheckpointRequest { height: 0 }).await.expect("the caught-up node serves checkpoints");

@@ -18,7 +18,7 @@ use veritrace_ledger::kv::{Backend, Batch, Cf, RocksBackend};
 use veritrace_ledger::record::SignedRecord;
 use veritrace_proto::v1 as pb;
 use veritrace_proto::v1::ledger_client::LedgerClient;
-use veritrace_tests::{WAIT, agree, client, commit, issue, network};
+use veritrace_tests::{WAIT, agree, client, commit, issue, log_purged, network};
 
 // ---- RocksDB's write-ahead log ----------------------------------------------------------
 
@@ -496,6 +496,8 @@ async fn a_value_edited_on_disk_is_refused_and_the_node_rebuilt_from_its_peers()
         log.matches("installed ledger snapshot").count()
     };
     let installs_before = installed(&net);
+    let others: Vec<String> = nodes.iter().filter(|n| **n != target).cloned().collect();
+    log_purged(&net, &others).await;
     net.wipe(&target).expect("wipe");
     let t = Instant::now();
     net.start(&target).expect("a wiped node starts");
