@@ -163,6 +163,9 @@ pub struct NodeStatus {
     pub complete_checkpoint_height: u64,
     pub term: u64,
     pub is_leader: bool,
+    /// Its Raft log is deleted up to this index, covered by its snapshot (0: nothing
+    /// purged yet). A member behind the leader's catches up by snapshot, not by log.
+    pub raft_purged_index: u64,
     /// Its Raft state as it reports it (`leader`, `follower`, `candidate`, `learner`), from
     /// the gRPC `Status` RPC; `None` if that did not answer.
     pub raft_role: Option<String>,
@@ -1405,6 +1408,7 @@ fn down_status(n: &ManifestNode, pid: Option<u32>, cuts: &[Cut]) -> NodeStatus {
         complete_checkpoint_height: 0,
         term: 0,
         is_leader: false,
+        raft_purged_index: 0,
         raft_role: None,
         leader: None,
         log_root: None,
@@ -1436,6 +1440,7 @@ fn read_status(n: &ManifestNode, pid: Option<u32>, cuts: &[Cut]) -> NodeStatus {
             s.complete_checkpoint_height = gauge("veritrace_complete_checkpoint_height");
             s.term = gauge("veritrace_raft_term");
             s.is_leader = gauge("veritrace_is_leader") == 1;
+            s.raft_purged_index = gauge("veritrace_raft_purged_index");
         }
         Err(e) => {
             s.error = Some(format!("{e:#}"));
@@ -1467,7 +1472,7 @@ fn describe(s: &NodeStatus) -> String {
         (Some(p), false, false) => format!("not answering pid {p}: {}", s.error.as_deref().unwrap_or("?")),
     };
     format!(
-        "{} {} ({}): {state}; height {} log {} checkpoint {} term {}{}",
+        "{} {} ({}): {state}; height {} log {} checkpoint {} term {} raft log purged to {}{}",
         s.node_id,
         s.role.as_str(),
         s.org,
@@ -1475,6 +1480,7 @@ fn describe(s: &NodeStatus) -> String {
         s.log_size,
         s.complete_checkpoint_height,
         s.term,
+        s.raft_purged_index,
         if s.is_leader { " LEADER" } else { "" }
     )
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tonic::Code;
 use veritrace_devnet::config::{RaftSettings, Tuning};
-use veritrace_devnet::{NetMode, Network, NetworkSpec};
+use veritrace_devnet::{NetMode, Network, NetworkSpec, NodeStatus};
 use veritrace_ledger::hash::Hash32;
 use veritrace_ledger::org::NodeId;
 use veritrace_ledger::record::{GovernanceAction, RecordBody, SignedRecord};
@@ -532,6 +532,14 @@ pub fn run_nemesis(rt: tokio::runtime::Handle, net: &Network, faults: &[Fault], 
                     net.stop(target).map_err(why)?;
                     net.wipe(target).map_err(why)?;
                     std::thread::sleep(hold);
+                    // A snapshot is built a while after its index is applied: until the
+                    // others have purged their log, the wiped node could replay it instead.
+                    net.wait_until(WAIT, "the other nodes have purged their raft log", |net| {
+                        let others: Vec<NodeStatus> =
+                            net.statuses().into_iter().filter(|s| s.node_id != *target && s.up).collect();
+                        Ok(!others.is_empty() && others.iter().all(|s| s.raft_purged_index > 0))
+                    })
+                    .map_err(why)?;
                     net.start(target).map_err(why)?;
                     net.wait_until(WAIT, "the wiped node installs a snapshot", |_| {
                         Ok(installed().is_ok_and(|n| n > before))
