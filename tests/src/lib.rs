@@ -108,17 +108,34 @@ pub async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) 
     }
 }
 
-/// Waits until each of `nodes` has built a snapshot and purged its Raft log past the first
-/// entry, so that a member starting from nothing can only catch up by snapshot. A snapshot
-/// is built in the background a while after its index is applied (seconds on a loaded
-/// machine), so a test that restarts a wiped member right after the others agree would
-/// otherwise race it and may catch up from the log instead.
-pub async fn log_purged(net: &Network, nodes: &[String]) {
-    for n in nodes {
-        wait_for(&format!("{n} to purge its raft log"), async || {
-            (status(net, n).await.raft_purged_index > 0).then_some(())
-        })
-        .await;
+/// Commits records through `nodes`, in turn, until each of them has built a snapshot and
+/// purged its Raft log past the first entry, so that a member starting from nothing can
+/// only catch up by snapshot; returns how many it committed. Panics after [`WAIT`].
+///
+/// A snapshot is built in the background a while after its index is applied (seconds on a
+/// loaded machine): a test that restarted a wiped member as soon as the others agree could
+/// race it, and the member catch up from the log instead. And a snapshot asked for while one
+/// is being built is skipped, so an idle network may stop short of one that covers more
+/// than the entries kept behind it; each record committed here is a block that brings the
+/// next one.
+pub async fn log_purged(net: &Network, nodes: &[String]) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    let mut committed = 0;
+    loop {
+        let mut purged = Vec::new();
+        for n in nodes {
+            purged.push(status(net, n).await.raft_purged_index);
+        }
+        if purged.iter().all(|p| *p > 0) {
+            return committed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{nodes:?} did not purge their raft logs (purged to {purged:?}) with {committed} more records"
+        );
+        commit(net, &nodes[committed as usize % nodes.len()], &issue(net, "purge", committed)).await;
+        committed += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
