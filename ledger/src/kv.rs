@@ -456,6 +456,13 @@ fn rerr(what: &str, e: rocksdb::Error) -> StorageError {
     StorageError(format!("rocksdb {what}: {e}"))
 }
 
+/// A RocksDB error reading column family `cf`: a corrupt table file names its file, and
+/// this names what it holds.
+#[cfg(feature = "rocksdb")]
+fn rerr_in(what: &str, cf: Cf, e: rocksdb::Error) -> StorageError {
+    StorageError(format!("rocksdb {what} in {}: {e}", cf.name()))
+}
+
 #[cfg(feature = "rocksdb")]
 fn ioerr(what: &str, path: &Path, e: std::io::Error) -> StorageError {
     StorageError(format!("{what} {}: {e}", path.display()))
@@ -545,7 +552,7 @@ impl RocksBackend {
 #[cfg(feature = "rocksdb")]
 impl Backend for RocksBackend {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.db.get_cf(self.cf(cf)?, key).map_err(|e| rerr("get", e))
+        self.db.get_cf(self.cf(cf)?, key).map_err(|e| rerr_in("get", cf, e))
     }
 
     /// One batched lookup: RocksDB takes its references to the memtables and files once and
@@ -554,7 +561,7 @@ impl Backend for RocksBackend {
         self.db
             .batched_multi_get_cf(self.cf(cf)?, keys, false)
             .into_iter()
-            .map(|r| r.map(|v| v.map(|v| v.to_vec())).map_err(|e| rerr("multi get", e)))
+            .map(|r| r.map(|v| v.map(|v| v.to_vec())).map_err(|e| rerr_in("multi get", cf, e)))
             .collect()
     }
 
@@ -562,7 +569,7 @@ impl Backend for RocksBackend {
         let mode = rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward);
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(cf)?, mode) {
-            let (k, v) = item.map_err(|e| rerr("scan", e))?;
+            let (k, v) = item.map_err(|e| rerr_in("scan", cf, e))?;
             if !k.starts_with(prefix) || out.len() >= limit {
                 break;
             }
@@ -582,7 +589,7 @@ impl Backend for RocksBackend {
         }
         let mut it = self.db.raw_iterator_cf_opt(self.cf(cf)?, opts);
         it.seek(prefix);
-        Ok(Box::new(RocksRows { it, prefix: prefix.to_vec(), started: false }))
+        Ok(Box::new(RocksRows { it, cf, prefix: prefix.to_vec(), started: false }))
     }
 
     fn write(&self, batch: Batch) -> Result<(), StorageError> {
@@ -747,6 +754,7 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 #[cfg(feature = "rocksdb")]
 struct RocksRows<'a> {
     it: rocksdb::DBRawIteratorWithThreadMode<'a, rocksdb::DB>,
+    cf: Cf,
     prefix: Vec<u8>,
     /// Whether a row was lent: the iterator stands on it and moves on at the next call.
     started: bool,
@@ -761,7 +769,7 @@ impl Rows for RocksRows<'_> {
         self.started = true;
         match (self.it.key(), self.it.value()) {
             (Some(k), Some(v)) if k.starts_with(&self.prefix) => Ok(Some((k, v))),
-            _ => self.it.status().map(|()| None).map_err(|e| rerr("scan", e)),
+            _ => self.it.status().map(|()| None).map_err(|e| rerr_in("scan", self.cf, e)),
         }
     }
 }

@@ -1,11 +1,12 @@
 //! Storage faults (issue 8) with real `veritrace-node` processes through devnet: a torn
-//! tail of the RocksDB write-ahead logs after kill -9, and a value edited on disk while the
-//! node is down (docs/faults.md, "Storage faults").
+//! tail of the RocksDB write-ahead logs after kill -9, and a value edited on disk or a bit
+//! flipped in a table file while the node is down (docs/faults.md, "Storage faults").
 //!
 //! A node's data directory holds `ledger/` (the ledger's RocksDB), `raft/` (the Raft log's
 //! RocksDB) and `snapshots/`. The faults are made on those files with the node stopped,
 //! exactly as a crash or a hand edit would leave them.
 
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -361,6 +362,20 @@ fn edit_value(db: &Path, cf: Cf, pick: impl Fn(&[u8]) -> bool, edit: impl Fn(&mu
     (key, value)
 }
 
+/// The table files of the ledger RocksDB in `db` of a stopped node, by column family,
+/// after writing every memtable out: what the node had only in its write-ahead log is in
+/// a table file too.
+fn flushed_table_files(db: &Path) -> Vec<(String, PathBuf)> {
+    let mut opts = rocksdb::Options::default();
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let raw = rocksdb::DB::open_cf(&opts, db, Cf::ALL.iter().map(|c| c.name())).expect("open the ledger's rocksdb");
+    for c in Cf::ALL {
+        raw.flush_cf(&raw.cf_handle(c.name()).expect("column family")).expect("flush");
+    }
+    let files = raw.live_files().expect("live files");
+    files.into_iter().map(|f| (f.column_family_name, db.join(f.name.trim_start_matches('/')))).collect()
+}
+
 /// The error a refusing node printed, on one line (without a backtrace).
 fn refusal(log: &str) -> String {
     let from = log.find("Error: ").unwrap_or(0);
@@ -471,6 +486,36 @@ async fn a_value_edited_on_disk_is_refused_and_the_node_rebuilt_from_its_peers()
     );
     println!("edited checkpoint signature: {target} refused to start: {}", refusal(&log));
     put_back(&db, Cf::CheckpointSigs, key, value);
+
+    // A flipped bit in a table file, one column family at a time: the first byte of its
+    // first data block. RocksDB's block checksum fails when the check on open reads it,
+    // and the refusal names the file and the column family.
+    let tables = flushed_table_files(&db);
+    let mut refused = BTreeSet::new();
+    for (cf, file) in &tables {
+        if refused.contains(cf.as_str()) {
+            continue; // one file of each
+        }
+        let bytes = std::fs::read(file).expect("read table file");
+        let mut flipped = bytes.clone();
+        flipped[0] ^= 0x10;
+        std::fs::write(file, &flipped).expect("write table file");
+        let log = start_refused(&net, &target);
+        let name = file.file_name().expect("file name").to_string_lossy();
+        assert!(
+            log.contains("does not verify") && log.contains(&format!("in {cf}: Corruption")) && log.contains(&*name),
+            "a flipped bit in {name} ({cf}): {log}"
+        );
+        println!("flipped bit in a table file of {cf}: {target} refused to start: {}", refusal(&log));
+        std::fs::write(file, &bytes).expect("put the table file back");
+        refused.insert(cf.as_str());
+    }
+    // Every column family but those this ledger has no rows in: no rejections, so no
+    // `receipts`; no listed codes, no items with entries of their own.
+    let empty = [Cf::Receipts, Cf::ListedCodes, Cf::LotItems];
+    for cf in Cf::ALL.into_iter().filter(|c| !empty.contains(c)) {
+        assert!(refused.contains(cf.name()), "no table file of {} was tried: {tables:?}", cf.name());
+    }
 
     // One byte of a stored state (lot E-3's): it no longer matches the state root.
     edit_value(
