@@ -33,30 +33,61 @@ pub fn next_snapshot_at(interval: u64, rank: u64, members: u64, since: u64) -> u
     phase.saturating_add(steps.saturating_mul(interval))
 }
 
+/// When to ask for the next snapshot, from what the metrics say.
+///
+/// openraft skips a snapshot asked for while one is being built. So the index asked at only
+/// stands while no snapshot older than it completes: when the one under way finishes below
+/// it, the ask was skipped, and the next is due from that snapshot, which is at once.
+#[derive(Debug, Default)]
+struct Asks {
+    /// The applied index at the last ask, while it may still be honoured.
+    asked_at: u64,
+    /// The newest snapshot seen.
+    seen: u64,
+}
+
+impl Asks {
+    /// Whether to ask now, given this node's newest snapshot, its applied index and where
+    /// the next one falls due; records the ask.
+    fn ask_now(&mut self, snapshot: u64, applied: u64, due_from: impl Fn(u64) -> u64) -> bool {
+        if snapshot > self.seen {
+            self.seen = snapshot;
+            if snapshot < self.asked_at {
+                self.asked_at = snapshot;
+            }
+        }
+        if applied >= due_from(self.seen.max(self.asked_at)) {
+            self.asked_at = applied;
+            return true;
+        }
+        false
+    }
+}
+
 /// Asks Raft for a snapshot each time this node's applied index reaches
 /// [`next_snapshot_at`], until `shutdown` is set or Raft stops. The node's rank (how many
 /// members have a smaller Raft id) and the number of members are read from the membership
 /// in force, so they follow governance.
 pub async fn schedule(raft: ConsensusRaft, interval: u64, mut shutdown: watch::Receiver<bool>) {
     let mut metrics = raft.metrics();
-    let mut asked_at = 0;
+    let mut asks = Asks::default();
     loop {
-        let (applied, due) = {
+        let asked = {
             // Runs at every applied block: counts the members, collects nothing.
             let m = metrics.borrow_and_update();
             let members = m.membership_config.membership().nodes().count() as u64;
             let rank = m.membership_config.membership().nodes().filter(|(id, _)| **id < m.id).count() as u64;
-            let since = m.snapshot.index().unwrap_or(0).max(asked_at);
             let applied = m.last_applied.index().unwrap_or(0);
-            (applied, next_snapshot_at(interval, rank, members, since))
+            let snapshot = m.snapshot.index().unwrap_or(0);
+            asks.ask_now(snapshot, applied, |since| next_snapshot_at(interval, rank, members, since))
+                .then_some((applied, snapshot))
         };
-        if applied >= due {
-            tracing::info!(applied, due, "asking for a snapshot");
+        if let Some((applied, snapshot)) = asked {
+            tracing::info!(applied, snapshot, "asking for a snapshot");
             if let Err(e) = raft.trigger().snapshot().await {
                 tracing::warn!(error = %e, "raft stopped; snapshots are no longer scheduled");
                 return;
             }
-            asked_at = applied;
         }
         tokio::select! {
             changed = metrics.changed() => if changed.is_err() { return },
@@ -95,6 +126,26 @@ mod tests {
                 assert_eq!(next % 600, 150 * rank, "rank {rank} keeps its phase");
             }
         }
+    }
+
+    #[test]
+    fn an_ask_skipped_while_a_snapshot_was_built_is_made_again_when_that_one_finishes() {
+        let due = |since| next_snapshot_at(20, 0, 1, since);
+        let mut asks = Asks::default();
+        assert!(!asks.ask_now(0, 19, due));
+        assert!(asks.ask_now(0, 20, due), "due at 20");
+        // openraft builds it at 23 (what was applied when the build began), slowly. The
+        // next falls due at 40 and is asked for at 41, while that build is under way: openraft
+        // skips it.
+        assert!(!asks.ask_now(0, 30, due));
+        assert!(asks.ask_now(0, 41, due));
+        assert!(!asks.ask_now(0, 44, due), "one ask per interval");
+        // The build at 23 completes, below the ask: the ask was skipped and is made again.
+        assert!(asks.ask_now(23, 45, due), "the ask at 41 was skipped");
+        // Honoured (built at 46, after the ask): the next is due an interval on.
+        assert!(!asks.ask_now(46, 50, due));
+        assert!(!asks.ask_now(46, 59, due));
+        assert!(asks.ask_now(46, 60, due));
     }
 
     #[test]
