@@ -114,10 +114,9 @@ pub async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) 
 ///
 /// A snapshot is built in the background a while after its index is applied (seconds on a
 /// loaded machine): a test that restarted a wiped member as soon as the others agree could
-/// race it, and the member catch up from the log instead. And a snapshot asked for while one
-/// is being built is skipped, so an idle network may stop short of one that covers more
-/// than the entries kept behind it; each record committed here is a block that brings the
-/// next one.
+/// race it, and the member catch up from the log instead. Committing rather than only
+/// waiting keeps this from depending on where each node's snapshot schedule stands when
+/// the load stops: each record is a block, which moves the schedule on.
 pub async fn log_purged(net: &Network, nodes: &[String]) -> u64 {
     let deadline = Instant::now() + WAIT;
     let mut committed = 0;
