@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use openraft::LogIdOptionExt;
 use prost::Message;
 use tonic::{Code, Request, Response, Status};
 use veritrace_ledger::apply::RejectCode;
@@ -14,7 +13,7 @@ use veritrace_proto::v1 as pb;
 use veritrace_proto::convert::hash_from_pb;
 
 use crate::query::{self, LedgerStore};
-use crate::service::{Services, SubmitError, SubmitOutcome};
+use crate::service::{RaftLogIndexes, Services, SubmitError, SubmitOutcome};
 
 /// Largest gRPC message the node decodes or sends (a batch of records, a bundle).
 pub const GRPC_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -144,6 +143,7 @@ impl pb::ledger_server::Ledger for LedgerApi {
     async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let s = &self.services;
         let metrics = s.raft.metrics().borrow().clone();
+        let raft_log = RaftLogIndexes::of(&metrics);
         let name = |id: u64| s.members.get(&id).map(|m| m.node_id.to_string()).unwrap_or_else(|| id.to_string());
         let role = match metrics.state {
             openraft::ServerState::Leader => "leader",
@@ -174,10 +174,10 @@ impl pb::ledger_server::Ledger for LedgerApi {
             peers,
             voters,
             learners,
-            raft_last_log_index: metrics.last_log_index.unwrap_or(0),
-            raft_applied_index: metrics.last_applied.index().unwrap_or(0),
-            raft_snapshot_index: metrics.snapshot.index().unwrap_or(0),
-            raft_purged_index: metrics.purged.index().unwrap_or(0),
+            raft_last_log_index: raft_log.last,
+            raft_applied_index: raft_log.applied,
+            raft_snapshot_index: raft_log.snapshot,
+            raft_purged_index: raft_log.purged,
         }))
     }
 

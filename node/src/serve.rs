@@ -8,13 +8,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use openraft::LogIdOptionExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use veritrace_proto::v1 as pb;
 
 use crate::grpc::{GRPC_MESSAGE_BYTES_MAX, LedgerApi};
-use crate::service::Services;
+use crate::service::{RaftLogIndexes, Services};
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
     while !*rx.borrow() {
@@ -86,6 +85,7 @@ async fn metrics(State(s): State<Arc<Services>>) -> (StatusCode, String) {
         return (StatusCode::INTERNAL_SERVER_ERROR, "store unavailable\n".into());
     };
     let leader = u8::from(m.state == openraft::ServerState::Leader);
+    let raft_log = RaftLogIndexes::of(&m);
     let body = format!(
         "# HELP veritrace_height Height of the last applied block.\n# TYPE veritrace_height gauge\nveritrace_height {}\n\
          # HELP veritrace_log_size Records in the Merkle log.\n# TYPE veritrace_log_size gauge\nveritrace_log_size {}\n\
@@ -103,10 +103,10 @@ async fn metrics(State(s): State<Arc<Services>>) -> (StatusCode, String) {
         m.current_term,
         leader,
         s.checkpoint_conflicts(),
-        m.last_log_index.unwrap_or(0),
-        m.last_applied.index().unwrap_or(0),
-        m.snapshot.index().unwrap_or(0),
-        m.purged.index().unwrap_or(0),
+        raft_log.last,
+        raft_log.applied,
+        raft_log.snapshot,
+        raft_log.purged,
     );
     (StatusCode::OK, body)
 }

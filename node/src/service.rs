@@ -648,6 +648,29 @@ impl Services {
     }
 }
 
+/// This node's Raft log by index, as `Status` and `/metrics` report it (0 for none). Raft
+/// entries are blocks and membership changes, so these are not heights.
+#[derive(Clone, Copy, Debug)]
+pub struct RaftLogIndexes {
+    pub last: u64,
+    pub applied: u64,
+    pub snapshot: u64,
+    /// Entries up to here are deleted, covered by the snapshot.
+    pub purged: u64,
+}
+
+impl RaftLogIndexes {
+    pub fn of(m: &openraft::RaftMetrics<RaftId, PeerInfo>) -> RaftLogIndexes {
+        use openraft::LogIdOptionExt;
+        RaftLogIndexes {
+            last: m.last_log_index.unwrap_or(0),
+            applied: m.last_applied.index().unwrap_or(0),
+            snapshot: m.snapshot.index().unwrap_or(0),
+            purged: m.purged.index().unwrap_or(0),
+        }
+    }
+}
+
 /// Reads what one submission's check needs from the store ([`Screened`]), checking each
 /// record's form, author and key in order up to the first refused. `orgs` caches the
 /// organisations read for the group.

@@ -37,7 +37,7 @@ pub fn next_snapshot_at(interval: u64, rank: u64, members: u64, since: u64) -> u
 ///
 /// openraft skips a snapshot asked for while one is being built. So the index asked at only
 /// stands while no snapshot older than it completes: when the one under way finishes below
-/// it, the ask was skipped, and the next is due from that snapshot, which is at once.
+/// it, the ask was skipped, and the next is due from that snapshot: usually at once.
 #[derive(Debug, Default)]
 struct Asks {
     /// The applied index at the last ask, while it may still be honoured.

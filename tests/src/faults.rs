@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tonic::Code;
 use veritrace_devnet::config::{RaftSettings, Tuning};
-use veritrace_devnet::{NetMode, Network, NetworkSpec, NodeStatus};
+use veritrace_devnet::{NetMode, Network, NetworkSpec};
 use veritrace_ledger::hash::Hash32;
 use veritrace_ledger::org::NodeId;
 use veritrace_ledger::record::{GovernanceAction, RecordBody, SignedRecord};
@@ -535,7 +535,7 @@ pub fn run_nemesis(rt: tokio::runtime::Handle, net: &Network, faults: &[Fault], 
                     // A snapshot is built a while after its index is applied: until the
                     // others have purged their log, the wiped node could replay it instead.
                     net.wait_until(WAIT, "the other nodes have purged their raft log", |net| {
-                        let others: Vec<NodeStatus> =
+                        let others: Vec<_> =
                             net.statuses().into_iter().filter(|s| s.node_id != *target && s.up).collect();
                         Ok(!others.is_empty() && others.iter().all(|s| s.raft_purged_index > 0))
                     })

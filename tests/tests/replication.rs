@@ -14,7 +14,7 @@ use veritrace_devnet::Network;
 use veritrace_ledger::record::SignedRecord;
 use veritrace_proto::v1 as pb;
 use veritrace_proto::v1::ledger_client::LedgerClient;
-use veritrace_tests::{WAIT, agree, client, issue, log_purged, network, status};
+use veritrace_tests::{WAIT, agree, client, issue, log_purged, network, status, wait_for};
 
 /// Longest a fail-over may take, from kill -9 of the leader until the first record
 /// submitted after it is committed. The printed figure is the one docs quote.
@@ -197,15 +197,15 @@ async fn a_wiped_node_catches_up_by_snapshot() {
     let raft_log = |s: &pb::StatusResponse| {
         [s.raft_purged_index, s.raft_snapshot_index, s.raft_applied_index, s.raft_last_log_index]
     };
-    let deadline = Instant::now() + WAIT;
-    loop {
+    wait_for(&format!("{target}'s raft log to settle with a snapshot"), async || {
         let seen = raft_log(&status(&net, &target).await);
         if seen[1] > 0 && seen.is_sorted() {
-            break;
+            return Some(());
         }
-        assert!(Instant::now() < deadline, "[purged, snapshot, applied, last] of {target}: {seen:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        println!("[purged, snapshot, applied, last] of {target}: {seen:?}");
+        None
+    })
+    .await;
     // It serves reads once verified.
     let mut c = client(&net, &target).await;
     c.get_checkpoint(pb::GetCheckpointRequest { height: 0 }).await.expect("the caught-up node serves checkpoints");
