@@ -28,12 +28,23 @@ async fn main() -> Result<()> {
     // Launchers (devnet, tests) read this line to learn the bound addresses.
     node.announce_serving();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
-    }
+    let stopped = tokio::select! {
+        _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); None }
+        _ = tokio::signal::ctrl_c() => { tracing::info!("interrupt: shutting down"); None }
+        fatal = node.raft_stopped() => {
+            tracing::error!(error = format!("{fatal:#}"), "raft stopped by itself: shutting down");
+            Some(fatal)
+        }
+    };
     if tokio::time::timeout(veritrace_node::run::SHUTDOWN_GRACE, node.shutdown()).await.is_err() {
         tracing::warn!("shutdown took too long; exiting");
     }
-    Ok(())
+    match stopped {
+        None => Ok(()),
+        // Exit 1 with the cause: a supervisor sees a failed node, not a healthy one.
+        Some(fatal) => Err(fatal.context(
+            "this node cannot go on: remove the cause below (a full disk: free space) and start it \
+             again; it resumes from what it synced and catches up from its peers",
+        )),
+    }
 }

@@ -57,6 +57,25 @@ impl RunningNode {
         }));
     }
 
+    /// Resolves when Raft has stopped by itself, with why: a fatal error, which is a write
+    /// to the Raft log, the ledger or a snapshot that failed (a full disk, an I/O error), or
+    /// a panic in Raft's core. Such a node can neither vote nor apply, and only a restart
+    /// brings its Raft back: the stores reopen as they were synced, and the node catches
+    /// up from its peers. `veritrace-node` exits with the error then, rather than go on
+    /// answering reads of a ledger that no longer moves (as etcd and TiKV stop on a failed
+    /// write).
+    pub async fn raft_stopped(&self) -> anyhow::Error {
+        let mut metrics = self.services.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return anyhow::anyhow!("raft stopped: {}", why_stopped(fatal));
+            }
+            if metrics.changed().await.is_err() {
+                return anyhow::anyhow!("raft stopped: its core ended and left no error");
+            }
+        }
+    }
+
     /// Stops serving, shuts Raft down (flushing nothing: every write was synced) and leaves
     /// the network.
     pub async fn shutdown(self) {
@@ -68,6 +87,19 @@ impl RunningNode {
             tracing::warn!(error = %e, "raft shutdown");
         }
         self.services.p2p.shutdown().await;
+    }
+}
+
+/// Why Raft stopped, each cause said once: the outer error up to where its text repeats its
+/// source, then the innermost cause. openraft's storage errors print what they wrap inside
+/// their own text (`when Write Snapshot(None): <type>: <message>; source: <message>`) and
+/// then give it again as their source, so the whole chain says the same thing three times.
+fn why_stopped(fatal: &(dyn std::error::Error + 'static)) -> String {
+    let texts: Vec<String> = std::iter::successors(Some(fatal), |e| e.source()).map(|e| e.to_string()).collect();
+    let innermost = texts.last().map(String::as_str).unwrap_or_default();
+    match texts.get(1).and_then(|next| texts[0].find(next.as_str())) {
+        Some(at) => format!("{}{innermost}", &texts[0][..at]),
+        None => texts.join(": "),
     }
 }
 
@@ -337,6 +369,28 @@ fn stdout_line(line: &impl serde::Serialize) {
 #[cfg(test)]
 mod tests {
     use veritrace_ledger::kv::{Backend, Batch, Cf, PointInTime, RocksBackend};
+
+    #[test]
+    fn why_raft_stopped_says_each_cause_once() {
+        // Shaped as the machine store's errors are: a wrapper whose source says it all.
+        #[derive(Debug, thiserror::Error)]
+        #[error("state machine storage failed: snapshot: {0}")]
+        struct Failed(String);
+        #[derive(Debug, thiserror::Error)]
+        #[error("state machine: {0}")]
+        struct Store(#[source] Failed);
+        let full = Store(Failed(std::io::Error::from_raw_os_error(28).to_string()));
+        let io = openraft::StorageIOError::<u64>::write_snapshot(None, openraft::AnyError::new(&full));
+        let fatal = openraft::error::Fatal::StorageError(openraft::StorageError::IO { source: io });
+        assert_eq!(
+            super::why_stopped(&fatal),
+            "when Write Snapshot(None): state machine storage failed: snapshot: No space left on device (os error 28)",
+            "from the chain {:#}",
+            anyhow::Error::new(fatal.clone())
+        );
+        let panicked = openraft::error::Fatal::<u64>::Panicked;
+        assert_eq!(super::why_stopped(&panicked), "panicked");
+    }
 
     /// Nice values of this process' threads named `name`.
     fn nice_of_threads(name: &str) -> Vec<i64> {

@@ -70,6 +70,11 @@ pub async fn http(services: Arc<Services>, listener: TcpListener, shutdown: watc
 
 async fn health(State(s): State<Arc<Services>>) -> (StatusCode, String) {
     let m = s.raft.metrics().borrow().clone();
+    if let Err(fatal) = &m.running_state {
+        // Until the process exits (`RunningNode::raft_stopped`), a leader it last knew is no
+        // sign of health.
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {fatal}\n"));
+    }
     match m.current_leader {
         Some(_) => (StatusCode::OK, "ok\n".into()),
         None => (StatusCode::SERVICE_UNAVAILABLE, "no leader\n".into()),

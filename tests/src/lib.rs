@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod faults;
+pub mod load;
 
 use std::time::{Duration, Instant};
 
