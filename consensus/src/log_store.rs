@@ -103,7 +103,24 @@ const WRITE_BACK_EVERY_BYTES: u64 = 1024 * 1024;
 impl RocksLogStore {
     /// Opens or creates the log store in `dir` (a directory of its own), refusing a
     /// database written in another format version.
+    ///
+    /// A store that lost its `CURRENT` file (which names the live MANIFEST) is refused and
+    /// left as it was. RocksDB would take the directory for a new database and write an
+    /// empty one over the old files, and a node that forgot its vote and its log could vote
+    /// twice in a term, which Raft's safety rests on never happening.
     pub fn open(dir: &Path) -> Result<Self, LogStoreError> {
+        let lost_current = files_without_current(dir);
+        if !lost_current.is_empty() {
+            return Err(LogStoreError::Open {
+                path: dir.display().to_string(),
+                reason: format!(
+                    "it holds a log store ({}) but no CURRENT file, which names its live MANIFEST: the \
+                     file was lost. Refusing to create a new, empty store over it (this node's vote and \
+                     log); restore CURRENT, or remove the node's data directory to rejoin afresh",
+                    lost_current.join(", ")
+                ),
+            });
+        }
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -404,9 +421,44 @@ impl RaftLogStorage<TypeConfig> for RocksLogStore {
     }
 }
 
+/// What `dir` holds of a RocksDB database when it has no `CURRENT`, for an error: its
+/// MANIFESTs by name and a count of its table files and write-ahead logs. Nothing when it
+/// has a `CURRENT`, or when the directory is missing or new (RocksDB's open reports any
+/// other trouble reading it).
+fn files_without_current(dir: &Path) -> Vec<String> {
+    if dir.join("CURRENT").exists() {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut said: Vec<String> = names.iter().filter(|n| n.starts_with("MANIFEST-")).cloned().collect();
+    said.sort();
+    match names.iter().filter(|n| n.ends_with(".sst") || n.ends_with(".log")).count() {
+        0 => {}
+        n => said.push(format!("{n} table and log files")),
+    }
+    said
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_that_lost_its_current_file_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(RocksLogStore::open(dir.path()).unwrap());
+        std::fs::remove_file(dir.path().join("CURRENT")).unwrap();
+        let names = || {
+            let mut n: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            n.sort();
+            n
+        };
+        let before = names();
+        let Err(e) = RocksLogStore::open(dir.path()) else { panic!("opened without CURRENT") };
+        assert!(e.to_string().contains("no CURRENT file"), "{e}");
+        assert_eq!(names(), before, "the refusal wrote to the directory");
+    }
 
     #[test]
     fn ranges_become_half_open() {

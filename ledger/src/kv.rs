@@ -476,9 +476,57 @@ fn remove_dir_if_present(path: &Path) -> Result<(), StorageError> {
     }
 }
 
+/// What a RocksDB database in `dir` that has lost its `CURRENT` (the file naming the live
+/// MANIFEST) holds, for an error: its MANIFESTs by name, and a count of its table files and
+/// write-ahead logs. Empty when there is a `CURRENT`, or when there is nothing to lose.
+///
+/// RocksDB with `create_if_missing` takes a directory without `CURRENT` for a new database:
+/// it writes an empty `MANIFEST-000001` and a `CURRENT` naming it over the old files, and
+/// the next open finds an empty store (it refuses the first time only if a write-ahead log
+/// is left). A ledger must refuse instead.
+#[cfg(feature = "rocksdb")]
+fn database_without_current(dir: &Path) -> Result<Vec<String>, StorageError> {
+    if dir.join("CURRENT").exists() {
+        return Ok(Vec::new());
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ioerr("read", dir, e)),
+    };
+    let (mut manifests, mut others) = (Vec::new(), 0);
+    for entry in entries {
+        let name = entry.map_err(|e| ioerr("read", dir, e))?.file_name().to_string_lossy().into_owned();
+        if name.starts_with("MANIFEST-") {
+            manifests.push(name);
+        } else if name.ends_with(".sst") || name.ends_with(".log") {
+            others += 1;
+        }
+    }
+    manifests.sort();
+    if others > 0 {
+        manifests.push(format!("{others} table and log files"));
+    }
+    Ok(manifests)
+}
+
 #[cfg(feature = "rocksdb")]
 impl RocksBackend {
+    /// Opens the ledger's database in `path`, or creates one where there was none. A
+    /// database that lost its `CURRENT` file is refused, naming what it holds, and left as
+    /// it was ([`database_without_current`]).
     pub fn open(path: &Path) -> Result<RocksBackend, StorageError> {
+        let orphans = database_without_current(path)?;
+        if !orphans.is_empty() {
+            return Err(StorageError(format!(
+                "rocksdb open {}: it holds a database ({}) but no CURRENT file, which names its live \
+                 MANIFEST: the file was lost. Refusing to create a new, empty database over it; restore \
+                 CURRENT, or start afresh (a node: remove its whole data directory, not this store \
+                 alone, and it catches up from its peers)",
+                path.display(),
+                orphans.join(", "),
+            )));
+        }
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -886,6 +934,35 @@ impl PointInTime for RocksBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(feature = "rocksdb")]
+    fn a_database_that_lost_its_current_file_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = RocksBackend::open(dir.path()).unwrap();
+        let mut batch = Batch::default();
+        batch.put(Cf::Meta, b"k".to_vec(), b"v".to_vec());
+        db.write(batch).unwrap();
+        drop(db);
+        let current = std::fs::read(dir.path().join("CURRENT")).unwrap();
+        std::fs::remove_file(dir.path().join("CURRENT")).unwrap();
+        let listing = |d: &Path| {
+            let mut names: Vec<String> =
+                std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            names.sort();
+            names
+        };
+        let before = listing(dir.path());
+        let e = RocksBackend::open(dir.path()).err().expect("refused").to_string();
+        assert!(e.contains("no CURRENT file") && e.contains("MANIFEST-"), "{e}");
+        assert_eq!(listing(dir.path()), before, "the refusal wrote to the directory");
+        // Put back, it opens with what it held.
+        std::fs::write(dir.path().join("CURRENT"), current).unwrap();
+        let db = RocksBackend::open(dir.path()).unwrap();
+        assert_eq!(db.get(Cf::Meta, b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        // A directory that never held a database is created as before.
+        drop(RocksBackend::open(&dir.path().join("new")).unwrap());
+    }
 
     #[test]
     #[cfg(feature = "rocksdb")]

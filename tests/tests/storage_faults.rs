@@ -284,6 +284,22 @@ fn flushed_table_files(db: &Path) -> Vec<(String, PathBuf)> {
     files.into_iter().map(|f| (f.column_family_name, db.join(f.name.trim_start_matches('/')))).collect()
 }
 
+/// The MANIFEST that `CURRENT` names, in the RocksDB in `db`.
+fn live_manifest(db: &Path) -> PathBuf {
+    let current = std::fs::read_to_string(db.join("CURRENT")).expect("read CURRENT");
+    db.join(current.trim())
+}
+
+/// A byte in the middle of the first record's payload of a MANIFEST, which is written in the
+/// WAL's format: a bit flipped there fails the record's checksum. (A flip in a header's
+/// length could make the record run past the end of the file, which RocksDB takes for a
+/// write cut short by a crash, not for damage.)
+fn manifest_payload_middle(bytes: &[u8]) -> usize {
+    let length = u16::from_le_bytes([bytes[4], bytes[5]]) as usize;
+    assert!(length > 0 && WAL_HEADER_BYTES + length <= bytes.len(), "a MANIFEST's first record: {length} bytes");
+    WAL_HEADER_BYTES + length / 2
+}
+
 /// The error a refusing node printed, on one line (without a backtrace).
 fn refusal(log: &str) -> String {
     let from = log.find("Error: ").unwrap_or(0);
@@ -420,6 +436,39 @@ async fn a_value_edited_on_disk_is_refused_and_the_node_rebuilt_from_its_peers()
     let empty = [Cf::Receipts, Cf::ListedCodes, Cf::LotItems];
     for cf in Cf::ALL.into_iter().filter(|c| !empty.contains(c)) {
         assert!(refused.contains(cf.name()), "no table file of {} was tried: {tables:?}", cf.name());
+    }
+
+    // RocksDB's own files, in both stores: the MANIFEST (the list of live table files) lost,
+    // or a bit flipped inside its first record; and CURRENT (the file naming the MANIFEST)
+    // lost, which RocksDB would take for a new database and empty the store.
+    for store in ["ledger", "raft"] {
+        let dir = net.data_dir(&target).expect("data dir").join(store);
+        let manifest = live_manifest(&dir);
+        let name = manifest.file_name().expect("file name").to_string_lossy().into_owned();
+        let aside = manifest.with_extension("aside");
+        std::fs::rename(&manifest, &aside).expect("move the MANIFEST aside");
+        let log = start_refused(&net, &target);
+        assert!(log.contains("No such file") && log.contains(&name), "{store}: lost {name}: {log}");
+        println!("lost {store}/{name}: {target} refused to start: {}", refusal(&log));
+        std::fs::rename(&aside, &manifest).expect("put the MANIFEST back");
+
+        let bytes = std::fs::read(&manifest).expect("read the MANIFEST");
+        let mut flipped = bytes.clone();
+        flipped[manifest_payload_middle(&bytes)] ^= 0x10;
+        std::fs::write(&manifest, &flipped).expect("write the MANIFEST");
+        let log = start_refused(&net, &target);
+        assert!(log.contains("Corruption") && log.contains(&name), "{store}: flipped bit in {name}: {log}");
+        println!("flipped bit in {store}/{name}: {target} refused to start: {}", refusal(&log));
+        std::fs::write(&manifest, &bytes).expect("put the MANIFEST back");
+
+        let current = dir.join("CURRENT");
+        let kept = std::fs::read(&current).expect("read CURRENT");
+        std::fs::remove_file(&current).expect("remove CURRENT");
+        let log = start_refused(&net, &target);
+        assert!(log.contains("no CURRENT file") && log.contains(&name), "{store}: lost CURRENT: {log}");
+        assert!(!current.exists(), "{store}: the refusal wrote a CURRENT");
+        println!("lost {store}/CURRENT: {target} refused to start: {}", refusal(&log));
+        std::fs::write(&current, kept).expect("put CURRENT back");
     }
 
     // One byte of a stored state (lot E-3's): it no longer matches the state root.
