@@ -514,7 +514,7 @@ fn database_without_current(dir: &Path) -> Result<Vec<String>, StorageError> {
 impl RocksBackend {
     /// Opens the ledger's database in `path`, or creates one where there was none. A
     /// database that lost its `CURRENT` file is refused, naming what it holds, and left as
-    /// it was ([`database_without_current`]).
+    /// it was.
     pub fn open(path: &Path) -> Result<RocksBackend, StorageError> {
         let orphans = database_without_current(path)?;
         if !orphans.is_empty() {
