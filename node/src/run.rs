@@ -94,7 +94,7 @@ impl RunningNode {
 /// source, then the innermost cause. openraft's storage errors print what they wrap inside
 /// their own text (`when Write Snapshot(None): <type>: <message>; source: <message>`) and
 /// then give it again as their source, so the whole chain says the same thing three times.
-fn why_stopped(fatal: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn why_stopped(fatal: &(dyn std::error::Error + 'static)) -> String {
     let texts: Vec<String> = std::iter::successors(Some(fatal), |e| e.source()).map(|e| e.to_string()).collect();
     let innermost = texts.last().map(String::as_str).unwrap_or_default();
     match texts.get(1).and_then(|next| texts[0].find(next.as_str())) {

@@ -73,7 +73,7 @@ async fn health(State(s): State<Arc<Services>>) -> (StatusCode, String) {
     if let Err(fatal) = &m.running_state {
         // Until the process exits (`RunningNode::raft_stopped`), a leader it last knew is no
         // sign of health.
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {fatal}\n"));
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {}\n", crate::run::why_stopped(fatal)));
     }
     match m.current_leader {
         Some(_) => (StatusCode::OK, "ok\n".into()),
