@@ -84,35 +84,46 @@ struct Allocation {
 
 /// Bit of CAP_NET_ADMIN in the capability sets of `/proc/PID/status`.
 const CAP_NET_ADMIN_BIT: u32 = 12;
-/// Bit of CAP_SYS_ADMIN (`ip netns add` and `exec` mount and unshare).
-const CAP_SYS_ADMIN_BIT: u32 = 21;
+/// Bit of CAP_SYS_ADMIN (`ip netns add` and `exec` mount and unshare; `mount`).
+pub const CAP_SYS_ADMIN_BIT: u32 = 21;
 
 /// Set on a machine that cannot run namespaces at all, to let tests that need them skip.
 pub const SKIP_ENV: &str = "VERITRACE_DEVNET_SKIP_NETNS";
 
-/// For a test that needs namespaces (`what` names it): `true` when they are available;
-/// `false`, after saying so, when they are not and [`SKIP_ENV`] is set; otherwise it panics
-/// with the reason and both ways out. Never a silent skip.
+/// For a test that needs namespaces (`what` names it): see [`needed_for_test`].
 pub fn available_for_test(what: &str) -> bool {
-    match available() {
+    needed_for_test(what, SKIP_ENV, available())
+}
+
+/// For a test that needs what only root may do (`what` names the test, `available` says
+/// whether this process may): `true` when it may; `false`, after saying so, when it may not
+/// and `skip_env` is set; otherwise it panics with the reason and both ways out. Never a
+/// silent skip.
+pub fn needed_for_test(what: &str, skip_env: &str, available: Result<(), String>) -> bool {
+    match available {
         Ok(()) => true,
-        Err(_) if std::env::var_os(SKIP_ENV).is_some() => {
-            eprintln!("skipped {what}: {SKIP_ENV} is set and network namespaces are not available");
+        Err(why) if std::env::var_os(skip_env).is_some() => {
+            eprintln!("skipped {what}: {skip_env} is set, and {why}");
             false
         }
-        Err(why) => panic!("{why}; run the tests as root, or set {SKIP_ENV}=1 to skip {what}"),
+        Err(why) => panic!("{why}; run the tests as root, or set {skip_env}=1 to skip {what}"),
     }
 }
 
-/// `Ok` if this process can create namespaces, else why not.
-pub fn available() -> Result<(), String> {
+/// Whether this process holds capability `bit` (linux/capability.h) in its effective set.
+pub fn has_capability(bit: u32) -> Result<bool, String> {
     let status = std::fs::read_to_string("/proc/self/status").map_err(|e| format!("read /proc/self/status: {e}"))?;
     let effective = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .ok_or("no CapEff line in /proc/self/status")?;
-    if effective & (1 << CAP_NET_ADMIN_BIT) == 0 || effective & (1 << CAP_SYS_ADMIN_BIT) == 0 {
+    Ok(effective & (1 << bit) != 0)
+}
+
+/// `Ok` if this process can create namespaces, else why not.
+pub fn available() -> Result<(), String> {
+    if !(has_capability(CAP_NET_ADMIN_BIT)? && has_capability(CAP_SYS_ADMIN_BIT)?) {
         return Err("network namespaces need root (CAP_NET_ADMIN and CAP_SYS_ADMIN), which this process lacks".into());
     }
     match Command::new("ip").arg("-V").output() {

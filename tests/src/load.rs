@@ -105,6 +105,15 @@ pub fn last_run_log(net: &Network, node: &str) -> String {
     log[from..].to_string()
 }
 
+/// The error a node printed as it exited (refusing to start, or stopping), on one line and
+/// without a backtrace: from the line that starts `Error: ` (log lines before it may hold
+/// the words, inside a type's name).
+pub fn refusal(log: &str) -> String {
+    let from = log.match_indices("Error: ").map(|(i, _)| i).find(|&i| i == 0 || log[..i].ends_with('\n')).unwrap_or(0);
+    let to = log.find("Stack backtrace").unwrap_or(log.len());
+    log[from..to].split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// Lines of the node's last run at warning level or worse (the levels are coloured, so
 /// matched without the spaces around them), for the test's output.
 pub fn complaints(net: &Network, node: &str) -> Vec<String> {

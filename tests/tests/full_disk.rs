@@ -11,36 +11,23 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use veritrace_tests::load::{complaints, has_all, last_run_log, start_load};
+use veritrace_devnet::netns;
+use veritrace_tests::load::{complaints, has_all, last_run_log, refusal, start_load};
 use veritrace_tests::{WAIT, agree, commit, issue, network, wait_for};
 
 /// Set on a machine where tests may not mount file systems, to skip this one.
 const SKIP_ENV: &str = "VERITRACE_TESTS_SKIP_MOUNT";
-/// Bit of CAP_SYS_ADMIN in `CapEff` of `/proc/self/status`: mounting needs it.
-const CAP_SYS_ADMIN_BIT: u32 = 21;
 /// The tmpfs: room for the node's stores (a few MB here) and its growth until filled.
 const DISK_BYTES: u64 = 64 << 20;
 /// What is left free when the disk is filled: less than a snapshot and a memtable flush.
 const LEFT_FREE_BYTES: u64 = 1 << 20;
 
-/// `true` if this process may mount; `false`, after saying so, if it may not and
-/// [`SKIP_ENV`] is set; otherwise a panic with both ways out. Never a silent skip.
-fn mount_available() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let effective = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .expect("a CapEff line in /proc/self/status");
-    if effective & (1 << CAP_SYS_ADMIN_BIT) != 0 {
-        return true;
+/// `Ok` if this process may mount a tmpfs, else why not.
+fn may_mount() -> Result<(), String> {
+    match netns::has_capability(netns::CAP_SYS_ADMIN_BIT)? {
+        true => Ok(()),
+        false => Err("mounting a tmpfs needs root (CAP_SYS_ADMIN), which this process lacks".into()),
     }
-    assert!(
-        std::env::var_os(SKIP_ENV).is_some(),
-        "mounting a tmpfs needs root (CAP_SYS_ADMIN); run the tests as root, or set {SKIP_ENV}=1 to skip the full-disk test"
-    );
-    eprintln!("skipped the full-disk test: {SKIP_ENV} is set and this process may not mount");
-    false
 }
 
 fn run(cmd: &mut Command) {
@@ -77,21 +64,19 @@ impl SmallDisk {
         self.dir.join("filler")
     }
 
-    /// Fills all but [`LEFT_FREE_BYTES`] with a file of zeros; returns its size.
+    /// Fills all but [`LEFT_FREE_BYTES`] with a file of zeros (written: tmpfs takes a page
+    /// only when it is written); returns its size.
     fn fill(&self) -> u64 {
-        let size = self.free_bytes().saturating_sub(LEFT_FREE_BYTES);
-        let file = std::fs::File::create(self.filler()).expect("create the filler");
-        // On tmpfs, pages are taken when written; write them, 1 MiB at a time.
         use std::io::Write;
-        let mut w = std::io::BufWriter::new(file);
+        let size = self.free_bytes().saturating_sub(LEFT_FREE_BYTES);
+        let mut file = std::fs::File::create(self.filler()).expect("create the filler");
         let chunk = vec![0u8; 1 << 20];
         let mut left = size;
         while left > 0 {
             let n = left.min(chunk.len() as u64) as usize;
-            w.write_all(&chunk[..n]).expect("write the filler");
+            file.write_all(&chunk[..n]).expect("write the filler");
             left -= n as u64;
         }
-        w.flush().expect("write the filler");
         size
     }
 
@@ -111,7 +96,7 @@ impl Drop for SmallDisk {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_whose_disk_fills_exits_with_the_error_and_catches_up_once_space_is_freed() {
-    if !mount_available() {
+    if !netns::needed_for_test("the full-disk test", SKIP_ENV, may_mount()) {
         return;
     }
     // A snapshot every 20 blocks: the filled node writes snapshots as well as both stores.
@@ -145,7 +130,7 @@ async fn a_node_whose_disk_fills_exits_with_the_error_and_catches_up_once_space_
     );
     assert!(log.contains("No space left on device"), "{target} stopped but did not say the disk was full: {log}");
     let stopped_after = t.elapsed();
-    let cause = log.lines().skip_while(|l| !l.starts_with("Error: ")).take(12).collect::<Vec<_>>().join("\n");
+    let cause = refusal(&log);
 
     // The others went on without it; then it starts once space is freed, catches up and
     // holds every record acknowledged meanwhile.
@@ -157,7 +142,7 @@ async fn a_node_whose_disk_fills_exits_with_the_error_and_catches_up_once_space_
     let after = agree(&net, &nodes).await;
     has_all(&net, &target, &acked).await;
     println!(
-        "full disk: {target} (filler {filled} bytes) exited {:.2} s after the disk filled:\n{cause}\n\
+        "full disk: {target} (filler {filled} bytes) exited {:.2} s after the disk filled: {cause}\n\
          restarted on freed space, it agrees at height {} after {:.2} s, holding all {} records \
          acknowledged meanwhile; its complaints: {}",
         stopped_after.as_secs_f64(),

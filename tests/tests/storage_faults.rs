@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use veritrace_devnet::Network;
 use veritrace_ledger::kv::{Backend, Batch, Cf, RocksBackend};
 use veritrace_ledger::record::SignedRecord;
-use veritrace_tests::load::{Acked, complaints, has_all, last_run_log, start_load};
+use veritrace_tests::load::{Acked, complaints, has_all, last_run_log, refusal, start_load};
 use veritrace_tests::{WAIT, agree, commit, issue, log_purged, network};
 
 // ---- RocksDB's write-ahead log ----------------------------------------------------------
@@ -284,6 +284,18 @@ fn flushed_table_files(db: &Path) -> Vec<(String, PathBuf)> {
     files.into_iter().map(|f| (f.column_family_name, db.join(f.name.trim_start_matches('/')))).collect()
 }
 
+/// Flips a bit of one byte of `file` (the one `at` picks from its bytes), starts `node`,
+/// which must refuse, and puts the byte back; returns the log of that run.
+fn refused_with_bit_flipped(net: &Network, node: &str, file: &Path, at: impl Fn(&[u8]) -> usize) -> String {
+    let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+    let mut flipped = bytes.clone();
+    flipped[at(&bytes)] ^= 0x10;
+    std::fs::write(file, &flipped).unwrap_or_else(|e| panic!("write {}: {e}", file.display()));
+    let log = start_refused(net, node);
+    std::fs::write(file, &bytes).unwrap_or_else(|e| panic!("put {} back: {e}", file.display()));
+    log
+}
+
 /// The MANIFEST that `CURRENT` names, in the RocksDB in `db`.
 fn live_manifest(db: &Path) -> PathBuf {
     let current = std::fs::read_to_string(db.join("CURRENT")).expect("read CURRENT");
@@ -298,13 +310,6 @@ fn manifest_payload_middle(bytes: &[u8]) -> usize {
     let length = u16::from_le_bytes([bytes[4], bytes[5]]) as usize;
     assert!(length > 0 && WAL_HEADER_BYTES + length <= bytes.len(), "a MANIFEST's first record: {length} bytes");
     WAL_HEADER_BYTES + length / 2
-}
-
-/// The error a refusing node printed, on one line (without a backtrace).
-fn refusal(log: &str) -> String {
-    let from = log.find("Error: ").unwrap_or(0);
-    let to = log.find("Stack backtrace").unwrap_or(log.len());
-    log[from..to].split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn put_back(db: &Path, cf: Cf, key: Vec<u8>, value: Vec<u8>) {
@@ -417,18 +422,13 @@ async fn a_value_edited_on_disk_is_refused_and_the_node_rebuilt_from_its_peers()
     let tables = flushed_table_files(&db);
     let mut refused = BTreeSet::new();
     for (cf, file) in &tables {
-        let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("read {} ({cf}): {e}", file.display()));
-        let mut flipped = bytes.clone();
-        flipped[0] ^= 0x10;
-        std::fs::write(file, &flipped).expect("write table file");
-        let log = start_refused(&net, &target);
+        let log = refused_with_bit_flipped(&net, &target, file, |_| 0);
         let name = file.file_name().expect("file name").to_string_lossy();
         assert!(
             log.contains("does not verify") && log.contains(&format!("in {cf}: Corruption")) && log.contains(&*name),
             "a flipped bit in {name} ({cf}): {log}"
         );
         println!("flipped bit in a table file of {cf}: {target} refused to start: {}", refusal(&log));
-        std::fs::write(file, &bytes).expect("put the table file back");
         refused.insert(cf.as_str());
     }
     // Every column family but those this ledger has no rows in: no rejections, so no
@@ -452,14 +452,9 @@ async fn a_value_edited_on_disk_is_refused_and_the_node_rebuilt_from_its_peers()
         println!("lost {store}/{name}: {target} refused to start: {}", refusal(&log));
         std::fs::rename(&aside, &manifest).expect("put the MANIFEST back");
 
-        let bytes = std::fs::read(&manifest).expect("read the MANIFEST");
-        let mut flipped = bytes.clone();
-        flipped[manifest_payload_middle(&bytes)] ^= 0x10;
-        std::fs::write(&manifest, &flipped).expect("write the MANIFEST");
-        let log = start_refused(&net, &target);
+        let log = refused_with_bit_flipped(&net, &target, &manifest, manifest_payload_middle);
         assert!(log.contains("Corruption") && log.contains(&name), "{store}: flipped bit in {name}: {log}");
         println!("flipped bit in {store}/{name}: {target} refused to start: {}", refusal(&log));
-        std::fs::write(&manifest, &bytes).expect("put the MANIFEST back");
 
         let current = dir.join("CURRENT");
         let kept = std::fs::read(&current).expect("read CURRENT");
