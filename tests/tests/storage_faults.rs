@@ -131,6 +131,23 @@ enum Tear {
     CutLastRecord,
 }
 
+/// RocksDB 11.8.1 loops forever recovering a WAL in which a header it reads has a
+/// recyclable record type (5–8, 11, 131) in a log that is not recycled: `ReadPhysicalRecord`
+/// returns `kBadRecord` without consuming the header, and `ReadRecord` asks again (found
+/// by this test: the node hung in "open and verify the ledger"; docs/faults.md). Recovery
+/// reads a header where the garbage begins and at each block start inside it (a bad header
+/// drops the rest of its block), so those type bytes get their high bit flipped; the rest
+/// stays random. Every tear remains garbage RocksDB must refuse to replay.
+fn avoid_rocksdb_recyclable_loop(bytes: &mut [u8], garbage_start: usize) {
+    let block_starts = (garbage_start / WAL_BLOCK_BYTES + 1..).map(|k| k * WAL_BLOCK_BYTES);
+    let end = bytes.len();
+    for header in std::iter::once(garbage_start).chain(block_starts).take_while(|h| h + 6 < end) {
+        if wal_header_bytes(bytes[header + 6]) == WAL_RECYCLABLE_HEADER_BYTES {
+            bytes[header + 6] ^= 0x80;
+        }
+    }
+}
+
 /// Tears the newest WAL of the RocksDB in `db_dir`; returns what was done, for the output.
 fn tear_wal(db_dir: &Path, tear: Tear, seed: u64) -> String {
     let path = newest_wal(db_dir);
@@ -153,6 +170,7 @@ fn tear_wal(db_dir: &Path, tear: Tear, seed: u64) -> String {
             bytes.extend_from_slice(&tail.bytes[rec.start..rec.start + take]);
         }
         Tear::Garbage => {
+            let start = bytes.len();
             let mut x = seed;
             bytes.extend((0..4096).map(|_| {
                 x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -161,6 +179,7 @@ fn tear_wal(db_dir: &Path, tear: Tear, seed: u64) -> String {
                 z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
                 (z ^ (z >> 31)) as u8
             }));
+            avoid_rocksdb_recyclable_loop(&mut bytes, start);
         }
         Tear::CutLastRecord => {
             bytes.truncate(rec.start + (wal_header_bytes(first_type) + first_len / 2).min(rec.len() - 1));
